@@ -1,0 +1,27 @@
+"""One exception hierarchy. Every message names the thing (file, key, field) and the fix."""
+
+from __future__ import annotations
+
+
+class ModeconnError(Exception):
+    """Base class of every error modeconn raises on purpose."""
+
+
+class ConfigError(ModeconnError):
+    """A study file or an option is invalid."""
+
+
+class PopulationError(ModeconnError):
+    """A member cannot be loaded, or members do not share one architecture."""
+
+
+class UnsafeCheckpointError(PopulationError):
+    """A checkpoint would need arbitrary code execution (a pickle) to load."""
+
+
+class DataError(ModeconnError):
+    """A data file, column, label or split is missing or malformed."""
+
+
+class StoreError(ModeconnError):
+    """The results store is unreadable, foreign, or from another study."""
