@@ -1,0 +1,678 @@
+"""Paper-style figures of linear mode connectivity, drawn from results, never from models.
+
+Juneja et al., "Linear Connectivity Reveals Generalization Strategies" (ICLR 2023), read a
+population of fine-tuned models through four pictures, and this module draws each of them:
+
+* :func:`interpolation_curves` - loss (or accuracy) along the linear path
+  ``θα = α·θA + (1 − α)·θB`` for every evaluated pair, so ``α = 1`` is ``member_a``.
+  Pairs inside one basin stay flat; pairs across basins show a barrier (paper, Fig. 1).
+* :func:`distance_heatmap` - the convexity-gap (CG) matrix with members sorted by an OOD
+  metric, so that basins show up as blocks lined up with generalization (paper, Fig. 2).
+* :func:`score_scatter` - each member's basin score against its OOD accuracy (e.g. HANS
+  lexical-overlap), with a least-squares line and Pearson's r (paper, Fig. 4).
+* :func:`basin_histograms` - the distribution of a metric per basin (paper, Fig. 3).
+
+Every plot function takes ``ax=None`` (``None`` makes a new column-wide figure), returns the
+:class:`~matplotlib.figure.Figure` it drew on, never calls ``plt.show()`` and never touches
+pyplot's global state: figures are :class:`matplotlib.figure.Figure` objects that
+:func:`save` writes as PNG. Inputs are validated up front; a missing column or member id
+raises :class:`~modeconn.errors.DataError` naming it. NaN values are dropped, not drawn.
+
+One house style throughout: :data:`COLUMN_WIDTH` / :data:`FULL_WIDTH` inches, the font
+sizes in :data:`FONT_SIZES`, :data:`HEATMAP_CMAP` for every heatmap, and the colour-blind
+safe :data:`BASIN_PALETTE` (Okabe & Ito) for basins, with :data:`BETWEEN_COLOR` for pairs
+that cross basins. :func:`house_style` applies the same settings to figures of your own.
+
+>>> import pandas as pd
+>>> m = pd.DataFrame([[0.0, 0.4], [0.4, 0.0]], index=["a", "b"], columns=["a", "b"])
+>>> fig = distance_heatmap(m, order_by=pd.Series({"a": 0.9, "b": 0.1}, name="HANS-LO"))
+>>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+['b', 'a']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib import patheffects
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.ticker import MaxNLocator
+
+from modeconn.errors import ConfigError, DataError
+
+__all__ = [
+    "BASIN_PALETTE",
+    "BETWEEN_COLOR",
+    "BETWEEN_MEAN_COLOR",
+    "COLUMN_WIDTH",
+    "DPI",
+    "FONT_SIZES",
+    "FULL_WIDTH",
+    "HEATMAP_CMAP",
+    "MAX_TICK_LABELS",
+    "basin_colors",
+    "basin_histograms",
+    "distance_heatmap",
+    "house_style",
+    "interpolation_curves",
+    "save",
+    "score_scatter",
+]
+
+# --- house style ---------------------------------------------------------------------------
+
+COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
+FULL_WIDTH = 7.0  # inches: both columns
+DPI = 150  # of saved PNGs
+FONT_SIZES = {"base": 8.0, "title": 9.0, "label": 8.0, "tick": 7.0, "legend": 7.0}
+HEATMAP_CMAP = "viridis"
+# Okabe & Ito (2008), colour-blind safe; yellow last because it is faint on white.
+BASIN_PALETTE = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#D55E00",  # vermillion
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow
+)
+BETWEEN_COLOR = "#8C8C8C"  # pairs whose ends lie in different basins
+BETWEEN_MEAN_COLOR = "#4D4D4D"  # their mean curve, darker to stand out of the bundle
+NEUTRAL_COLOR = "#404040"  # when there are no basins to colour by
+MAX_TICK_LABELS = 40  # above this many members, heatmap tick labels are hidden
+_GRID_COLOR = "#E6E6E6"
+
+_RC: dict[str, Any] = {
+    "font.size": FONT_SIZES["base"],
+    "axes.titlesize": FONT_SIZES["title"],
+    "axes.labelsize": FONT_SIZES["label"],
+    "xtick.labelsize": FONT_SIZES["tick"],
+    "ytick.labelsize": FONT_SIZES["tick"],
+    "legend.fontsize": FONT_SIZES["legend"],
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": _GRID_COLOR,
+    "grid.linewidth": 0.6,
+    "image.cmap": HEATMAP_CMAP,
+    "figure.dpi": 100,
+    "savefig.dpi": DPI,
+    "savefig.bbox": "tight",
+}
+
+
+@contextlib.contextmanager
+def house_style() -> Iterator[None]:
+    """Apply the house style to matplotlib inside a ``with`` block, and restore it after.
+
+    The plot functions here style their own axes explicitly, so they look the same with or
+    without this context; use it for figures of your own that should match them.
+    """
+    with mpl.rc_context(_RC):  # type: ignore[arg-type]  # keys are checked at runtime
+        yield
+
+
+def basin_colors(basins: pd.Series) -> dict[int, str]:
+    """Colour of each basin label: sorted labels take :data:`BASIN_PALETTE` in turn.
+
+    The colours depend only on the set of labels, so one ``basins`` Series colours every
+    figure of a report the same way.
+
+    >>> basin_colors(pd.Series({"m0": 1, "m1": 0, "m2": 1}))
+    {0: '#0072B2', 1: '#E69F00'}
+    """
+    labels = sorted({int(v) for v in basins.dropna().to_numpy()})
+    return {lab: BASIN_PALETTE[i % len(BASIN_PALETTE)] for i, lab in enumerate(labels)}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _axes(ax: Axes | None, width: float, height: float) -> tuple[Figure, Axes]:
+    """The axes to draw on and its root figure; a new column-wide figure when ``ax`` is None."""
+    if ax is None:
+        fig = Figure(figsize=(width, height), layout="constrained")
+        return fig, fig.add_subplot()
+    parent: Any = ax.get_figure()
+    while isinstance(parent, SubFigure):  # a subfigure's parent may itself be a subfigure
+        parent = parent.get_figure()
+    if not isinstance(parent, Figure):
+        raise ConfigError("`ax` is not attached to a matplotlib Figure; pass axes from a figure")
+    return parent, ax
+
+
+def _style_axes(
+    ax: Axes, *, grid: bool = True, grid_axis: Literal["both", "x", "y"] = "both"
+) -> None:
+    # Tick labels and grid lines are created lazily at draw time, after any rc_context has
+    # been left, so the house style is set on the axes themselves rather than via rcParams.
+    ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6, pad=2)
+    ax.xaxis.label.set_fontsize(FONT_SIZES["label"])
+    ax.yaxis.label.set_fontsize(FONT_SIZES["label"])
+    ax.title.set_fontsize(FONT_SIZES["title"])
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_linewidth(0.6)
+    if grid:
+        ax.grid(False)
+        ax.grid(True, axis=grid_axis, color=_GRID_COLOR, linewidth=0.6)
+        ax.set_axisbelow(True)
+    else:
+        ax.grid(False)
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    # A borderless white box: where the legend must sit on data, the data fades behind it.
+    style: dict[str, Any] = {"frameon": True, "framealpha": 0.85, "edgecolor": "none"}
+    ax.legend(fontsize=FONT_SIZES["legend"], handlelength=1.5, **{**style, **kwargs})
+
+
+def _legend_below(ax: Axes) -> None:
+    """A two-column legend under the x label, outside the data."""
+    _legend(
+        ax,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        borderaxespad=3.4,  # in legend font sizes: clears the tick labels and the x label
+        ncol=2,
+        columnspacing=1.2,
+        frameon=False,
+    )
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{what} has no column {', '.join(repr(c) for c in missing)}; "
+            f"it has {list(map(str, df.columns))}. Pass the results table with these columns."
+        )
+
+
+def _require_members(ids: Sequence[Any], index: pd.Index, what: str) -> None:
+    known = set(index)
+    missing = [i for i in dict.fromkeys(ids) if i not in known]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(
+            f"{what} has no entry for member id {shown}{more}; "
+            f"give it one value per member (index = member id)."
+        )
+
+
+def _as_series(values: Any, what: str) -> pd.Series:
+    if not isinstance(values, pd.Series):
+        raise DataError(f"{what} must be a pandas Series indexed by member id; got {type(values)}")
+    if values.index.has_duplicates:
+        dup = values.index[values.index.duplicated()][0]
+        raise DataError(f"{what} lists member id {dup!r} more than once; keep one value per id")
+    return values
+
+
+def _as_labels(basins: Any, members: Sequence[Any]) -> pd.Series:
+    basins = _as_series(basins, "`basins`")
+    _require_members(members, basins.index, "`basins`")
+    sub = basins.loc[list(members)]
+    if sub.isna().any():
+        bad = sub.index[sub.isna()][0]
+        raise DataError(f"`basins` has no label (NaN) for member id {bad!r}; label every member")
+    return basins
+
+
+def _numeric(series: pd.Series, what: str) -> pd.Series:
+    try:
+        return pd.to_numeric(series, errors="raise").astype(float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} must be numeric; {exc}") from exc
+
+
+# --- interpolation curves ------------------------------------------------------------------
+
+
+def interpolation_curves(
+    points: pd.DataFrame,
+    *,
+    split: str,
+    metric: str = "loss",
+    basins: pd.Series | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Draw ``metric`` against α along the linear path of every pair, on one split.
+
+    Args:
+        points: path points, one row per (member_a, member_b, split, alpha) evaluation, with
+            columns ``member_a``, ``member_b``, ``split``, ``alpha`` and ``metric``. Rows
+            repeated at one α (several sample seeds or grids) are averaged; NaN values are
+            dropped, and a pair with none left is not drawn.
+        split: which evaluation split to draw (rows of other splits are ignored).
+        metric: the column on the y axis, e.g. ``"loss"`` or ``"accuracy"``.
+        basins: optional basin label per member id. Each pair is then coloured as
+            "within basin k" or "between basins", and each group also gets its mean
+            curve with a ±1 sd band (the band needs at least two pairs).
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. ``ax.lines`` holds one line per drawn pair (``gid`` ``"A|B"``), then one
+        mean line per group when ``basins`` is given (``gid`` ``"mean:<group>"``).
+
+    >>> pts = pd.DataFrame({"member_a": "a", "member_b": "b", "split": "val",
+    ...                     "alpha": [0.0, 0.5, 1.0], "loss": [0.3, 0.9, 0.2]})
+    >>> len(interpolation_curves(pts, split="val").axes[0].lines)
+    1
+    """
+    if not isinstance(points, pd.DataFrame):
+        raise DataError(f"`points` must be a pandas DataFrame of path points; got {type(points)}")
+    _require_columns(points, ["member_a", "member_b", "split", "alpha", metric], "`points`")
+    rows = points.loc[points["split"] == split, ["member_a", "member_b", "alpha", metric]]
+    if rows.empty:
+        splits = sorted(map(str, points["split"].dropna().unique()))
+        raise DataError(f"`points` has no rows for split {split!r}; its splits are {splits}")
+    rows = rows.assign(
+        alpha=_numeric(rows["alpha"], "column 'alpha'"),
+        **{metric: _numeric(rows[metric], f"column {metric!r}")},
+    )
+    pairs = list(dict.fromkeys(zip(rows["member_a"], rows["member_b"], strict=True)))
+    members = list(dict.fromkeys(m for pair in pairs for m in pair))
+    colors: dict[int, str] = {}
+    if basins is not None:
+        basins = _as_labels(basins, members)
+        colors = basin_colors(basins)
+
+    # (pair) -> curve on its own α grid; repeated α averaged, NaN dropped.
+    curves = (
+        rows.dropna(subset=["alpha", metric])
+        .groupby(["member_a", "member_b", "alpha"], sort=True)[metric]
+        .mean()
+    )
+
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.75 * COLUMN_WIDTH)
+    drawn = {(a, b) for a, b, _ in curves.index}
+    # group key: (0, k) within basin k, (1, -1) between basins; sorts within-groups first.
+    groups: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for a, b in pairs:
+        if (a, b) not in drawn:
+            continue  # every value NaN: nothing to draw
+        curve = curves.loc[(a, b)]
+        x, y = curve.index.to_numpy(float), curve.to_numpy(float)  # (n_alphas,)
+        if basins is None:
+            key, color = (0, -1), NEUTRAL_COLOR
+        elif basins[a] == basins[b]:
+            key = (0, int(basins[a]))
+            color = colors[key[1]]
+        else:
+            key, color = (1, -1), BETWEEN_COLOR
+        groups.setdefault(key, []).append((x, y))
+        (line,) = ax.plot(x, y, color=color, linewidth=0.7, alpha=0.45, label="_nolegend_")
+        line.set_gid(f"{a}|{b}")
+
+    if basins is not None:
+        for key in sorted(groups):
+            name = "between basins" if key[0] else f"within basin {key[1]}"
+            color = BETWEEN_COLOR if key[0] else colors[key[1]]
+            mean_color = BETWEEN_MEAN_COLOR if key[0] else color
+            x_mean, mean, sd = _mean_curve(groups[key])
+            n = len(groups[key])
+            (line,) = ax.plot(
+                x_mean,
+                mean,
+                color=mean_color,
+                linewidth=1.8,
+                label=f"{name} (n={n})",
+                zorder=3,
+                # a white halo keeps the mean readable on top of its own bundle of pairs
+                path_effects=[patheffects.withStroke(linewidth=3.2, foreground="white")],
+            )
+            line.set_gid(f"mean:{name}")
+            if n >= 2:
+                ax.fill_between(
+                    x_mean, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0, zorder=2
+                )
+        if groups:
+            _legend_below(ax)  # inside, any corner may hide a barrier
+
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("α  (0 = member B, 1 = member A)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} along linear paths · split {split}")
+    _style_axes(ax)
+    return fig
+
+
+def _mean_curve(
+    curves: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and sample sd of several curves on the union of their α grids.
+
+    A curve contributes at an α only where it was evaluated there, so pairs with
+    different grids do not need interpolating.
+    """
+    grid = np.unique(np.concatenate([x for x, _ in curves]))  # (n_alphas,)
+    table = np.full((len(curves), grid.size), np.nan)  # (n_pairs, n_alphas)
+    for i, (x, y) in enumerate(curves):
+        table[i, np.searchsorted(grid, x)] = y
+    counts = np.sum(~np.isnan(table), axis=0)
+    mean = np.nanmean(table, axis=0)
+    sd = np.zeros(grid.size)
+    several = counts >= 2
+    sd[several] = np.nanstd(table[:, several], axis=0, ddof=1)
+    return grid, mean, sd
+
+
+# --- distance heatmap ----------------------------------------------------------------------
+
+
+def distance_heatmap(
+    matrix: pd.DataFrame,
+    *,
+    order_by: pd.Series | None = None,
+    label: str = "convexity gap",
+    ax: Axes | None = None,
+) -> Figure:
+    """Draw a member × member distance matrix (e.g. convexity gaps) as a heatmap.
+
+    Args:
+        matrix: square DataFrame indexed and columned by the same member ids. NaN cells
+            (pairs not evaluated) are drawn in light grey.
+        order_by: optional value per member id (e.g. HANS-LO accuracy); members are then
+            sorted by it, ascending, NaN last, and the sorted values are drawn as a thin
+            bar strip above the heatmap, labelled with the Series name.
+        label: what the matrix holds; the colourbar's label.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. ``ax.images[0]`` holds the matrix in the drawn (sorted) order, and tick
+        labels name the members unless there are more than :data:`MAX_TICK_LABELS`.
+    """
+    if not isinstance(matrix, pd.DataFrame):
+        raise DataError(f"`matrix` must be a square pandas DataFrame; got {type(matrix)}")
+    n_rows, n_cols = matrix.shape
+    if n_rows != n_cols or n_rows == 0:
+        raise DataError(
+            f"`matrix` must be square and non-empty (members × members); got shape {matrix.shape}"
+        )
+    if matrix.index.has_duplicates:
+        dup = matrix.index[matrix.index.duplicated()][0]
+        raise DataError(f"`matrix` lists member id {dup!r} twice in its index")
+    if set(matrix.index) != set(matrix.columns):
+        extra = [c for c in matrix.columns if c not in set(matrix.index)]
+        raise DataError(
+            f"`matrix` columns and index must name the same members; column {extra[0]!r} "
+            f"is not in the index"
+        )
+    members = list(matrix.index)
+    strip: pd.Series | None = None
+    if order_by is not None:
+        order_by = _as_series(order_by, "`order_by`")
+        _require_members(members, order_by.index, "`order_by`")
+        strip = _numeric(order_by.loc[members], "`order_by`")
+        # Stable sort, so ties keep the matrix's own order.
+        strip = strip.sort_values(kind="mergesort", na_position="last")
+        members = list(strip.index)
+    values = _numeric_frame(matrix.loc[members, members])  # (n, n)
+
+    n = len(members)
+    size = COLUMN_WIDTH if n <= 25 else FULL_WIDTH * 0.75
+    fig, ax = _axes(ax, size, size * (0.95 if strip is None else 1.05))
+    cmap = mpl.colormaps[HEATMAP_CMAP].with_extremes(bad="#D9D9D9")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, interpolation="nearest", aspect="equal"
+    )
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    colorbar.set_label(label, fontsize=FONT_SIZES["label"])
+    colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
+    colorbar.outline.set_linewidth(0.6)
+
+    ticks = np.arange(n)
+    if n <= MAX_TICK_LABELS:
+        names = [str(m) for m in members]
+        ax.set_xticks(ticks, names, rotation=90)
+        ax.set_yticks(ticks, names)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if n > MAX_TICK_LABELS:  # tick labels name the members otherwise
+        ax.set_xlabel("member")
+        ax.set_ylabel("member")
+    _style_axes(ax, grid=False)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(True)
+
+    if strip is not None:
+        # The sorting metric as bars above the matrix, sharing its x positions.
+        bar_ax = ax.inset_axes((0.0, 1.03, 1.0, 0.16), sharex=ax)
+        heights = strip.to_numpy(float)
+        bar_ax.bar(ticks, np.nan_to_num(heights, nan=0.0), width=0.85, color=NEUTRAL_COLOR)
+        finite = heights[np.isfinite(heights)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            pad = 0.08 * (high - low) if high > low else max(abs(high) * 0.1, 0.05)
+            bar_ax.set_ylim(min(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+            span = f"{_fmt(low)} to {_fmt(high)}"
+        else:
+            span = "all NaN"
+        _style_axes(bar_ax, grid=False)
+        bar_ax.set_yticks([])
+        bar_ax.tick_params(axis="x", bottom=False, labelbottom=False)
+        for side in ("left", "bottom"):
+            bar_ax.spines[side].set_visible(False)
+        bar_ax.set_title(
+            f"{_name(strip)} ({span}), ascending",
+            loc="left",
+            fontsize=FONT_SIZES["tick"],
+            pad=2,
+        )
+    return fig
+
+
+def _numeric_frame(frame: pd.DataFrame) -> np.ndarray:
+    try:
+        return frame.to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"`matrix` must hold numbers; {exc}") from exc
+
+
+def _name(series: pd.Series) -> str:
+    return str(series.name) if series.name is not None else "order"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+# --- basin score scatter -------------------------------------------------------------------
+
+
+def score_scatter(
+    scores: pd.Series,
+    values: pd.Series,
+    *,
+    basins: pd.Series | None = None,
+    xlabel: str = "basin score",
+    ylabel: str = "HANS-LO accuracy",
+    ax: Axes | None = None,
+) -> Figure:
+    """Scatter each member's score against a value, with a least-squares line and Pearson r.
+
+    Args:
+        scores: x value per member id (e.g. the basin score).
+        values: y value per member id (e.g. OOD accuracy); must name the same members.
+        basins: optional basin label per member id, to colour the points.
+        xlabel, ylabel: axis labels.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. Members with NaN in either value are left out. The line
+        (``gid`` ``"fit"``) is ``numpy.polyfit(x, y, 1)`` over the x range, drawn when at
+        least two points with distinct x remain; its legend entry gives r and n.
+
+    >>> s = pd.Series({"a": 0.0, "b": 1.0, "c": 2.0})
+    >>> v = pd.Series({"a": 0.5, "b": 0.7, "c": 0.9})
+    >>> fig = score_scatter(s, v)
+    >>> fig.axes[0].get_legend().get_texts()[-1].get_text()
+    'least squares (r = 1.00, n = 3)'
+    """
+    scores = _as_series(scores, "`scores`")
+    values = _as_series(values, "`values`")
+    _require_members(list(scores.index), values.index, "`values`")
+    _require_members(list(values.index), scores.index, "`scores`")
+    members = list(scores.index)
+    x_all = _numeric(scores.loc[members], "`scores`")
+    y_all = _numeric(values.loc[members], "`values`")
+    keep = np.isfinite(x_all.to_numpy()) & np.isfinite(y_all.to_numpy())
+    x, y = x_all.to_numpy()[keep], y_all.to_numpy()[keep]  # (n,)
+    kept = [m for m, k in zip(members, keep, strict=True) if k]
+
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.8 * COLUMN_WIDTH)
+    style: dict[str, Any] = {"s": 18, "edgecolors": "white", "linewidths": 0.4, "zorder": 3}
+    if basins is None:
+        ax.scatter(x, y, color=NEUTRAL_COLOR, label=f"members (n={len(x)})", **style)
+    else:
+        basins = _as_labels(basins, members)
+        colors = basin_colors(basins)
+        labels = basins.loc[kept].astype(int).to_numpy()
+        for lab, color in colors.items():
+            mask = labels == lab
+            if mask.any():
+                ax.scatter(
+                    x[mask], y[mask], color=color, label=f"basin {lab} (n={mask.sum()})", **style
+                )
+
+    if x.size >= 2 and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        r = float(np.corrcoef(x, y)[0, 1]) if np.ptp(y) > 0 else float("nan")
+        # Many vertices, not two: legend placement ("best") avoids vertices, not segments.
+        xs = np.linspace(x.min(), x.max(), 50)
+        (line,) = ax.plot(
+            xs,
+            slope * xs + intercept,
+            color="#333333",
+            linewidth=1.0,
+            linestyle="--",
+            label=f"least squares (r = {r:.2f}, n = {x.size})",
+            zorder=2,
+        )
+        line.set_gid("fit")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    _style_axes(ax)
+    _legend_below(ax)  # inside, it would hide points
+    return fig
+
+
+# --- histograms per basin ------------------------------------------------------------------
+
+
+def basin_histograms(
+    values: pd.Series,
+    basins: pd.Series,
+    *,
+    xlabel: str,
+    bins: int | Sequence[float] = 10,
+    ax: Axes | None = None,
+) -> Figure:
+    """Overlaid histograms of ``values`` per basin, on shared bin edges.
+
+    Args:
+        values: value per member id (e.g. HANS-LO accuracy); NaN values are left out.
+        basins: basin label per member id; must label every member of ``values``.
+        xlabel: what the values are.
+        bins: number of bins over the range of all finite values, or explicit edges.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure, with one histogram (``ax.containers`` entry) per basin that has values.
+    """
+    values = _as_series(values, "`values`")
+    basins = _as_labels(basins, list(values.index))
+    numbers = _numeric(values, "`values`").dropna()
+    if numbers.empty:
+        raise DataError("`values` has no finite value to histogram; every value is NaN")
+    if isinstance(bins, int | np.integer):
+        if bins < 1:
+            raise DataError(f"`bins` must be a positive number of bins; got {bins}")
+        low, high = float(numbers.min()), float(numbers.max())
+        if low == high:  # one value: give the bar a visible width
+            low, high = low - 0.5, high + 0.5
+        edges = np.linspace(low, high, int(bins) + 1)
+    else:
+        edges = np.asarray(bins, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise DataError("`bins` edges must be an increasing sequence of at least two numbers")
+
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.7 * COLUMN_WIDTH)
+    labels = basins.loc[numbers.index].astype(int)
+    for lab, color in basin_colors(basins).items():
+        group = numbers[labels == lab].to_numpy()
+        if group.size == 0:
+            continue
+        ax.hist(
+            group,
+            bins=list(edges),
+            histtype="stepfilled",
+            color=color,
+            alpha=0.35,
+            edgecolor=color,
+            linewidth=1.0,
+            label=f"basin {lab} (n={group.size})",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("members")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _style_axes(ax, grid_axis="y")
+    _legend(ax, loc="best")
+    return fig
+
+
+# --- saving --------------------------------------------------------------------------------
+
+
+def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG (:data:`DPI` dpi, tight bounding box); return the path.
+
+    Parent directories are created, and the file is replaced atomically, so a reader never
+    sees half a PNG.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"figures are saved as PNG; give a path ending in .png, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _open_atomic(path) as handle:
+        fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    return path
+
+
+@contextlib.contextmanager
+def _open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; move it onto ``path`` on success.
+
+    The file is created with mode 0o666 less the umask, like ``open(path, "wb")`` would
+    (``tempfile.mkstemp`` would make it private, 0o600). On any error the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
