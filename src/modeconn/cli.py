@@ -1,0 +1,171 @@
+"""The `modeconn` command: run, demo, report, status, export.
+
+Every error modeconn raises on purpose is printed as one line naming the thing and the
+fix, with exit status 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modeconn.errors import ModeconnError, StoreError
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _print_result(result: object) -> None:
+    import pandas as pd
+
+    from modeconn.results import StudyResult
+
+    assert isinstance(result, StudyResult)
+    print(result.summary())
+    print()
+    with pd.option_context("display.width", 120, "display.precision", 3):
+        print("basins:")
+        print(result.basins.to_string())
+    if result.report is not None:
+        print(f"\nreport: {result.report}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modeconn.pipeline import StudyRunner
+    from modeconn.study import load_study
+
+    study = load_study(args.study, output_dir=args.out, data_root=args.data_root)
+    result = StudyRunner(study, progress=not args.quiet, say=_say).run()
+    _print_result(result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from modeconn.pipeline import StudyRunner
+    from modeconn.study import builtin_study_path, load_study
+
+    out = args.out or str(_cache_dir() / "demo-mnli")
+    study = load_study(builtin_study_path("demo-mnli"), output_dir=out, data_root=args.data_root)
+    _say(f"demo study: {builtin_study_path('demo-mnli')}\noutput: {study.out_path()}")
+    result = StudyRunner(study, progress=not args.quiet, say=_say).run()
+    _print_result(result)
+    return 0
+
+
+def _open_existing(path: str) -> object:
+    from modeconn.store import Store
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.sqlite"
+    if not p.exists():
+        raise StoreError(f"no results store at {p}; give the store file or the study's output dir")
+    return Store(p, create=False)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from modeconn.results import analyze
+    from modeconn.store import Store
+    from modeconn.study_report import write_study_report
+
+    store = _open_existing(args.store)
+    assert isinstance(store, Store)
+    with store:
+        result = analyze(store)
+        out = Path(args.out) if args.out else store.path.parent / "report"
+        path = write_study_report(store, result, out)
+    _print_result(result.with_report(path))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from modeconn.status import store_status
+    from modeconn.store import Store
+
+    store = _open_existing(args.store)
+    assert isinstance(store, Store)
+    with store:
+        status = store_status(store)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for key, value in status.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from modeconn.store import Store
+
+    store = _open_existing(args.store)
+    assert isinstance(store, Store)
+    with store:
+        for p in store.export(Path(args.out), format=args.format):
+            print(p)
+    return 0
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "modeconn"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeconn",
+        description="Find the basins a population of fine-tuned models sits in.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train (if asked) → sweep paths → basins → report")
+    p.add_argument("study", help="the study YAML file")
+    p.add_argument("--out", help="override the study's output_dir")
+    p.add_argument("--data-root", help="folder the split paths are relative to")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the built-in MNLI/HANS study on this CPU")
+    p.add_argument("--out", help=f"output folder (default {_cache_dir() / 'demo-mnli'})")
+    p.add_argument("--data-root", help="folder with mnli/ and hans/ (default ../shared/data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="rebuild the analysis and HTML report from a store")
+    p.add_argument("store", help="results.sqlite, or the study's output folder")
+    p.add_argument("--out", help="report folder (default: beside the store)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("status", help="what a store holds and what remains")
+    p.add_argument("store", help="results.sqlite, or the study's output folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="write the store's tables as CSV or Parquet")
+    p.add_argument("store", help="results.sqlite, or the study's output folder")
+    p.add_argument("--out", required=True, help="folder for the exported files")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ModeconnError as err:
+        print(f"modeconn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("modeconn: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

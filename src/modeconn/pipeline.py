@@ -1,0 +1,290 @@
+"""The stages of a study: train → sweep → basins → report, each callable from Python.
+
+>>> from modeconn import StudyRunner, load_study          # doctest: +SKIP
+>>> runner = StudyRunner(load_study("study.yaml"))        # doctest: +SKIP
+>>> result = runner.run()                                 # doctest: +SKIP
+>>> result.basins                                         # a pandas DataFrame  # doctest: +SKIP
+
+Every stage reads what earlier stages left on disk (members, the results store), so a
+rerun skips all work already done, and :func:`analyze` / :func:`write_study_report`
+rebuild basins and the report from a store alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from modeconn.results import StudyResult, analyze
+
+from modeconn.errors import ConfigError, DataError
+from modeconn.evaluate import Evaluator
+from modeconn.models import classifier_skeleton, load_classifier, load_tokenizer, resolve_pretrained
+from modeconn.population import Member, Population
+from modeconn.store import Store
+from modeconn.study import Study
+from modeconn.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
+from modeconn.tasks.text import Example, PreparedSplit, prepare_split, read_examples
+from modeconn.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+
+log = logging.getLogger("modeconn")
+
+
+class StudyRunner:
+    """Runs one study's stages; holds the tokenizer, splits and engine between them."""
+
+    def __init__(
+        self, study: Study, *, progress: bool = True, say: Callable[[str], None] | None = None
+    ) -> None:
+        self.study = study
+        self.progress = progress
+        self.say = say or log.info
+        self.model_dir = resolve_pretrained(study.model.pretrained, base=study.base)
+        self._tokenizer: Any = None
+        self._splits: dict[str, PreparedSplit] | None = None
+        self._population: Population | None = None
+        self._evaluator: Evaluator | None = None
+        if study.eval.threads:
+            torch.set_num_threads(study.eval.threads)
+
+    # ---- inputs ---------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_dir)
+        return self._tokenizer
+
+    @property
+    def label_order(self) -> list[str]:
+        return list(self.study.model.label_order)
+
+    def splits(self) -> dict[str, PreparedSplit]:
+        """Every evaluation split, sampled, tokenized and collated once."""
+        if self._splits is None:
+            ev = self.study.eval
+            self._splits = {
+                name: prepare_split(
+                    self.study.split_spec(name),
+                    self.tokenizer,
+                    self.label_order,
+                    max_length=self.study.model.max_length,
+                    max_tokens=ev.max_tokens,
+                    max_batch=ev.max_batch,
+                )
+                for name in self.study.eval_splits()
+            }
+        return self._splits
+
+    def member_plans(self) -> list[MemberPlan]:
+        """The members a study's `train` section asks for, with their data and seeds."""
+        train = self.study.train
+        if train is None:
+            return []
+        plans = []
+        for arm in train.arms:
+            base = read_examples(self.study.split_spec(arm.data))
+            pool = list(base)
+            if arm.mix is not None:
+                extra = read_examples(self.study.split_spec(arm.mix.split))
+                k = round(arm.mix.fraction / (1.0 - arm.mix.fraction) * len(base))
+                if k > len(extra):
+                    raise DataError(
+                        f"train.arms[{arm.name}].mix: needs {k} examples from split "
+                        f"'{arm.mix.split}' but it has {len(extra)}; lower the fraction"
+                    )
+                chosen = random.Random(0).sample(range(len(extra)), k)
+                lm = arm.mix.label_map
+                pool += [
+                    Example(extra[i].text_a, extra[i].text_b, lm.get(extra[i].label, extra[i].label))
+                    for i in chosen
+                ]
+            for i in range(arm.members):
+                seed = arm.seed_offset + i
+                plans.append(
+                    MemberPlan(
+                        member_id=f"{arm.name}-{i:02d}",
+                        arm=arm.name,
+                        head_seed=seed if arm.vary in ("both", "head") else arm.seed_offset,
+                        data_seed=seed if arm.vary in ("both", "data") else arm.seed_offset,
+                        examples=tuple(pool),
+                    )
+                )
+        return plans
+
+    def train(self) -> list[Path]:
+        """Fine-tune the members the study asks for; members already trained are kept."""
+        train = self.study.train
+        if train is None:
+            return []
+        out = self.study.members_dir()
+        clean_partial(out)
+        recipe = train.recipe(self.study.model.max_length)
+        plans = self.member_plans()
+        base = str(self.model_dir)
+        todo = [
+            p
+            for p in plans
+            if not _trained(out, p.member_id, recipe_fingerprint(p, recipe, base))
+        ]
+        if todo:
+            self.say(f"training {len(todo)} of {len(plans)} members into {out}")
+        from tqdm.auto import tqdm
+
+        for plan in tqdm(todo, desc="members", unit="member", disable=not self.progress):
+            train_member(
+                lambda: load_classifier(
+                    self.model_dir, self.label_order, num_layers=self.study.model.num_layers
+                ),
+                self.tokenizer,
+                plan,
+                self.label_order,
+                recipe,
+                out,
+                base=base,
+                progress=self.progress,
+            )
+        return [out / f"{p.member_id}.safetensors" for p in plans]
+
+    def population(self) -> Population:
+        if self._population is None:
+            trained = self.train()
+            paths = self.study.member_paths()
+            if trained:
+                pop = Population.from_paths(trained)
+            elif paths is not None:
+                pop = Population.from_paths(paths)
+            else:
+                pop = Population.from_dir(self.study.members_dir())
+            if len(pop) < 2:
+                raise ConfigError(
+                    f"a study needs at least 2 members; found {len(pop)} in "
+                    f"{self.study.members_dir()}"
+                )
+            self._population = pop
+        return self._population
+
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            skeleton = classifier_skeleton(
+                self.model_dir, self.label_order, num_layers=self.study.model.num_layers
+            )
+            self._evaluator = Evaluator(skeleton, device=self.study.eval.device)
+        return self._evaluator
+
+    def members(self) -> list[MemberRef]:
+        """Members with their weight hashes, each checked against the model's architecture."""
+        pop = self.population()
+        reference = self.evaluator().model.state_dict()
+        refs = []
+        for m in pop:
+            state = pop.load(m.id)
+            _check_against(reference, state, m)
+            refs.append(MemberRef(m.id, pop.hash(m.id)))
+        return refs
+
+    # ---- stages ---------------------------------------------------------------------
+
+    def open_store(self) -> Store:
+        self.study.out_path().mkdir(parents=True, exist_ok=True)
+        return Store(self.study.store_path(), study=self.study.name)
+
+    def plan(self, store: Store) -> SweepPlan:
+        return plan_sweep(
+            self.members(),
+            self.splits(),
+            path_splits=self.study.paths.splits,
+            member_splits=self.study.eval_splits(),
+            points=self.study.paths.points,
+            store=store,
+        )
+
+    def sweep(self) -> SweepStats:
+        """Evaluate every missing member point and path unit, writing as it goes."""
+        pop = self.population()
+        ev = self.evaluator()
+        with self.open_store() as store:
+            plan = self.plan(store)
+            self._record(store, plan)
+            self.say(
+                f"sweep: {len(plan.members)} members, {plan.n_units} path units "
+                f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
+                f"({len(plan.member_todo)} to do)"
+            )
+            return run_sweep(
+                plan,
+                ev,
+                lambda mid: ev.as_point(pop.load(mid), name=mid),
+                self.splits(),
+                store,
+                progress=self.progress,
+            )
+
+    def _record(self, store: Store, plan: SweepPlan) -> None:
+        """Keep in the store what `report` and `status` need without the study file."""
+        splits = self.splits()
+        pop = self.population()
+        members = [
+            {"id": m.id, "hash": m.hash, **_meta(pop[m.id])} for m in plan.members
+        ]
+        store.set_meta("study", self.study.model_dump_json(exclude={"base_dir"}))
+        store.set_meta("members", json.dumps(members))
+        store.set_meta(
+            "splits",
+            json.dumps(
+                {
+                    n: {
+                        "key": s.key,
+                        "sample_seed": s.spec.sample_seed,
+                        "sample_size": s.n,
+                        "metric": s.spec.metric,
+                        "role": s.spec.role,
+                    }
+                    for n, s in splits.items()
+                }
+            ),
+        )
+        store.set_meta("grid", json.dumps({"grid": plan.grid, "alphas": list(plan.alphas)}))
+
+    def analyze(self) -> StudyResult:
+        with Store(self.study.store_path(), study=self.study.name, create=False) as store:
+            return analyze(store)
+
+    def report(self, result: StudyResult | None = None) -> Path:
+        from modeconn.study_report import write_study_report
+
+        with Store(self.study.store_path(), study=self.study.name, create=False) as store:
+            res = result or analyze(store)
+            return write_study_report(store, res, self.study.out_path() / "report")
+
+    def run(self) -> StudyResult:
+        """Every stage in order; returns the analysis with the report's path set."""
+        self.sweep()
+        result = self.analyze()
+        path = self.report(result)
+        return result.with_report(path)
+
+
+def _trained(out: Path, member_id: str, fingerprint: str) -> bool:
+    from modeconn.train import is_trained
+
+    return is_trained(out, member_id, fingerprint)
+
+
+def _meta(member: Member) -> dict[str, Any]:
+    m = member.meta
+    return {"arm": m.arm, "head_seed": m.head_seed, "data_seed": m.data_seed, "step": m.step}
+
+
+def _check_against(reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor], m: Member) -> None:
+    from modeconn.population import check_compatible
+
+    # the skeleton's non-persistent or integer buffers may be absent from a checkpoint
+    floats = {k: v for k, v in reference.items() if v.is_floating_point()}
+    cand = {k: v for k, v in state.items() if k in floats or v.is_floating_point()}
+    check_compatible(floats, cand, name=m.id, reference_name="the study's model")

@@ -1,0 +1,191 @@
+"""From a results store to basins: the N×N distance matrix, clusters, scores, correlations.
+
+Everything here reads the store (and the study and member table it records), never
+models, so `modeconn report STORE` rebuilds the analysis on any machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modeconn.barriers import curve_distance
+from modeconn.basins import BasinFit, basin_recovery, basin_table, correlate, find_basins
+from modeconn.errors import DataError, StoreError
+from modeconn.store import Store
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What a study found, with what produced it (members, splits, sample seeds, grid)."""
+
+    study: dict[str, Any]
+    members: pd.DataFrame  # one row per member: id, hash, arm, seeds, per-split loss/metrics
+    distance: pd.DataFrame  # N×N, indexed by member id
+    fit: BasinFit
+    basins: pd.DataFrame  # per basin: size and mean/std of ID and OOD metrics
+    correlations: pd.DataFrame  # per OOD split: Pearson/Spearman with bootstrap CIs
+    recovery: float | None  # adjusted Rand index of basins vs. training arms
+    splits: dict[str, dict[str, Any]]
+    grid: dict[str, Any]
+    report: Path | None = None
+
+    def with_report(self, path: Path) -> StudyResult:
+        return dataclasses.replace(self, report=path)
+
+    @property
+    def distance_range(self) -> tuple[float, float]:
+        d = self.distance.to_numpy()
+        off = d[~np.eye(len(d), dtype=bool)]
+        return float(off.min()), float(off.max())
+
+    def summary(self) -> str:
+        lo, hi = self.distance_range
+        b = self.study["basins"]
+        lines = [
+            f"study {self.study['name']}: {len(self.members)} members, "
+            f"{b['distance']} on '{b['split']}' ranges {lo:.4f} – {hi:.4f}",
+            f"basins found: {self.fit.n_basins} (sizes "
+            f"{', '.join(str(int((self.fit.labels == k).sum())) for k in range(self.fit.n_basins))})",
+        ]
+        if self.recovery is not None:
+            lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
+        for _, row in self.correlations.iterrows():
+            lines.append(
+                f"score ↔ {row['split']} {row['metric']}: Pearson r = {row['pearson_r']:+.3f} "
+                f"[{row['pearson_lo']:+.3f}, {row['pearson_hi']:+.3f}], Spearman ρ = "
+                f"{row['spearman_rho']:+.3f} [{row['spearman_lo']:+.3f}, {row['spearman_hi']:+.3f}]"
+            )
+        return "\n".join(lines)
+
+
+def _meta_json(store: Store, key: str) -> Any:
+    raw = store.get_meta(key)
+    if raw is None:
+        raise StoreError(
+            f"store {store.path} has no '{key}' record: it was not written by `modeconn run` "
+            "(or the sweep never started); run the study first"
+        )
+    return json.loads(raw)
+
+
+def member_table(store: Store) -> pd.DataFrame:
+    """Members with their metadata and, per split, loss and metrics (columns split.name)."""
+    members = pd.DataFrame(_meta_json(store, "members")).set_index("id")
+    splits = _meta_json(store, "splits")
+    points = store.member_points()
+    for name, info in splits.items():
+        sel = points[
+            (points["split"] == info["key"])
+            & (points["sample_seed"] == info["sample_seed"])
+            & (points["sample_size"] == info["sample_size"])
+        ].set_index("member_hash")
+        cols = ["loss", *[c for c in ("accuracy", "f1", "mcc") if c in sel.columns]]
+        for col in cols:
+            members[f"{name}.{col}"] = members["hash"].map(sel[col]) if len(sel) else np.nan
+    return members
+
+
+def curves(store: Store, split: str) -> dict[tuple[str, str], pd.DataFrame]:
+    """Each pair's path points on `split`, sorted by α."""
+    splits = _meta_json(store, "splits")
+    grid = _meta_json(store, "grid")["grid"]
+    info = splits[split]
+    pts = store.path_points(split=info["key"], grid=grid)
+    pts = pts[(pts["sample_seed"] == info["sample_seed"]) & (pts["sample_size"] == info["sample_size"])]
+    return {
+        (a, b): g.sort_values("alpha") for (a, b), g in pts.groupby(["member_a", "member_b"])
+    }
+
+
+def distance_matrix(store: Store, *, split: str, metric: str) -> pd.DataFrame:
+    members = _meta_json(store, "members")
+    ids = [m["id"] for m in members]
+    index = {m: i for i, m in enumerate(ids)}
+    d = np.zeros((len(ids), len(ids)))
+    found = curves(store, split)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            g = found.get((a, b))
+            if g is None:
+                raise DataError(
+                    f"no path {a}–{b} on split '{split}' in {store.path}: the sweep is "
+                    "incomplete; rerun `modeconn run` (it resumes)"
+                )
+            value = curve_distance(g["loss"].to_numpy(), g["alpha"].to_numpy(), metric)
+            d[index[a], index[b]] = d[index[b], index[a]] = value
+    return pd.DataFrame(d, index=ids, columns=ids)
+
+
+def analyze(store: Store) -> StudyResult:
+    """Distance matrix → basins → scores → correlations, from what the store holds."""
+    study = _meta_json(store, "study")
+    splits = _meta_json(store, "splits")
+    grid = _meta_json(store, "grid")
+    b = study["basins"]
+    members = member_table(store)
+    distance = distance_matrix(store, split=b["split"], metric=b["distance"])
+    fit = find_basins(
+        distance.to_numpy(), n_basins=b["n_basins"], delta=b["delta"], seed=b["seed"]
+    )
+    members["basin"] = fit.labels
+    members["score"] = fit.scores
+    values = {
+        f"{s}.{b['metric'] if b['metric'] in ('accuracy', 'f1', 'mcc') else 'accuracy'}": s
+        for s in [b["split"], *b["ood"]]
+    }
+    cols = {}
+    for col in values:
+        metric_col = col if col in members.columns else col.rsplit(".", 1)[0] + ".accuracy"
+        if metric_col in members.columns:
+            cols[metric_col] = members[metric_col].to_numpy(dtype=float)
+    table = basin_table(fit.labels, cols)
+    rows = []
+    for s in b["ood"]:
+        metric = splits[s]["metric"] if b["metric"] == "accuracy" else b["metric"]
+        col = f"{s}.{metric}"
+        if col not in members.columns:
+            col = f"{s}.accuracy"
+        c = correlate(
+            fit.scores, members[col].to_numpy(dtype=float), n_boot=b["bootstrap"], seed=b["seed"]
+        )
+        rows.append({"split": s, "metric": col.rsplit(".", 1)[1], **c.to_dict()})
+    correlations = pd.DataFrame(rows)
+    if len(correlations):
+        correlations = _flatten_ci(correlations)
+    arms = members["arm"]
+    recovery = (
+        basin_recovery(fit.labels, arms.astype(str).to_numpy())
+        if arms.notna().all() and arms.nunique() > 1
+        else None
+    )
+    return StudyResult(
+        study=study,
+        members=members,
+        distance=distance,
+        fit=fit,
+        basins=table,
+        correlations=correlations,
+        recovery=recovery,
+        splits=splits,
+        grid=grid,
+    )
+
+
+def _flatten_ci(frame: pd.DataFrame) -> pd.DataFrame:
+    """Split (lo, hi) interval columns into two scalar columns each."""
+    out = frame.copy()
+    for col in list(out.columns):
+        first = out[col].iloc[0]
+        if isinstance(first, (list, tuple)) and len(first) == 2:
+            stem = col.removesuffix("_ci")
+            out[f"{stem}_lo"] = [v[0] for v in out[col]]
+            out[f"{stem}_hi"] = [v[1] for v in out[col]]
+            out = out.drop(columns=col)
+    return out

@@ -1,0 +1,326 @@
+"""The study file: one YAML document that says what to train, sweep and cluster.
+
+Validated with pydantic; every problem becomes one :class:`~modeconn.errors.ConfigError`
+line naming the field, what was expected and what was received. Relative paths resolve
+against the study file's folder (``output_dir``, members) or ``data_root`` (split files).
+A minimal study::
+
+    name: my-mnli
+    output_dir: runs/my-mnli
+    model: {pretrained: /models/bert-base-uncased, label_order: [entailment, neutral, contradiction]}
+    population: {dir: /models/mnli-seeds}
+    splits:
+      mnli: {path: mnli/dev_matched.tsv, text_a: premise, text_b: hypothesis, label: gold_label}
+      hans_lo:
+        path: hans/eval.tsv
+        text_a: sentence1
+        text_b: sentence2
+        label: gold_label
+        where: {heuristic: [lexical_overlap], gold_label: [non-entailment]}
+        classes: {entailment: [entailment], non-entailment: [neutral, contradiction]}
+        role: ood
+    paths: {splits: [mnli, hans_lo]}
+    basins: {split: mnli, ood: [hans_lo]}
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modeconn.errors import ConfigError
+from modeconn.tasks.text import SplitSpec
+from modeconn.train import TrainConfig
+
+BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    pretrained: str = Field(description="Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'")
+    label_order: list[str] = Field(min_length=2, description="class name of each model output")
+    max_length: int = Field(default=128, ge=8, le=4096)
+    num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
+
+
+class SplitConfig(_Strict):
+    path: str
+    text_a: str
+    label: str
+    text_b: str | None = None
+    header_names: list[str] | None = None
+    where: dict[str, list[str]] = Field(default_factory=dict)
+    rows: str | None = None
+    label_values: dict[str, str] = Field(default_factory=dict)
+    classes: dict[str, list[str]] | None = None
+    metric: Literal["accuracy", "f1", "mcc"] = "accuracy"
+    positive_class: str | None = None
+    sample_size: int | None = Field(default=512, ge=1)
+    sample_seed: int = 0
+    role: Literal["id", "ood", "train"] = "id"
+
+
+class MixConfig(_Strict):
+    split: str
+    fraction: float = Field(gt=0.0, lt=1.0)
+    label_map: dict[str, str] = Field(default_factory=dict)
+
+
+class ArmConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    members: int = Field(ge=1)
+    data: str
+    mix: MixConfig | None = None
+    seed_offset: int = 0
+    vary: Literal["both", "head", "data"] = "both"
+
+
+class TrainSection(_Strict):
+    out_dir: str = "members"
+    examples: int = Field(default=3200, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=2e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup: float = Field(default=0.1, ge=0, lt=1)
+    bucket: int = Field(default=8, ge=1)
+    head_prefix: str = "classifier"
+    arms: list[ArmConfig] = Field(min_length=1)
+
+    def recipe(self, max_length: int) -> TrainConfig:
+        return TrainConfig(
+            examples=self.examples,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup=self.warmup,
+            max_length=max_length,
+            bucket=self.bucket,
+            head_prefix=self.head_prefix,
+        )
+
+
+class PopulationConfig(_Strict):
+    dir: str | None = None
+    members: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PopulationConfig:
+        if (self.dir is None) == (self.members is None):
+            raise ValueError("give exactly one of `dir` (a folder of members) or `members`")
+        return self
+
+
+class PathsConfig(_Strict):
+    points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
+    splits: list[str] = Field(min_length=1)
+
+
+class BasinsConfig(_Strict):
+    split: str = Field(description="the split whose loss curves define the distance")
+    distance: Literal["convexity_gap", "barrier_height", "auc"] = "convexity_gap"
+    n_basins: int | None = Field(default=2, ge=2)
+    delta: float = Field(default=1.0, gt=0)
+    seed: int = 0
+    ood: list[str] = Field(default_factory=list, description="splits to correlate with")
+    metric: str = "accuracy"
+    bootstrap: int = Field(default=2000, ge=0)
+
+
+class EvalConfig(_Strict):
+    max_tokens: int = Field(default=1024, ge=16, description="token budget per batch")
+    max_batch: int = Field(default=128, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    device: str = "cpu"
+
+
+class Study(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output_dir: str
+    data_root: str | None = None
+    model: ModelConfig
+    splits: dict[str, SplitConfig]
+    train: TrainSection | None = None
+    population: PopulationConfig | None = None
+    paths: PathsConfig
+    member_splits: list[str] = Field(
+        default_factory=list, description="splits evaluated per member only (e.g. full OOD sets)"
+    )
+    basins: BasinsConfig
+    eval: EvalConfig = EvalConfig()
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("splits")
+    @classmethod
+    def _some_splits(cls, v: dict[str, SplitConfig]) -> dict[str, SplitConfig]:
+        if not v:
+            raise ValueError("declare at least one split")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> Study:
+        known = set(self.splits)
+
+        def need(field: str, name: str) -> None:
+            if name not in known:
+                raise ValueError(
+                    f"{field} names split '{name}', which is not declared under `splits` "
+                    f"(declared: {', '.join(sorted(known))}); declare it or fix the name"
+                )
+
+        for s in self.paths.splits:
+            need("paths.splits", s)
+        for s in self.member_splits:
+            need("member_splits", s)
+        need("basins.split", self.basins.split)
+        if self.basins.split not in self.paths.splits:
+            raise ValueError(
+                f"basins.split '{self.basins.split}' must be one of paths.splits "
+                f"{self.paths.splits}: the distance is computed from its path curves"
+            )
+        for s in self.basins.ood:
+            need("basins.ood", s)
+        if self.train is not None:
+            for arm in self.train.arms:
+                need(f"train.arms[{arm.name}].data", arm.data)
+                if arm.mix is not None:
+                    need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
+        if self.train is None and self.population is None:
+            raise ValueError("give `population` (existing members) or `train` (to make them)")
+        return self
+
+    # ---- resolved paths -------------------------------------------------------------
+
+    @property
+    def base(self) -> Path:
+        return Path(self.base_dir)
+
+    def out_path(self) -> Path:
+        return _resolve(self.base, self.output_dir)
+
+    def store_path(self) -> Path:
+        return self.out_path() / "results.sqlite"
+
+    def members_dir(self) -> Path:
+        if self.population is not None and self.population.dir is not None:
+            return _resolve(self.base, self.population.dir)
+        assert self.train is not None
+        return _resolve(self.out_path(), self.train.out_dir)
+
+    def member_paths(self) -> list[Path] | None:
+        if self.population is not None and self.population.members is not None:
+            return [_resolve(self.base, p) for p in self.population.members]
+        return None
+
+    def data_path(self) -> Path:
+        return find_data_root(self.data_root, self.base)
+
+    def split_spec(self, name: str) -> SplitSpec:
+        if name not in self.splits:
+            raise ConfigError(
+                f"unknown split '{name}'; this study declares: {', '.join(sorted(self.splits))}"
+            )
+        c = self.splits[name]
+        return SplitSpec(
+            name=name,
+            path=_resolve(self.data_path(), c.path),
+            text_a=c.text_a,
+            text_b=c.text_b,
+            label=c.label,
+            header_names=tuple(c.header_names) if c.header_names else None,
+            where={k: tuple(v) for k, v in c.where.items()},
+            rows=c.rows,
+            label_values=dict(c.label_values),
+            classes={k: tuple(v) for k, v in c.classes.items()} if c.classes else None,
+            metric=c.metric,
+            positive_class=c.positive_class,
+            sample_size=c.sample_size,
+            sample_seed=c.sample_seed,
+            role=c.role,
+        )
+
+    def eval_splits(self) -> list[str]:
+        """Every split evaluated per member: path splits first, then member-only splits."""
+        return list(dict.fromkeys([*self.paths.splits, *self.member_splits, *self.basins.ood]))
+
+
+def _resolve(base: Path, p: str) -> Path:
+    path = Path(os.path.expandvars(p)).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def find_data_root(declared: str | None, base: Path) -> Path:
+    """The folder split paths are relative to: MODECONN_DATA, the study's, or ../shared/data."""
+    candidates: list[Path] = []
+    env = os.environ.get("MODECONN_DATA")
+    if env:
+        candidates.append(Path(env).expanduser())
+    elif declared is not None:
+        candidates.append(_resolve(base, declared))
+    else:
+        for root in (Path.cwd(), *Path.cwd().parents):
+            candidates.append(root / "shared" / "data")
+            if root.parent != root:
+                candidates.append(root.parent / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    tried = ", ".join(str(c) for c in candidates[:4])
+    raise ConfigError(
+        f"data root not found (tried {tried}); set MODECONN_DATA=/path/to/data or the study's "
+        "`data_root`"
+    )
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling against the study format"
+        elif e["type"] == "missing":
+            msg = "required field is missing; add it"
+        got = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {got!r:.60})"
+        lines.append(f"{source}: {loc}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def parse_study(data: Any, *, source: str = "<study>", base_dir: Path | None = None) -> Study:
+    """Validate a study given as a mapping; raise ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study must be a mapping of fields; got {type(data).__name__}")
+    try:
+        return Study.model_validate({**data, "base_dir": str(base_dir or Path.cwd())})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_study(path: str | Path, **overrides: Any) -> Study:
+    """Read and validate a study YAML file. `overrides` replace top-level fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"study file {p} does not exist; check the path")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if isinstance(data, dict):
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_study(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def builtin_study_path(name: str = "demo-mnli") -> Path:
+    ref = resources.files("modeconn") / "studies" / f"{name}.yaml"
+    with resources.as_file(ref) as p:
+        if not p.is_file():
+            raise ConfigError(f"no built-in study named '{name}'")
+        return p

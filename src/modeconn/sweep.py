@@ -1,0 +1,268 @@
+"""Plan and run a sweep of linear paths: every pair × split, skipping what the store has.
+
+A *unit of work* is one pair of members on one split: the interior points of its α
+grid. Endpoints are not part of a unit: each member is evaluated once per split (a
+*member point*), and a unit's α = 0 and α = 1 rows are copied from those, so N members
+cost exactly N endpoint evaluations per split whatever the number of pairs.
+
+Units are ordered so consecutive units share endpoint A, and member weights are kept in
+a cache of flat parameter lists under a byte budget (2 GiB by default): a population that
+fits is read from disk once per member; a larger one re-reads endpoint B per unit. Each unit's rows and its completion marker are written in one
+transaction: a sweep killed at any instant resumes with no unit half-written.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeconn.evaluate import EvalResult, Evaluator
+from modeconn.paths import alpha_grid, grid_id
+from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
+from modeconn.tasks.text import PreparedSplit
+
+PointLoader = Callable[[str], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    id: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep must still do, given what the store already holds."""
+
+    members: tuple[MemberRef, ...]
+    alphas: tuple[float, ...]
+    grid: str
+    member_todo: tuple[tuple[int, str], ...]  # (member index, split name)
+    unit_todo: tuple[tuple[int, int, str], ...]  # (index A, index B, split name)
+    n_units: int  # all path units of the study, done or not
+    n_member_points: int  # all member points of the study
+
+    @property
+    def n_evaluations(self) -> int:
+        interior = len(self.alphas) - 2
+        return len(self.member_todo) + interior * len(self.unit_todo)
+
+
+@dataclass
+class SweepStats:
+    member_evaluations: int = 0
+    path_evaluations: int = 0
+    units_written: int = 0
+    loads: int = 0
+    seconds: float = 0.0
+    per_split: dict[str, int] = field(default_factory=dict)
+
+
+def unit_key(
+    plan: SweepPlan, a: int, b: int, split: PreparedSplit, *, path: str = "linear"
+) -> UnitKey:
+    ma, mb = plan.members[a], plan.members[b]
+    return UnitKey(
+        hash_a=ma.hash,
+        hash_b=mb.hash,
+        path=path,
+        grid=plan.grid,
+        split=split.key,
+        sample_seed=split.spec.sample_seed,
+        sample_size=split.n,
+        member_a=ma.id,
+        member_b=mb.id,
+    )
+
+
+def plan_sweep(
+    members: Sequence[MemberRef],
+    splits: Mapping[str, PreparedSplit],
+    *,
+    path_splits: Sequence[str],
+    member_splits: Sequence[str],
+    points: int,
+    store: Store,
+) -> SweepPlan:
+    """Every member point and path unit of the study that the store does not hold yet."""
+    alphas = alpha_grid(points)
+    grid = grid_id("linear", points)
+    plan = SweepPlan(tuple(members), alphas, grid, (), (), 0, 0)
+    all_member_splits = list(dict.fromkeys([*path_splits, *member_splits]))
+    member_todo = [
+        (i, s)
+        for i, m in enumerate(members)
+        for s in all_member_splits
+        if store.member_point(m.hash, splits[s].key, splits[s].spec.sample_seed, splits[s].n)
+        is None
+    ]
+    done = store.done_units()
+    units = [
+        (i, j, s)
+        for i in range(len(members))
+        for j in range(i + 1, len(members))
+        for s in path_splits
+    ]
+    unit_todo = [u for u in units if unit_key(plan, u[0], u[1], splits[u[2]]) not in done]
+    return SweepPlan(
+        tuple(members),
+        alphas,
+        grid,
+        tuple(member_todo),
+        tuple(unit_todo),
+        n_units=len(units),
+        n_member_points=len(members) * len(all_member_splits),
+    )
+
+
+class _PointCache:
+    """Members' flat parameter lists within a byte budget (at least 2 members), LRU."""
+
+    def __init__(self, load: PointLoader, budget: int) -> None:
+        self.load, self.budget = load, budget
+        self.size = 2
+        self.items: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
+        self.loads = 0
+
+    def get(self, member_id: str) -> list[torch.Tensor]:
+        if member_id in self.items:
+            self.items.move_to_end(member_id)
+            return self.items[member_id]
+        point = self.load(member_id)
+        self.loads += 1
+        if self.loads == 1:
+            nbytes = sum(t.numel() * t.element_size() for t in point)
+            self.size = max(2, self.budget // max(1, nbytes))
+        self.items[member_id] = point
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return point
+
+
+def _member_point(
+    ref: MemberRef, split: PreparedSplit, res: EvalResult, keep_examples: bool
+) -> MemberPoint:
+    return MemberPoint(
+        member_id=ref.id,
+        member_hash=ref.hash,
+        split=split.key,
+        sample_seed=split.spec.sample_seed,
+        sample_size=split.n,
+        loss=res.loss,
+        metrics=res.metrics,
+        example_losses=res.example_losses if keep_examples else None,
+        n_examples=res.n_examples,
+    )
+
+
+def _path_point(
+    key: UnitKey,
+    alpha: float,
+    loss: float,
+    metrics: Mapping[str, float],
+    examples: np.ndarray | None,
+    n: int,
+) -> PathPoint:
+    return PathPoint(
+        member_a=key.member_a,
+        member_b=key.member_b,
+        hash_a=key.hash_a,
+        hash_b=key.hash_b,
+        path=key.path,
+        grid=key.grid,
+        alpha=alpha,
+        split=key.split,
+        sample_seed=key.sample_seed,
+        sample_size=key.sample_size,
+        loss=loss,
+        metrics=dict(metrics),
+        example_losses=examples,
+        n_examples=n,
+    )
+
+
+def run_sweep(
+    plan: SweepPlan,
+    evaluator: Evaluator,
+    load_point: PointLoader,
+    splits: Mapping[str, PreparedSplit],
+    store: Store,
+    *,
+    keep_examples: bool = True,
+    cache_bytes: int = 2 << 30,
+    progress: bool = True,
+) -> SweepStats:
+    """Evaluate what `plan` lists and write it to `store`, one transaction per unit."""
+    import time
+
+    stats = SweepStats()
+    start = time.perf_counter()
+    cache = _PointCache(load_point, cache_bytes)
+    bar = tqdm(total=plan.n_evaluations, desc="sweep", unit="point", disable=not progress)
+
+    # endpoints: each member once per split, evaluated when the member is first loaded
+    # for a unit (so its weights are read once), written per member so a kill loses little
+    pending: dict[int, list[str]] = {}
+    for i, s in plan.member_todo:
+        pending.setdefault(i, []).append(s)
+
+    def endpoints(i: int) -> None:
+        names = pending.pop(i, [])
+        if not names:
+            return
+        ref = plan.members[i]
+        point = cache.get(ref.id)
+        rows = []
+        for s in names:
+            bar.set_postfix_str(f"{ref.id} on {s}")
+            res = evaluator.evaluate_member(point, splits[s], per_example=keep_examples)
+            rows.append(_member_point(ref, splits[s], res, keep_examples))
+            stats.member_evaluations += 1
+            stats.per_split[s] = stats.per_split.get(s, 0) + 1
+            bar.update(1)
+        store.write_member_points(rows)
+
+    # paths: interior α of every pending unit; α = 0 and 1 come from the member points
+    for a, b, s in plan.unit_todo:
+        endpoints(a)
+        endpoints(b)
+        split = splits[s]
+        key = unit_key(plan, a, b, split)
+        end_a = store.member_point(key.hash_a, key.split, key.sample_seed, key.sample_size)
+        end_b = store.member_point(key.hash_b, key.split, key.sample_seed, key.sample_size)
+        assert end_a is not None and end_b is not None, "member points are written first"
+        point_a, point_b = cache.get(key.member_a), cache.get(key.member_b)
+        bar.set_postfix_str(f"{key.member_a}–{key.member_b} on {s}")
+        rows = [
+            _path_point(key, 0.0, end_b.loss, end_b.metrics, end_b.example_losses, end_b.n_examples)
+        ]
+        for alpha in plan.alphas[1:-1]:
+            res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
+            rows.append(
+                _path_point(
+                    key,
+                    alpha,
+                    res.loss,
+                    res.metrics,
+                    res.example_losses if keep_examples else None,
+                    res.n_examples,
+                )
+            )
+            stats.path_evaluations += 1
+            bar.update(1)
+        rows.append(
+            _path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
+        )
+        store.write_unit(key, rows)
+        stats.units_written += 1
+    for i in list(pending):  # members whose units were all done before
+        endpoints(i)
+    bar.close()
+    stats.loads = cache.loads
+    stats.seconds = time.perf_counter() - start
+    return stats
