@@ -72,7 +72,9 @@ def members(tiny_model_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "members"
     out.mkdir()
     for i in range(3):
-        state = {k: v + 0.01 * i if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        state = {
+            k: v + 0.01 * i if v.is_floating_point() else v for k, v in model.state_dict().items()
+        }
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"m{i}.safetensors"))
     return out
 
@@ -142,4 +144,7 @@ def test_end_to_end_in_a_real_process(tiny_study: Path) -> None:
         [*cmd, "export", str(out), "--out", str(out / "csv")], capture_output=True, text=True
     )
     assert export.returncode == 0, export.stderr
-    assert sorted(p.name for p in (out / "csv").iterdir()) == ["member_points.csv", "path_points.csv"]
+    assert sorted(p.name for p in (out / "csv").iterdir()) == [
+        "member_points.csv",
+        "path_points.csv",
+    ]

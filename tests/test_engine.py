@@ -53,9 +53,17 @@ def _reference_loss(model, state, tok, spec, split) -> tuple[float, np.ndarray]:
     ref.load_state_dict(state)
     ref.eval()
     examples = read_examples(spec)
-    chosen = [examples[i] for i in sample_indices(len(examples), spec.sample_size, spec.sample_seed)]
-    enc = tok([e.text_a for e in chosen], [e.text_b for e in chosen], padding=True,
-              truncation=True, max_length=128, return_tensors="pt")
+    chosen = [
+        examples[i] for i in sample_indices(len(examples), spec.sample_size, spec.sample_seed)
+    ]
+    enc = tok(
+        [e.text_a for e in chosen],
+        [e.text_b for e in chosen],
+        padding=True,
+        truncation=True,
+        max_length=128,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         logits = ref(**enc).logits.double()
     two = torch.stack([logits[:, 0], torch.maximum(logits[:, 1], logits[:, 2])], dim=1)
@@ -71,8 +79,9 @@ def test_interpolated_points_match_a_model_copy_per_point(setup) -> None:
     pa, pb = ev.as_point(a, name="a"), ev.as_point(b, name="b")
     for alpha in alpha_grid(5):
         got = ev.evaluate_lerp(pa, pb, alpha, split, per_example=True)
-        state = {k: (alpha * a[k] + (1 - alpha) * b[k]) if a[k].is_floating_point() else a[k]
-                 for k in a}
+        state = {
+            k: (alpha * a[k] + (1 - alpha) * b[k]) if a[k].is_floating_point() else a[k] for k in a
+        }
         want, per = _reference_loss(model, state, tok, spec, split)
         assert got.loss == pytest.approx(want, rel=1e-5, abs=1e-6)
         np.testing.assert_allclose(got.example_losses, per, rtol=1e-4, atol=1e-5)

@@ -6,8 +6,8 @@ measure each path's convexity gap, cluster the N×N matrix spectrally into basin
 correlate each model's position between the basins with its out-of-distribution accuracy.
 """
 
-from modeconn.barriers import auc, barrier_height, convexity_gap, euclidean_distance
-from modeconn.basins import BasinFit, correlate, find_basins
+from typing import TYPE_CHECKING, Any
+
 from modeconn.errors import (
     ConfigError,
     DataError,
@@ -16,12 +16,49 @@ from modeconn.errors import (
     StoreError,
     UnsafeCheckpointError,
 )
-from modeconn.evaluate import EvalResult, Evaluator
-from modeconn.pipeline import StudyRunner
-from modeconn.population import Member, Population, load_state_dict
-from modeconn.results import StudyResult, analyze
-from modeconn.store import Store
-from modeconn.study import Study, load_study, parse_study
+
+# The rest loads on first use, so `import modeconn` (and the CLI) starts without torch.
+_LAZY = {
+    "auc": "modeconn.barriers",
+    "barrier_height": "modeconn.barriers",
+    "convexity_gap": "modeconn.barriers",
+    "euclidean_distance": "modeconn.barriers",
+    "BasinFit": "modeconn.basins",
+    "correlate": "modeconn.basins",
+    "find_basins": "modeconn.basins",
+    "EvalResult": "modeconn.evaluate",
+    "Evaluator": "modeconn.evaluate",
+    "StudyRunner": "modeconn.pipeline",
+    "Member": "modeconn.population",
+    "Population": "modeconn.population",
+    "load_state_dict": "modeconn.population",
+    "StudyResult": "modeconn.results",
+    "analyze": "modeconn.results",
+    "Store": "modeconn.store",
+    "Study": "modeconn.study",
+    "load_study": "modeconn.study",
+    "parse_study": "modeconn.study",
+}
+
+if TYPE_CHECKING:
+    from modeconn.barriers import auc, barrier_height, convexity_gap, euclidean_distance
+    from modeconn.basins import BasinFit, correlate, find_basins
+    from modeconn.evaluate import EvalResult, Evaluator
+    from modeconn.pipeline import StudyRunner
+    from modeconn.population import Member, Population, load_state_dict
+    from modeconn.results import StudyResult, analyze
+    from modeconn.store import Store
+    from modeconn.study import Study, load_study, parse_study
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modeconn' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __version__ = "0.1.0"
 

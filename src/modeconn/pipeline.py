@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from modeconn.results import StudyResult, analyze
 
 from modeconn.errors import ConfigError, DataError
 from modeconn.evaluate import Evaluator
 from modeconn.models import classifier_skeleton, load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population import Member, Population
+from modeconn.results import StudyResult, analyze
 from modeconn.store import Store
 from modeconn.study import Study
 from modeconn.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
@@ -101,7 +101,9 @@ class StudyRunner:
                 chosen = random.Random(0).sample(range(len(extra)), k)
                 lm = arm.mix.label_map
                 pool += [
-                    Example(extra[i].text_a, extra[i].text_b, lm.get(extra[i].label, extra[i].label))
+                    Example(
+                        extra[i].text_a, extra[i].text_b, lm.get(extra[i].label, extra[i].label)
+                    )
                     for i in chosen
                 ]
             for i in range(arm.members):
@@ -128,9 +130,7 @@ class StudyRunner:
         plans = self.member_plans()
         base = str(self.model_dir)
         todo = [
-            p
-            for p in plans
-            if not _trained(out, p.member_id, recipe_fingerprint(p, recipe, base))
+            p for p in plans if not _trained(out, p.member_id, recipe_fingerprint(p, recipe, base))
         ]
         if todo:
             self.say(f"training {len(todo)} of {len(plans)} members into {out}")
@@ -229,9 +229,7 @@ class StudyRunner:
         """Keep in the store what `report` and `status` need without the study file."""
         splits = self.splits()
         pop = self.population()
-        members = [
-            {"id": m.id, "hash": m.hash, **_meta(pop[m.id])} for m in plan.members
-        ]
+        members = [{"id": m.id, "hash": m.hash, **_meta(pop[m.id])} for m in plan.members]
         store.set_meta("study", self.study.model_dump_json(exclude={"base_dir"}))
         store.set_meta("members", json.dumps(members))
         store.set_meta(
@@ -281,7 +279,9 @@ def _meta(member: Member) -> dict[str, Any]:
     return {"arm": m.arm, "head_seed": m.head_seed, "data_seed": m.data_seed, "step": m.step}
 
 
-def _check_against(reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor], m: Member) -> None:
+def _check_against(
+    reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor], m: Member
+) -> None:
     from modeconn.population import check_compatible
 
     # the skeleton's non-persistent or integer buffers may be absent from a checkpoint

@@ -51,8 +51,7 @@ class StudyResult:
         lines = [
             f"study {self.study['name']}: {len(self.members)} members, "
             f"{b['distance']} on '{b['split']}' ranges {lo:.4f} – {hi:.4f}",
-            f"basins found: {self.fit.n_basins} (sizes "
-            f"{', '.join(str(int((self.fit.labels == k).sum())) for k in range(self.fit.n_basins))})",
+            f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))})",
         ]
         if self.recovery is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
@@ -98,10 +97,10 @@ def curves(store: Store, split: str) -> dict[tuple[str, str], pd.DataFrame]:
     grid = _meta_json(store, "grid")["grid"]
     info = splits[split]
     pts = store.path_points(split=info["key"], grid=grid)
-    pts = pts[(pts["sample_seed"] == info["sample_seed"]) & (pts["sample_size"] == info["sample_size"])]
-    return {
-        (a, b): g.sort_values("alpha") for (a, b), g in pts.groupby(["member_a", "member_b"])
-    }
+    pts = pts[
+        (pts["sample_seed"] == info["sample_seed"]) & (pts["sample_size"] == info["sample_size"])
+    ]
+    return {(a, b): g.sort_values("alpha") for (a, b), g in pts.groupby(["member_a", "member_b"])}
 
 
 def distance_matrix(store: Store, *, split: str, metric: str) -> pd.DataFrame:
@@ -131,9 +130,7 @@ def analyze(store: Store) -> StudyResult:
     b = study["basins"]
     members = member_table(store)
     distance = distance_matrix(store, split=b["split"], metric=b["distance"])
-    fit = find_basins(
-        distance.to_numpy(), n_basins=b["n_basins"], delta=b["delta"], seed=b["seed"]
-    )
+    fit = find_basins(distance.to_numpy(), n_basins=b["n_basins"], delta=b["delta"], seed=b["seed"])
     members["basin"] = fit.labels
     members["score"] = fit.scores
     values = {

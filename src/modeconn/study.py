@@ -7,7 +7,9 @@ A minimal study::
 
     name: my-mnli
     output_dir: runs/my-mnli
-    model: {pretrained: /models/bert-base-uncased, label_order: [entailment, neutral, contradiction]}
+    model:
+      pretrained: /models/bert-base-uncased
+      label_order: [entailment, neutral, contradiction]
     population: {dir: /models/mnli-seeds}
     splits:
       mnli: {path: mnli/dev_matched.tsv, text_a: premise, text_b: hypothesis, label: gold_label}
@@ -297,7 +299,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 def parse_study(data: Any, *, source: str = "<study>", base_dir: Path | None = None) -> Study:
     """Validate a study given as a mapping; raise ConfigError naming each bad field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a study must be a mapping of fields; got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: a study must be a mapping of fields; got {type(data).__name__}"
+        )
     try:
         return Study.model_validate({**data, "base_dir": str(base_dir or Path.cwd())})
     except ValidationError as err:

@@ -52,7 +52,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         )
 
     # interpolation curves on every path split
-    curve_figs = []
+    curve_figs: list[tuple[str, figures.Figure]] = []
     for split in study["paths"]["splits"]:
         key = result.splits[split]["key"]
         pts = store.path_points(split=key, grid=result.grid["grid"]).copy()
@@ -67,7 +67,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         Section(
             title="Interpolation curves",
             text="θα = α·θA + (1−α)·θB on a fixed sample shared by every pair; α = 1 is A.",
-            figures=curve_figs,
+            figures=tuple(curve_figs),
             provenance=_provenance(result, study["paths"]["splits"][0]),
         )
     )
@@ -82,27 +82,30 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 f"{b['distance']} of the loss curve on '{b['split']}' for every pair"
                 + (f", members sorted by {ood[0]} accuracy (ascending)." if ood else ".")
             ),
-            figures=[
+            figures=(
                 (
                     "Pairwise distances.",
                     figures.distance_heatmap(
                         result.distance, order_by=order, label=b["distance"].replace("_", " ")
                     ),
-                )
-            ],
+                ),
+            ),
             provenance=_provenance(result, b["split"]),
         )
     )
 
     # basins: table, score scatter and histograms per OOD split
-    figs = []
+    figs: list[tuple[str, figures.Figure]] = []
     for split in ood:
         col = _ood_column(result, split)
         figs.append(
             (
                 f"{split}: basin score vs. {col.split('.')[-1]} with a least-squares fit.",
                 figures.score_scatter(
-                    scores, result.members[col], basins=basins, ylabel=f"{split} {col.split('.')[-1]}"
+                    scores,
+                    result.members[col],
+                    basins=basins,
+                    ylabel=f"{split} {col.split('.')[-1]}",
                 ),
             )
         )
@@ -126,11 +129,11 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 f"{result.fit.n_basins} basins. Score = ‖w − c₁‖ − ‖w − c₂‖ in the spectral "
                 "embedding (c₁: centroid of the larger basin)." + arms
             ),
-            figures=figs,
-            tables=[
+            figures=tuple(figs),
+            tables=(
                 ("Basins (mean and standard deviation per basin).", result.basins),
                 ("Basin score ↔ OOD metric (bootstrap 95% intervals).", result.correlations),
-            ],
+            ),
             provenance=_provenance(result, b["split"]),
         )
     )
@@ -142,7 +145,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         Section(
             title="Members",
             text="Every member with its metadata and its loss and metrics on every split.",
-            tables=[("Members.", members.reset_index())],
+            tables=(("Members.", members.reset_index()),),
         )
     )
     sections.append(
@@ -151,9 +154,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
             text=json.dumps(study, indent=2),
         )
     )
-    return write_report(
-        out_dir, sections, title=f"modeconn — {study['name']}", summary=summary
-    )
+    return write_report(out_dir, sections, title=f"modeconn — {study['name']}", summary=summary)
 
 
 def basins_frame(result: StudyResult) -> pd.DataFrame:

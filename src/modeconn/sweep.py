@@ -7,8 +7,9 @@ cost exactly N endpoint evaluations per split whatever the number of pairs.
 
 Units are ordered so consecutive units share endpoint A, and member weights are kept in
 a cache of flat parameter lists under a byte budget (2 GiB by default): a population that
-fits is read from disk once per member; a larger one re-reads endpoint B per unit. Each unit's rows and its completion marker are written in one
-transaction: a sweep killed at any instant resumes with no unit half-written.
+fits is read from disk once per member; a larger one re-reads endpoint B per unit. Each
+unit's rows and its completion marker are written in one transaction: a sweep killed at
+any instant resumes with no unit half-written.
 """
 
 from __future__ import annotations

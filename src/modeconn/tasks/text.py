@@ -259,9 +259,7 @@ def tokenize(
     return {k: list(v) for k, v in enc.items()}
 
 
-def bucket_batches(
-    lengths: Sequence[int], *, max_tokens: int, max_batch: int
-) -> list[list[int]]:
+def bucket_batches(lengths: Sequence[int], *, max_tokens: int, max_batch: int) -> list[list[int]]:
     """Group indices sorted by length so each padded batch holds ≤ `max_tokens` tokens."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches: list[list[int]] = []
