@@ -136,3 +136,28 @@ def test_rows_slice_is_validated(data_root: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         read_examples(SplitSpec("x", tmp_path / "nope.tsv", "a", "b"))
+
+
+def test_pair_classification_with_f1_on_a_users_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """QQP/PAWS-style binary pairs: a user's own TSV, F1 on the positive class."""
+    from modeconn.models import load_tokenizer
+
+    rows = ["question1\tquestion2\tis_duplicate"]
+    rows += [f"how do I cook rice {i}?\thow to cook rice {i}?\t{i % 2}" for i in range(20)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    spec = SplitSpec(
+        "paws",
+        tmp_path / "pairs.tsv",
+        "question1",
+        "is_duplicate",
+        "question2",
+        label_values={"1": "duplicate", "0": "different"},
+        metric="f1",
+        positive_class="duplicate",
+        sample_size=None,
+    )
+    split = prepare_split(spec, load_tokenizer(tiny_model_dir), ["different", "duplicate"])
+    target = split.labels.numpy()
+    pred = np.ones_like(target)  # everything "duplicate": precision 0.5, recall 1 → F1 2/3
+    assert split.score(pred)["f1"] == pytest.approx(2 / 3)
+    assert split.score(pred)["accuracy"] == pytest.approx(0.5)

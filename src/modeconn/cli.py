@@ -1,4 +1,4 @@
-"""The `modeconn` command: run, demo, report, status, export.
+"""The `modeconn` command: run, demo, plan, report, status, export.
 
 Every error modeconn raises on purpose is printed as one line naming the thing and the
 fix, with exit status 2; nothing else is caught.
@@ -55,6 +55,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"demo study: {builtin_study_path('demo-mnli')}\noutput: {study.out_path()}")
     result = StudyRunner(study, progress=not args.quiet, say=_say).run()
     _print_result(result)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from modeconn.planning import plan_study
+    from modeconn.study import load_study
+
+    study = load_study(args.study, data_root=args.data_root)
+    estimate = plan_study(
+        study, members=args.members, throughput=args.throughput, workers=args.workers
+    )
+    print(json.dumps(estimate.to_dict(), indent=2) if args.json else estimate.summary())
     return 0
 
 
@@ -135,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder with mnli/ and hans/ (default ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plan", help="count a study's evaluations and project its wall time")
+    p.add_argument("study", help="the study YAML file")
+    p.add_argument("--members", type=int, help="number of members (for members kept elsewhere)")
+    p.add_argument("--throughput", type=float, metavar="EX_PER_S", help="examples/s per worker")
+    p.add_argument("--workers", type=int, default=1, metavar="K", help="workers (default 1)")
+    p.add_argument("--data-root", help="folder the split paths are relative to")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("report", help="rebuild the analysis and HTML report from a store")
     p.add_argument("store", help="results.sqlite, or the study's output folder")

@@ -32,6 +32,7 @@ class StudyResult:
     basins: pd.DataFrame  # per basin: size and mean/std of ID and OOD metrics
     correlations: pd.DataFrame  # per OOD split: Pearson/Spearman with bootstrap CIs
     recovery: float | None  # adjusted Rand index of basins vs. training arms
+    arms: pd.DataFrame | None  # members per arm (rows) and basin (columns)
     splits: dict[str, dict[str, Any]]
     grid: dict[str, Any]
     report: Path | None = None
@@ -53,8 +54,11 @@ class StudyResult:
             f"{b['distance']} on '{b['split']}' ranges {lo:.4f} – {hi:.4f}",
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))})",
         ]
-        if self.recovery is not None:
+        if self.recovery is not None and self.arms is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
+            for arm, row in self.arms.iterrows():
+                where = ", ".join(f"{int(n)} in basin {b}" for b, n in row.items() if n)
+                lines.append(f"  arm {arm}: {where}")
         for _, row in self.correlations.iterrows():
             lines.append(
                 f"score ↔ {row['split']} {row['metric']}: Pearson r = {row['pearson_r']:+.3f} "
@@ -162,6 +166,11 @@ def analyze(store: Store) -> StudyResult:
         if arms.notna().all() and arms.nunique() > 1
         else None
     )
+    crosstab = None
+    if recovery is not None:
+        crosstab = pd.crosstab(members["arm"], members["basin"]).rename_axis(
+            index="arm", columns="basin"
+        )
     return StudyResult(
         study=study,
         members=members,
@@ -170,6 +179,7 @@ def analyze(store: Store) -> StudyResult:
         basins=table,
         correlations=correlations,
         recovery=recovery,
+        arms=crosstab,
         splits=splits,
         grid=grid,
     )

@@ -290,9 +290,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = "unknown field; remove it or check its spelling against the study format"
         elif e["type"] == "missing":
             msg = "required field is missing; add it"
+        else:
+            msg = msg.replace("Input should be", "expected")
         got = e.get("input")
-        shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {got!r:.60})"
-        lines.append(f"{source}: {loc}: {msg}{shown}")
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error")
+        shown = "" if quiet else f"; got {got!r:.60}"
+        where = f"{loc}: " if e["loc"] else ""
+        lines.append(f"{source}: {where}{msg}{shown}")
     return "; ".join(lines)
 
 
@@ -314,12 +318,25 @@ def load_study(path: str | Path, **overrides: Any) -> Study:
     if not p.is_file():
         raise ConfigError(f"study file {p} does not exist; check the path")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a text file (byte {exc.start} is not UTF-8); give a YAML study file"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(exc)}; fix the syntax") from None
     if isinstance(data, dict):
         data.update({k: v for k, v in overrides.items() if v is not None})
     return parse_study(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
 
 
 def builtin_study_path(name: str = "demo-mnli") -> Path:

@@ -133,6 +133,11 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
             tables=(
                 ("Basins (mean and standard deviation per basin).", result.basins),
                 ("Basin score ↔ OOD metric (bootstrap 95% intervals).", result.correlations),
+                *(
+                    (("Members of each training arm per basin.", result.arms),)
+                    if result.arms is not None
+                    else ()
+                ),
             ),
             provenance=_provenance(result, b["split"]),
         )

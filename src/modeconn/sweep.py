@@ -204,7 +204,14 @@ def run_sweep(
     stats = SweepStats()
     start = time.perf_counter()
     cache = _PointCache(load_point, cache_bytes)
-    bar = tqdm(total=plan.n_evaluations, desc="sweep", unit="point", disable=not progress)
+    # the bar counts padded tokens, not points: a point's cost is its split's token count,
+    # and splits differ (HANS pairs are half as long as MNLI pairs), so the ETA holds
+    interior = len(plan.alphas) - 2
+    total = sum(splits[s].n_padded for _, s in plan.member_todo)
+    total += sum(interior * splits[s].n_padded for _, _, s in plan.unit_todo)
+    bar = tqdm(
+        total=total, desc="sweep", unit="tok", unit_scale=True, disable=not progress, smoothing=0.05
+    )
 
     # endpoints: each member once per split, evaluated when the member is first loaded
     # for a unit (so its weights are read once), written per member so a kill loses little
@@ -225,7 +232,7 @@ def run_sweep(
             rows.append(_member_point(ref, splits[s], res, keep_examples))
             stats.member_evaluations += 1
             stats.per_split[s] = stats.per_split.get(s, 0) + 1
-            bar.update(1)
+            bar.update(splits[s].n_padded)
         store.write_member_points(rows)
 
     # paths: interior α of every pending unit; α = 0 and 1 come from the member points
@@ -255,7 +262,7 @@ def run_sweep(
                 )
             )
             stats.path_evaluations += 1
-            bar.update(1)
+            bar.update(split.n_padded)
         rows.append(
             _path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
         )
