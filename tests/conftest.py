@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _data_root() -> Path:
     env = os.environ.get("MODECONN_DATA")
     candidates = [Path(env)] if env else []
-    candidates += [REPO.parent / "shared" / "data", REPO / ".." / "shared" / "data"]
+    # beside the checkout, as on a developer machine; else the workspace's shared folder
+    candidates += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
     for c in candidates:
         if (c / "mnli" / "dev_matched.tsv").is_file():
             return c.resolve()

@@ -126,6 +126,18 @@ def distance_matrix(store: Store, *, split: str, metric: str) -> pd.DataFrame:
     return pd.DataFrame(d, index=ids, columns=ids)
 
 
+def metric_column(members: pd.DataFrame, split: str, metric: str) -> str:
+    """The member-table column holding `metric` on `split` (e.g. "hans_lo.accuracy")."""
+    col = f"{split}.{metric}"
+    if col not in members.columns:
+        have = sorted(c.split(".", 1)[1] for c in members.columns if c.startswith(f"{split}."))
+        raise DataError(
+            f"metric '{metric}' was not computed on split '{split}' (it has: "
+            f"{', '.join(have)}); set basins.metric to one of those or leave it unset"
+        )
+    return col
+
+
 def analyze(store: Store) -> StudyResult:
     """Distance matrix → basins → scores → correlations, from what the store holds."""
     study = _meta_json(store, "study")
@@ -137,22 +149,15 @@ def analyze(store: Store) -> StudyResult:
     fit = find_basins(distance.to_numpy(), n_basins=b["n_basins"], delta=b["delta"], seed=b["seed"])
     members["basin"] = fit.labels
     members["score"] = fit.scores
-    values = {
-        f"{s}.{b['metric'] if b['metric'] in ('accuracy', 'f1', 'mcc') else 'accuracy'}": s
+    # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one
+    cols = {
+        s: metric_column(members, s, b.get("metric") or splits[s]["metric"])
         for s in [b["split"], *b["ood"]]
     }
-    cols = {}
-    for col in values:
-        metric_col = col if col in members.columns else col.rsplit(".", 1)[0] + ".accuracy"
-        if metric_col in members.columns:
-            cols[metric_col] = members[metric_col].to_numpy(dtype=float)
-    table = basin_table(fit.labels, cols)
+    table = basin_table(fit.labels, {c: members[c].to_numpy(dtype=float) for c in cols.values()})
     rows = []
     for s in b["ood"]:
-        metric = splits[s]["metric"] if b["metric"] == "accuracy" else b["metric"]
-        col = f"{s}.{metric}"
-        if col not in members.columns:
-            col = f"{s}.accuracy"
+        col = cols[s]
         c = correlate(
             fit.scores, members[col].to_numpy(dtype=float), n_boot=b["bootstrap"], seed=b["seed"]
         )

@@ -23,6 +23,11 @@ A minimal study::
         role: ood
     paths: {splits: [mnli, hans_lo]}
     basins: {split: mnli, ood: [hans_lo]}
+
+An optional ``sweep`` section spreads the path evaluations over worker processes or a
+Ray cluster (:mod:`modeconn.backends`); without it the sweep runs in this process::
+
+    sweep: {backend: ray, workers: 8, threads_per_worker: 2, address: null, max_retries: 3}
 """
 
 from __future__ import annotations
@@ -132,7 +137,9 @@ class BasinsConfig(_Strict):
     delta: float = Field(default=1.0, gt=0)
     seed: int = 0
     ood: list[str] = Field(default_factory=list, description="splits to correlate with")
-    metric: str = "accuracy"
+    metric: Literal["accuracy", "f1", "mcc"] | None = Field(
+        default=None, description="OOD metric; default: each split's own `metric`"
+    )
     bootstrap: int = Field(default=2000, ge=0)
 
 
@@ -141,6 +148,29 @@ class EvalConfig(_Strict):
     max_batch: int = Field(default=128, ge=1)
     threads: int | None = Field(default=None, ge=1)
     device: str = "cpu"
+
+
+class SweepConfig(_Strict):
+    """Where the sweep's evaluations run; see :mod:`modeconn.backends`."""
+
+    backend: Literal["local", "process", "ray"] = Field(
+        default="local", description="local: in this process; process: a local pool; ray"
+    )
+    workers: int = Field(default=2, ge=1, description="worker processes or Ray actors")
+    threads_per_worker: int = Field(default=1, ge=1, description="torch threads per worker")
+    address: str | None = Field(
+        default=None, description="a running Ray cluster (host:port, ray://host:port, auto)"
+    )
+    max_retries: int = Field(default=3, ge=0, description="retries of a failed or lost task")
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> SweepConfig:
+        if self.address is not None and self.backend != "ray":
+            raise ValueError(
+                f"sweep.address is only used by backend 'ray' (backend is '{self.backend}'); "
+                "remove the address or set `backend: ray`"
+            )
+        return self
 
 
 class Study(_Strict):
@@ -157,6 +187,7 @@ class Study(_Strict):
     )
     basins: BasinsConfig
     eval: EvalConfig = EvalConfig()
+    sweep: SweepConfig = SweepConfig()
     base_dir: str = Field(default=".", exclude=True)
 
     @field_validator("splits")
@@ -259,18 +290,21 @@ def _resolve(base: Path, p: str) -> Path:
 
 
 def find_data_root(declared: str | None, base: Path) -> Path:
-    """The folder split paths are relative to: MODECONN_DATA, the study's, or ../shared/data."""
-    candidates: list[Path] = []
+    """The folder split paths are relative to.
+
+    In order: ``MODECONN_DATA``; the study's ``data_root`` (relative to the study file);
+    else a ``shared/data`` folder in or beside the current directory or one of its
+    parents, or beside the package's checkout.
+    """
     env = os.environ.get("MODECONN_DATA")
     if env:
-        candidates.append(Path(env).expanduser())
+        candidates = [Path(env).expanduser()]
     elif declared is not None:
-        candidates.append(_resolve(base, declared))
+        candidates = [_resolve(base, declared)]
     else:
-        for root in (Path.cwd(), *Path.cwd().parents):
-            candidates.append(root / "shared" / "data")
-            if root.parent != root:
-                candidates.append(root.parent / "shared" / "data")
+        here = Path(__file__).resolve()
+        roots = [Path.cwd(), *Path.cwd().parents, *here.parents]
+        candidates = list(dict.fromkeys(r / "shared" / "data" for r in roots))
     for c in candidates:
         if c.is_dir():
             return c

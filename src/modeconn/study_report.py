@@ -9,7 +9,7 @@ import pandas as pd
 
 from modeconn import figures
 from modeconn.report import Section, write_report
-from modeconn.results import StudyResult
+from modeconn.results import StudyResult, metric_column
 from modeconn.store import Store
 
 
@@ -25,9 +25,8 @@ def _provenance(result: StudyResult, split: str) -> dict[str, str]:
 
 
 def _ood_column(result: StudyResult, split: str) -> str:
-    metric = result.splits[split]["metric"]
-    col = f"{split}.{metric}"
-    return col if col in result.members.columns else f"{split}.accuracy"
+    metric = result.study["basins"].get("metric") or result.splits[split]["metric"]
+    return metric_column(result.members, split, metric)
 
 
 def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path:
