@@ -318,3 +318,27 @@ def test_basin_table_hand_computed():
     with pytest.raises(DataError, match=r"values\['ood'\] must hold one number per member \(5\)"):
         basin_table(labels, {"ood": [0.1, 0.2]})
     assert list(basin_table(labels, {}).columns) == ["size"]
+
+
+def test_median_delta_follows_the_distances() -> None:
+    from modeconn.basins import median_delta
+
+    # off-diagonal distances 0.2, 0.4, 0.6 (each twice): median 0.4
+    d = np.array([[0.0, 0.2, 0.4], [0.2, 0.0, 0.6], [0.4, 0.6, 0.0]])
+    assert median_delta(d) == pytest.approx(0.4)
+    assert median_delta(np.zeros((3, 3))) == 1.0  # no scale to follow: the paper's δ
+
+
+def test_small_gaps_need_a_data_scale_to_show_two_basins() -> None:
+    from modeconn.basins import affinity, find_basins, median_delta
+
+    # two blocks with gaps 0.01 inside and 0.05 between: at δ = 1 every similarity is
+    # exp(−0.05²/2) ≈ 0.9988 or more, but at the median scale the blocks separate
+    d = np.full((6, 6), 0.05)
+    d[:3, :3] = d[3:, 3:] = 0.01
+    np.fill_diagonal(d, 0.0)
+    s = affinity(d, delta=1.0)
+    assert s.min() > 0.998
+    fit = find_basins(d, n_basins=2, delta=median_delta(d))
+    assert sorted(fit.labels[:3].tolist()) == [fit.labels[0]] * 3
+    assert set(fit.labels[:3]) != set(fit.labels[3:])

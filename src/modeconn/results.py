@@ -16,7 +16,15 @@ import numpy as np
 import pandas as pd
 
 from modeconn.barriers import curve_distance
-from modeconn.basins import BasinFit, basin_recovery, basin_table, correlate, find_basins
+from modeconn.basins import (
+    BasinFit,
+    affinity,
+    basin_recovery,
+    basin_table,
+    correlate,
+    find_basins,
+    median_delta,
+)
 from modeconn.errors import DataError, StoreError
 from modeconn.store import Store
 
@@ -33,6 +41,7 @@ class StudyResult:
     correlations: pd.DataFrame  # per OOD split: Pearson/Spearman with bootstrap CIs
     recovery: float | None  # adjusted Rand index of basins vs. training arms
     arms: pd.DataFrame | None  # members per arm (rows) and basin (columns)
+    notes: tuple[str, ...]  # warnings about how far the result can be trusted
     splits: dict[str, dict[str, Any]]
     grid: dict[str, Any]
     report: Path | None = None
@@ -52,7 +61,8 @@ class StudyResult:
         lines = [
             f"study {self.study['name']}: {len(self.members)} members, "
             f"{b['distance']} on '{b['split']}' ranges {lo:.4f} – {hi:.4f}",
-            f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))})",
+            f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
+            f"similarity scale δ = {self.fit.delta:.4g}",
         ]
         if self.recovery is not None and self.arms is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
@@ -65,6 +75,7 @@ class StudyResult:
                 f"[{row['pearson_lo']:+.3f}, {row['pearson_hi']:+.3f}], Spearman ρ = "
                 f"{row['spearman_rho']:+.3f} [{row['spearman_lo']:+.3f}, {row['spearman_hi']:+.3f}]"
             )
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -146,7 +157,9 @@ def analyze(store: Store) -> StudyResult:
     b = study["basins"]
     members = member_table(store)
     distance = distance_matrix(store, split=b["split"], metric=b["distance"])
-    fit = find_basins(distance.to_numpy(), n_basins=b["n_basins"], delta=b["delta"], seed=b["seed"])
+    d = distance.to_numpy()
+    delta = median_delta(d) if b["delta"] == "median" else float(b["delta"])
+    fit = find_basins(d, n_basins=b["n_basins"], delta=delta, seed=b["seed"])
     members["basin"] = fit.labels
     members["score"] = fit.scores
     # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one
@@ -177,6 +190,7 @@ def analyze(store: Store) -> StudyResult:
             index="arm", columns="basin"
         )
     return StudyResult(
+        notes=_notes(fit, d, len(members)),
         study=study,
         members=members,
         distance=distance,
@@ -188,6 +202,22 @@ def analyze(store: Store) -> StudyResult:
         splits=splits,
         grid=grid,
     )
+
+
+def _notes(fit: BasinFit, distance: np.ndarray, n: int) -> tuple[str, ...]:
+    notes = []
+    s = affinity(distance, delta=fit.delta)
+    off = s[~np.eye(n, dtype=bool)]
+    if off.size and float(off.max() - off.min()) < 0.01:
+        notes.append(
+            f"the similarity exp(−D²/2δ²) varies by less than 0.01 across pairs at δ = "
+            f"{fit.delta:.4g}: the basins reflect noise, not structure; try basins.delta: median"
+        )
+    if min(fit.sizes) < 2:
+        notes.append("a basin holds a single member: its mean and spread say little")
+    if n < 10:
+        notes.append(f"only {n} members: correlations and their intervals are rough")
+    return tuple(notes)
 
 
 def _flatten_ci(frame: pd.DataFrame) -> pd.DataFrame:

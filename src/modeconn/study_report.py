@@ -42,7 +42,10 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         "distance": f"{b['distance']} of the loss on '{b['split']}'",
         "distance range (off-diagonal)": "{:.4f} – {:.4f}".format(*result.distance_range),
         "basins": f"{result.fit.n_basins} (sizes {', '.join(map(str, result.fit.sizes))})",
+        "similarity scale δ": f"{result.fit.delta:.4g}",
     }
+    for i, note in enumerate(result.notes, 1):
+        summary[f"note {i}"] = note
     if result.recovery is not None:
         summary["basins vs. arms (adjusted Rand index)"] = f"{result.recovery:.3f}"
     for _, row in result.correlations.iterrows():
@@ -124,7 +127,8 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         Section(
             title="Basins",
             text=(
-                f"Spectral clustering of S = exp(−D²/(2δ²)), δ = {b['delta']}, into "
+                f"Spectral clustering of S = exp(−D²/(2δ²)), δ = {result.fit.delta:.4g}"
+                f"{' (median distance)' if b['delta'] == 'median' else ''}, into "
                 f"{result.fit.n_basins} basins. Score = ‖w − c₁‖ − ‖w − c₂‖ in the spectral "
                 "embedding (c₁: centroid of the larger basin)." + arms
             ),
