@@ -134,7 +134,18 @@ class BasinsConfig(_Strict):
     split: str = Field(description="the split whose loss curves define the distance")
     distance: Literal["convexity_gap", "barrier_height", "auc"] = "convexity_gap"
     n_basins: int | None = Field(default=2, ge=2)
-    delta: float = Field(default=1.0, gt=0)
+    delta: float | Literal["median"] = Field(
+        default="median",
+        description="similarity scale δ; 'median' = median off-diagonal distance (paper: 1.0)",
+    )
+
+    @field_validator("delta")
+    @classmethod
+    def _positive_delta(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and v <= 0:
+            raise ValueError(f"basins.delta must be > 0 or 'median'; got {v}")
+        return v
+
     seed: int = 0
     ood: list[str] = Field(default_factory=list, description="splits to correlate with")
     metric: Literal["accuracy", "f1", "mcc"] | None = Field(
