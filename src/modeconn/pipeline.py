@@ -182,7 +182,7 @@ class StudyRunner:
         pop = self.population()
         reference = self.evaluator().model.state_dict()
         refs = []
-        for m in pop:
+        for m in sorted(pop, key=lambda m: m.id):  # pair orientation by id, whatever the listing
             state = pop.load(m.id)
             _check_against(reference, state, m)
             refs.append(MemberRef(m.id, pop.hash(m.id)))
