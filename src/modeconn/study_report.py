@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from modeconn import figures
 from modeconn.report import Section, write_report
 from modeconn.results import StudyResult, metric_column
@@ -163,7 +161,3 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         )
     )
     return write_report(out_dir, sections, title=f"modeconn — {study['name']}", summary=summary)
-
-
-def basins_frame(result: StudyResult) -> pd.DataFrame:
-    return result.basins
