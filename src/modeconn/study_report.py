@@ -11,13 +11,15 @@ from modeconn.results import StudyResult, metric_column
 from modeconn.store import Store
 
 
-def _provenance(result: StudyResult, split: str) -> dict[str, str]:
-    info = result.splits[split]
+def _provenance(result: StudyResult, *splits: str) -> dict[str, str]:
+    infos = {s: result.splits[s] for s in splits}
     return {
         "members": f"{len(result.members)} ({', '.join(result.members.index[:6])}"
         + (", …)" if len(result.members) > 6 else ")"),
-        "split": f"{split} (store key {info['key']})",
-        "sample": f"{info['sample_size']} examples, seed {info['sample_seed']}",
+        "split": "; ".join(f"{s} (store key {i['key']})" for s, i in infos.items()),
+        "sample": "; ".join(
+            f"{s}: {i['sample_size']} examples, seed {i['sample_seed']}" for s, i in infos.items()
+        ),
         "grid": f"{result.grid['grid']}: α = {', '.join(f'{a:g}' for a in result.grid['alphas'])}",
     }
 
@@ -68,7 +70,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
             title="Interpolation curves",
             text="θα = α·θA + (1−α)·θB on a fixed sample shared by every pair; α = 1 is A.",
             figures=tuple(curve_figs),
-            provenance=_provenance(result, study["paths"]["splits"][0]),
+            provenance=_provenance(result, *study["paths"]["splits"]),
         )
     )
 
