@@ -50,12 +50,13 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import wraps
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, SupportsIndex, TypeVar
+from typing import Any, Literal, ParamSpec, Self, SupportsIndex, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -541,6 +542,37 @@ def _read_header(path: Path) -> bytes:
         raise StoreError(f"cannot read store {path}: {e.strerror}; check its permissions") from e
 
 
+_Args = ParamSpec("_Args")
+_R = TypeVar("_R")
+
+
+def _reads(method: Callable[_Args, _R]) -> Callable[_Args, _R]:
+    """A read that meets a damaged file raises ``StoreError`` naming it, not sqlite3's error.
+
+    The header probe at opening cannot see a damaged page inside the file; the first read
+    of that page can ("database disk image is malformed").
+    """
+
+    @wraps(method)
+    def read(*args: _Args.args, **kwargs: _Args.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            store = args[0]
+            assert isinstance(store, Store)
+            if isinstance(e, sqlite3.OperationalError):  # locked, I/O: the file may be fine
+                raise StoreError(
+                    f"reading store {store.path} failed: {e}; check that it is on a local, "
+                    "readable disk"
+                ) from e
+            raise StoreError(
+                f"store {store.path} is damaged ({e}); nothing was written to it: restore a "
+                "copy, or move it aside and re-run into a new output directory"
+            ) from e
+
+    return read
+
+
 def _foreign(path: Path, what: str) -> StoreError:
     return StoreError(
         f"{path} is {what}, not a modeconn results store; it was left untouched. "
@@ -696,6 +728,7 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
+    @_reads
     def _check_study(self, study: str | None) -> str | None:
         conn = self._connection()
         stored = self.get_meta(_STUDY_KEY)
@@ -787,6 +820,7 @@ class Store:
 
     # -- meta ------------------------------------------------------------------------
 
+    @_reads
     def get_meta(self, key: str) -> str | None:
         """A free-form record of the ``meta`` table (e.g. the study's plan), or None.
 
@@ -870,12 +904,14 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------
 
+    @_reads
     def has_unit(self, key: UnitKey) -> bool:
         """Whether ``key`` is complete in the store (member ids are not compared)."""
         conn = self._connection()
         row = conn.execute(f"SELECT 1 FROM units WHERE {_UNIT_WHERE}", key._values()).fetchone()
         return row is not None
 
+    @_reads
     def done_units(self) -> set[UnitKey]:
         """Every completed unit, with the member ids it was written under."""
         conn = self._connection()
@@ -883,6 +919,7 @@ class Store:
         names = ("member_a", "member_b", *_UNIT_KEY)
         return {UnitKey(**dict(zip(names, row, strict=True))) for row in cursor}
 
+    @_reads
     def member_point(
         self, member_hash: str, split: str, sample_seed: SupportsIndex, sample_size: SupportsIndex
     ) -> MemberPoint | None:
@@ -896,6 +933,7 @@ class Store:
         ).fetchone()
         return None if row is None else self._point(MemberPoint, _MEMBER_COLUMNS, row)
 
+    @_reads
     def unit_points(self, key: UnitKey) -> list[PathPoint]:
         """The points of one unit sorted by α (empty when the unit is not done)."""
         conn = self._connection()
@@ -936,6 +974,7 @@ class Store:
         """
         return self._frame("path_points", _PATH_COLUMNS, _PATH_KEY, with_examples, filters)
 
+    @_reads
     def _frame(
         self,
         table: str,
@@ -987,6 +1026,7 @@ class Store:
             params.extend(values)
         return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
+    @_reads
     def counts(self) -> dict[str, int]:
         """Rows per table: ``{"member_points": n, "path_points": n, "units": n}``."""
         with self._snapshot() as conn:
@@ -995,6 +1035,7 @@ class Store:
                 for table in ("member_points", "path_points", "units")
             }
 
+    @_reads
     def integrity_check(self) -> str:
         """``"ok"``, or what is wrong, one problem per line.
 

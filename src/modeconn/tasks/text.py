@@ -169,7 +169,11 @@ def read_examples(spec: SplitSpec) -> list[Example]:
             on_bad_lines="error",
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"split '{spec.name}': cannot parse {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # pandas ends its message with a newline
+        raise DataError(
+            f"split '{spec.name}': cannot parse {path}: {reason}; fix the file, or the split's "
+            "`header_names` if it has no header row"
+        ) from exc
     needed = [c for c in (spec.text_a, spec.text_b, spec.label, *spec.where) if c]
     for column in needed:
         if column not in frame.columns:

@@ -1,0 +1,535 @@
+"""Bad inputs, one per case: a named error, one line naming the thing, exit 2, store intact.
+
+Every case starts from a sound setup — a tiny study over three saved members
+(`population:`, so nothing trains), and a results store of that study already in its
+output folder — breaks one thing, runs the command line through ``modeconn.cli.main``,
+and checks
+
+* the error is the case's ``ModeconnError`` subclass (recorded as it leaves the command),
+* its message is one line holding every string the case names (file, key, shape, field,
+  split, id),
+* the exit status is 2,
+* the store in the output folder is byte for byte what it was (and, when it is a
+  modeconn store, still passes its integrity check with the same row counts).
+
+Every case fails before anything is trained or swept.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import LABELS, tiny_study_dict
+from safetensors.torch import load_file, save_file
+
+import modeconn.cli as cli
+from modeconn.errors import (
+    ConfigError,
+    DataError,
+    ModeconnError,
+    PopulationError,
+    StoreError,
+    UnsafeCheckpointError,
+)
+from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
+
+N_MEMBERS = 3
+STORE = "results.sqlite"
+
+
+# --------------------------------------------------------------------------- the sound setup
+
+
+@pytest.fixture(scope="module")
+def member_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three slightly different copies of the tiny model, as m0..m2.safetensors."""
+    from modeconn.models import load_classifier
+
+    model = load_classifier(tiny_model_dir, LABELS)
+    out = tmp_path_factory.mktemp("members")
+    for i in range(N_MEMBERS):
+        state = {
+            k: (v + 0.01 * i if v.is_floating_point() else v).contiguous()
+            for k, v in model.state_dict().items()
+        }
+        save_file(state, str(out / f"m{i}.safetensors"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of study 'tiny' holding 2 member points and one 3-point unit."""
+    path = tmp_path_factory.mktemp("store") / STORE
+    losses = np.linspace(0.1, 0.9, 4, dtype=np.float32)
+    common = dict(split="mnli#0123456789ab", sample_seed=0, sample_size=4)
+    with Store(path, study="tiny") as store:
+        store.write_member_points(
+            [
+                MemberPoint(
+                    member_id=f"m{i}",
+                    member_hash=f"h{i}",
+                    loss=0.5,
+                    metrics={"accuracy": 0.75},
+                    example_losses=losses,
+                    n_examples=4,
+                    **common,
+                )
+                for i in range(2)
+            ]
+        )
+        ends = dict(member_a="m0", member_b="m1", hash_a="h0", hash_b="h1", path="linear")
+        key = UnitKey(**ends, grid="linear:3", **common)
+        store.write_unit(
+            key,
+            [
+                PathPoint(
+                    **ends,
+                    grid="linear:3",
+                    alpha=a,
+                    loss=0.5 + a,
+                    metrics={"accuracy": 0.7},
+                    example_losses=losses,
+                    n_examples=4,
+                    **common,
+                )
+                for a in (0.0, 0.5, 1.0)
+            ],
+        )
+        assert store.counts() == {"member_points": 2, "path_points": 3, "units": 1}
+    return path
+
+
+@dataclass
+class Env:
+    """One case's folder: the study file, its members, its output folder with a store."""
+
+    root: Path
+    study: Path
+    members: Path
+    out: Path
+
+    @property
+    def store(self) -> Path:
+        return self.out / STORE
+
+    def run(self) -> list[str]:
+        return ["run", str(self.study), "--quiet"]
+
+    def edit(self, change: Callable[[dict[str, Any]], object]) -> None:
+        data = yaml.safe_load(self.study.read_text())
+        change(data)
+        self.study.write_text(yaml.safe_dump(data))
+
+    def set(self, dotted: str, value: Any) -> None:
+        """Set (or, with value DROP, delete) one field of the study, e.g. 'paths.points'."""
+
+        def change(data: dict[str, Any]) -> None:
+            *parents, last = dotted.split(".")
+            node = data
+            for name in parents:
+                node = node[name]
+            if value is DROP:
+                del node[last]
+            else:
+                node[last] = value
+
+        self.edit(change)
+
+    def member(self, i: int) -> dict[str, torch.Tensor]:
+        return load_file(str(self.members / f"m{i}.safetensors"))
+
+    def save(self, i: int, state: dict[str, torch.Tensor]) -> None:
+        save_file(state, str(self.members / f"m{i}.safetensors"))
+
+    def names(self) -> dict[str, str]:
+        return {"root": str(self.root), "members": str(self.members), "out": str(self.out)}
+
+
+DROP = object()
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    member_files: Path,
+    store_file: Path,
+    tiny_model_dir: Path,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Env:
+    monkeypatch.delenv("MODECONN_DATA", raising=False)  # the study's data_root decides
+    members = tmp_path / "members"
+    shutil.copytree(member_files, members)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(store_file, out / STORE)
+    study = tiny_study_dict(tiny_model_dir, data_root, out)
+    del study["train"]
+    study["population"] = {"dir": str(members)}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return Env(tmp_path, path, members, out)
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+@dataclass(frozen=True)
+class Bad:
+    name: str
+    make: Callable[[Env], list[str]]  # breaks one thing, returns the command line
+    error: type[ModeconnError]
+    names: tuple[str, ...]  # each must appear in the message; {members} {out} {root} expand
+    check: Callable[[Env], None] | None = None  # anything else to verify afterwards
+
+
+def _with(*steps: Callable[[Env], object]) -> Callable[[Env], list[str]]:
+    """Apply the steps, then `modeconn run STUDY`."""
+
+    def make(env: Env) -> list[str]:
+        for step in steps:
+            step(env)
+        return env.run()
+
+    return make
+
+
+def _set(dotted: str, value: Any) -> Callable[[Env], None]:
+    return lambda env: env.set(dotted, value)
+
+
+def _write(relative: str, content: str | bytes) -> Callable[[Env], None]:
+    def step(env: Env) -> None:
+        path = env.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+    return step
+
+
+def _change_member(i: int, change: Callable[[dict[str, torch.Tensor]], object]) -> Callable:
+    def step(env: Env) -> None:
+        state = env.member(i)
+        change(state)
+        env.save(i, state)
+
+    return step
+
+
+def _poke(key: str, value: float) -> Callable[[dict[str, torch.Tensor]], None]:
+    def change(state: dict[str, torch.Tensor]) -> None:
+        state[key] = state[key].clone()
+        state[key].view(-1)[3] = value
+
+    return change
+
+
+def _wrong_head(state: dict[str, torch.Tensor]) -> None:
+    state["classifier.weight"] = torch.zeros(2, 16)
+    state["classifier.bias"] = torch.zeros(2)
+
+
+class _Evil:
+    """A pickle that would run a shell command when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_member(env: Env) -> None:
+    torch.save({"classifier.weight": _Evil(env.root / "pwned")}, env.members / "evil.pt")
+
+
+def _not_pwned(env: Env) -> None:
+    assert not (env.root / "pwned").exists(), "the pickle's code ran"
+
+
+def _empty_members(env: Env) -> None:
+    for p in env.members.iterdir():
+        p.unlink()
+
+
+def _only_one_member(env: Env) -> None:
+    for i in range(1, N_MEMBERS):
+        (env.members / f"m{i}.safetensors").unlink()
+
+
+def _truncate(i: int) -> Callable[[Env], None]:
+    def step(env: Env) -> None:
+        path = env.members / f"m{i}.safetensors"
+        path.write_bytes(path.read_bytes()[:5000])
+
+    return step
+
+
+def _members_list(*names: str) -> Callable[[Env], None]:
+    return lambda env: env.set("population", {"members": [str(env.members / n) for n in names]})
+
+
+def _store_bytes(content: bytes) -> Callable[[Env], None]:
+    return lambda env: env.store.write_bytes(content)
+
+
+def _foreign_sqlite(env: Env) -> None:
+    env.store.unlink()
+    conn = sqlite3.connect(env.store)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+    conn.execute("INSERT INTO accounts (owner) VALUES ('alice')")
+    conn.commit()
+    conn.close()
+
+
+def _newer_store(env: Env) -> None:
+    conn = sqlite3.connect(env.store)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+
+
+def _damage_page(index: int) -> Callable[[Env], None]:
+    """Overwrite the b-tree header of one page (4 KiB each; -1 is the last one)."""
+
+    def step(env: Env) -> None:
+        data = bytearray(env.store.read_bytes())
+        start = (index % (len(data) // 4096)) * 4096
+        data[start : start + 16] = b"\xee" * 16
+        env.store.write_bytes(bytes(data))
+
+    return step
+
+
+def _model_dir_without_config(env: Env) -> None:
+    folder = env.root / "not-a-model"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("[PAD]\n")
+    env.set("model.pretrained", str(folder))
+
+
+def _malformed_tsv(env: Env) -> None:
+    path = env.root / "bad.tsv"
+    path.write_text("premise\thypothesis\tgold_label\na\tb\tneutral\nc\td\tneutral\textra\n")
+    env.set("splits.mnli.path", str(path))
+
+
+def _plan(*extra: str, missing_dir: bool = False) -> Callable[[Env], list[str]]:
+    def make(env: Env) -> list[str]:
+        if missing_dir:
+            env.set("population", {"dir": str(env.root / "elsewhere")})
+        return ["plan", str(env.study), *extra]
+
+    return make
+
+
+CASES = [
+    # ---- members
+    Bad("member-wrong-shape", _with(_change_member(2, _wrong_head)), PopulationError,
+        ("'m2'", "classifier.bias", "(2,)", "(3,)")),
+    Bad("member-nan", _with(_change_member(1, _poke("classifier.weight", float("nan")))),
+        PopulationError, ("'m1'", "m1.safetensors", "'classifier.weight'", "NaN")),
+    Bad("member-inf", _with(_change_member(0, _poke("bert.pooler.dense.bias", float("inf")))),
+        PopulationError, ("'m0'", "'bert.pooler.dense.bias'", "inf")),
+    Bad("member-missing-key",
+        _with(_change_member(1, lambda s: s.pop("bert.pooler.dense.weight"))),
+        PopulationError, ("'m1'", "lacks key 'bert.pooler.dense.weight'", "(16, 16)")),
+    Bad("member-extra-key",
+        _with(_change_member(1, lambda s: s.update({"bert.adapter.weight": torch.zeros(4)}))),
+        PopulationError, ("'m1'", "'bert.adapter.weight'", "(4,)")),
+    Bad("member-malicious-pickle", _with(_evil_member), UnsafeCheckpointError,
+        ("'evil'", "evil.pt", "weights_only", "safetensors"), check=_not_pwned),
+    Bad("member-pickle-not-state-dict",
+        _with(lambda env: torch.save([1, 2, 3], env.members / "m3.pt")),
+        PopulationError, ("'m3'", "m3.pt", "list", "not a state dict")),
+    Bad("member-corrupt-safetensors", _with(_write("members/m1.safetensors", b"\x07garbage")),
+        PopulationError, ("'m1'", "m1.safetensors", "not a readable safetensors file")),
+    Bad("member-truncated-safetensors", _with(_truncate(2)), PopulationError,
+        ("'m2'", "m2.safetensors", "not a readable safetensors file")),
+    Bad("members-dir-empty", _with(_empty_members), PopulationError,
+        ("{members}", "has no members")),
+    Bad("members-duplicate-id", _with(_write("members/m1.json", '{"id": "m0"}')),
+        PopulationError, ("'m0'", "m0.safetensors", "m1.safetensors")),
+    Bad("member-sidecar-not-json", _with(_write("members/m2.json", "{head_seed: 0")),
+        PopulationError, ("m2.json", "not readable JSON")),
+    Bad("member-sidecar-wrong-type", _with(_write("members/m0.json", '{"head_seed": "zero"}')),
+        PopulationError, ("m0.json", "'head_seed'", "'zero'")),
+    Bad("member-file-missing", _with(_members_list("m0.safetensors", "m9.safetensors")),
+        PopulationError, ("m9.safetensors", "does not exist")),
+    Bad("member-wrong-suffix",
+        _with(_write("members/m3.txt", "weights"), _members_list("m0.safetensors", "m3.txt")),
+        PopulationError, ("m3.txt", "'.txt'")),
+    Bad("members-fewer-than-two", _with(_only_one_member), ConfigError,
+        ("at least 2 members", "found 1", "{members}")),
+    # ---- data
+    Bad("split-empty-after-filters",
+        _with(_set("splits.hans_lo.where", {"heuristic": ["lexical_overlapp"]})),
+        DataError, ("split 'hans_lo'", "hans/eval.tsv", "no rows left")),
+    Bad("split-unknown-label", _with(_set("splits.hans_lo.classes", DROP)), DataError,
+        ("split 'hans_lo'", "'non-entailment'", "label_values")),
+    Bad("split-class-unknown-model-label",
+        _with(_set("splits.hans_sub.classes", {"entailment": ["entailed"], "no": ["neutral"]})),
+        ConfigError, ("split 'hans_sub'", "'entailed'", "label_order")),
+    Bad("split-missing-column", _with(_set("splits.mnli.text_b", "hypothesis_x")), DataError,
+        ("split 'mnli'", "'hypothesis_x'", "mnli/dev_matched.tsv")),
+    Bad("split-missing-file", _with(_set("splits.hans_sub.path", "hans/missing.tsv")), DataError,
+        ("split 'hans_sub'", "hans/missing.tsv", "does not exist")),
+    Bad("split-malformed-file", _with(_malformed_tsv), DataError,
+        ("split 'mnli'", "bad.tsv", "line 3")),
+    Bad("split-bad-rows", _with(_set("splits.mnli.rows", "6000-7000")), ConfigError,
+        ("split 'mnli'", "rows", "'6000-7000'", "start:stop")),
+    Bad("data-root-missing", _with(_set("data_root", "/nonexistent/data")), ConfigError,
+        ("data root", "/nonexistent/data", "MODECONN_DATA")),
+    # ---- the study file
+    Bad("paths-unknown-split", _with(_set("paths.splits", ["mnli", "hans_xx"])), ConfigError,
+        ("paths.splits", "'hans_xx'", "declare it")),
+    Bad("basins-unknown-split", _with(_set("basins.ood", ["hans_lo", "hans_zz"])), ConfigError,
+        ("basins.ood", "'hans_zz'")),
+    Bad("study-unknown-field", _with(_set("basins.n_basin", 3)), ConfigError,
+        ("basins.n_basin", "unknown field")),
+    Bad("study-wrong-field-type", _with(_set("paths.points", "eleven")), ConfigError,
+        ("paths.points", "integer", "'eleven'")),
+    Bad("study-negative-sample-size", _with(_set("splits.mnli.sample_size", -5)), ConfigError,
+        ("splits.mnli.sample_size", "-5")),
+    Bad("study-not-yaml", _with(_write("tiny.yaml", "name: [tiny\n  paths: : :\n")),
+        ConfigError, ("tiny.yaml", "not valid YAML", "line 2")),
+    Bad("study-binary", _with(_write("tiny.yaml", b"\xff\xfe\x00\x01PK\x03\x04")), ConfigError,
+        ("tiny.yaml", "not a text file")),
+    Bad("study-not-a-mapping", _with(_write("tiny.yaml", "- name: tiny\n- paths: {}\n")),
+        ConfigError, ("tiny.yaml", "mapping", "list")),
+    Bad("study-file-missing", lambda env: ["run", str(env.root / "nope.yaml")], ConfigError,
+        ("nope.yaml", "does not exist")),
+    # ---- the model
+    Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
+        ConfigError, ("'builtin:bert-huge'", "not a built-in model")),
+    Bad("model-dir-without-config", _with(_model_dir_without_config), ConfigError,
+        ("not-a-model", "config.json")),
+    # ---- the store
+    Bad("store-of-another-study", _with(_set("name", "tiny-2")), StoreError,
+        ("{out}/results.sqlite", "'tiny'", "'tiny-2'")),
+    Bad("store-not-sqlite", _with(_store_bytes(b"not a database\n" * 20)), StoreError,
+        ("{out}/results.sqlite", "not an SQLite database", "untouched")),
+    Bad("store-foreign-sqlite", _with(_foreign_sqlite), StoreError,
+        ("{out}/results.sqlite", "another application")),
+    Bad("store-newer-schema", _with(_newer_store), StoreError,
+        ("{out}/results.sqlite", "schema version 99")),
+    Bad("store-damaged-page", _with(_damage_page(1)), StoreError,
+        ("{out}/results.sqlite", "is damaged", "malformed")),
+    Bad("status-damaged-page",
+        lambda env: (_damage_page(-1)(env), ["status", str(env.out)])[1],
+        StoreError, ("{out}/results.sqlite", "is damaged", "malformed")),
+    Bad("status-corrupt-store",
+        lambda env: (_store_bytes(b"\x00" * 4096)(env), ["status", str(env.out)])[1],
+        StoreError, ("{out}/results.sqlite", "not an SQLite database")),
+    # ---- plan
+    Bad("plan-one-member", _plan("--members", "1"), ConfigError,
+        ("at least 2 members", "got 1", "--members")),
+    Bad("plan-members-elsewhere", _plan(missing_dir=True), ConfigError,
+        ("population.dir", "{root}/elsewhere", "--members N")),
+    Bad("plan-zero-workers", _plan("--workers", "0"), ConfigError, ("--workers", "got 0")),
+    Bad("plan-negative-throughput", _plan("--throughput", "-70"), ConfigError,
+        ("--throughput", "-70")),
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def _record_errors(monkeypatch: pytest.MonkeyPatch) -> list[ModeconnError]:
+    """Wrap every subcommand so the error it raises is kept before `main` prints it."""
+    seen: list[ModeconnError] = []
+    for name in dir(cli):
+        original = getattr(cli, name)
+        if not (name.startswith("cmd_") and callable(original)):
+            continue
+
+        def recorded(args: Any, _original: Callable[[Any], int] = original) -> int:
+            try:
+                return _original(args)
+            except ModeconnError as err:
+                seen.append(err)
+                raise
+
+        monkeypatch.setattr(cli, name, recorded)
+    return seen
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    """The bytes of every file in the output folder but SQLite's -wal/-shm companions."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(out.iterdir())
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def _no_pending_wal(out: Path) -> None:
+    """A write-ahead log left beside the store must hold no frames (so no change).
+
+    SQLite's read-only probe of a WAL-mode file creates empty -wal/-shm companions, and
+    only a read-write connection removes them on close; when the store is refused after
+    the probe (a newer schema) they stay, empty.
+    """
+    wal = out / f"{STORE}-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "a write to the store is pending"
+
+
+@pytest.fixture(scope="module")
+def store_counts(store_file: Path) -> dict[str, int]:
+    with Store(store_file, create=False) as store:
+        return store.counts()
+
+
+def test_cases_are_many_and_distinct() -> None:
+    assert len(CASES) >= 20
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(
+    case: Bad,
+    env: Env,
+    store_file: Path,
+    store_counts: dict[str, int],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = case.make(env)
+    before = _snapshot(env.out)
+    seen = _record_errors(monkeypatch)
+    capsys.readouterr()
+
+    code = cli.main(argv)
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(seen) == 1, err
+    assert type(seen[0]) is case.error, f"{type(seen[0]).__name__}: {seen[0]}"
+    message = str(seen[0])
+    assert "\n" not in message, f"not one line: {message!r}"
+    lines = [ln for ln in err.splitlines() if ln.startswith("modeconn: error:")]
+    assert lines == [f"modeconn: error: {message}"], err
+    for needle in case.names:
+        assert needle.format(**env.names()) in message, f"{needle!r} not in {message!r}"
+    if case.check is not None:
+        case.check(env)
+    # the output folder, the store above all, is as it was
+    assert _snapshot(env.out) == before
+    _no_pending_wal(env.out)
+    if before.get(STORE) == store_file.read_bytes():  # the sound store: still sound
+        with Store(env.store, study="tiny", create=False) as store:
+            assert store.integrity_check() == "ok"
+            assert store.counts() == store_counts
