@@ -12,12 +12,13 @@ rebuild basins and the report from a store alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,9 @@ from modeconn.study import Study
 from modeconn.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.tasks.text import Example, PreparedSplit, prepare_split, read_examples
 from modeconn.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+
+if TYPE_CHECKING:
+    from modeconn.backends import WorkerSpec
 
 log = logging.getLogger("modeconn")
 
@@ -174,7 +178,10 @@ class StudyRunner:
             skeleton = classifier_skeleton(
                 self.model_dir, self.label_order, num_layers=self.study.model.num_layers
             )
-            self._evaluator = Evaluator(skeleton, device=self.study.eval.device)
+            ev = self.study.eval
+            self._evaluator = Evaluator(
+                skeleton, device=ev.device, dtype=ev.dtype, compile=ev.compile
+            )
         return self._evaluator
 
     def members(self) -> list[MemberRef]:
@@ -216,17 +223,71 @@ class StudyRunner:
                 f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
                 f"({len(plan.member_todo)} to do)"
             )
-            return run_sweep(
+            cfg = self.study.sweep
+            if cfg.backend == "local":
+                return run_sweep(
+                    plan,
+                    ev,
+                    lambda mid: ev.as_point(pop.load(mid), name=mid),
+                    self.splits(),
+                    store,
+                    progress=self.progress,
+                )
+            from modeconn.backends import run_parallel_sweep
+
+            if plan.member_todo or plan.unit_todo:
+                where = f" at {cfg.address}" if cfg.address else ""
+                self.say(
+                    f"sweep backend: {cfg.backend}{where}, {cfg.workers} workers × "
+                    f"{cfg.threads_per_worker} threads"
+                )
+            return run_parallel_sweep(
                 plan,
-                ev,
-                lambda mid: ev.as_point(pop.load(mid), name=mid),
+                self.worker_spec(plan),
                 self.splits(),
                 store,
+                backend=cfg.backend,
+                workers=cfg.workers,
+                address=cfg.address,
+                max_retries=cfg.max_retries,
                 progress=self.progress,
             )
 
+    def worker_spec(self, plan: SweepPlan) -> WorkerSpec:
+        """What a sweep worker needs to rebuild this runner's splits and engine by itself.
+
+        Paths are made absolute (a worker's working directory is not ours); a `builtin:`
+        model is resolved by each worker from its own installed package.
+        """
+        from modeconn.backends import MemberSource, WorkerSpec
+
+        study, pop, splits = self.study, self.population(), self.splits()
+        pretrained = study.model.pretrained
+        builtin = pretrained.lower().startswith("builtin:")
+        return WorkerSpec(
+            model=pretrained if builtin else str(self.model_dir.resolve()),
+            label_order=tuple(self.label_order),
+            num_layers=study.model.num_layers,
+            splits=tuple(
+                (dataclasses.replace(s.spec, path=s.spec.path.resolve()), s.key)
+                for s in splits.values()
+            ),
+            members=tuple(
+                MemberSource(m.id, str(pop[m.id].source.resolve()), m.hash) for m in plan.members
+            ),
+            alphas=plan.alphas,
+            max_length=study.model.max_length,
+            max_tokens=study.eval.max_tokens,
+            max_batch=study.eval.max_batch,
+            device=study.eval.device,
+            dtype=study.eval.dtype,
+            compile=study.eval.compile,
+            threads=study.sweep.threads_per_worker,
+        )
+
     def _record(self, store: Store, plan: SweepPlan) -> None:
         """Keep in the store what `report` and `status` need without the study file."""
+        _check_dtype(store, self.study)
         splits = self.splits()
         pop = self.population()
         members = [{"id": m.id, "hash": m.hash, **_meta(pop[m.id])} for m in plan.members]
@@ -266,6 +327,24 @@ class StudyRunner:
         result = self.analyze()
         path = self.report(result)
         return result.with_report(path)
+
+
+def _check_dtype(store: Store, study: Study) -> None:
+    """Refuse to add rows of one `eval.dtype` to a store holding rows of another.
+
+    Rows are keyed by weights, data and grid, not by dtype, so a rerun in bfloat16 would
+    otherwise resume a float32 sweep and mix the two in one curve.
+    """
+    recorded = store.get_meta("study")
+    if recorded is None:
+        return
+    before = json.loads(recorded).get("eval", {}).get("dtype", "float32")
+    if before != study.eval.dtype:
+        raise ConfigError(
+            f"results store {store.path} holds rows evaluated with eval.dtype {before!r}, "
+            f"but the study now asks for {study.eval.dtype!r}; rows are not keyed by dtype, "
+            f"so set `eval.dtype: {before}` to resume, or give the study a new output_dir"
+        )
 
 
 def _trained(out: Path, member_id: str, fingerprint: str) -> bool:

@@ -33,6 +33,7 @@ Ray cluster (:mod:`modeconn.backends`); without it the sweep runs in this proces
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -155,10 +156,37 @@ class BasinsConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """How the engine evaluates a point (:class:`~modeconn.evaluate.Evaluator`)::
+
+        eval: {device: cuda, dtype: bfloat16, compile: false, max_tokens: 4096}
+
+    ``dtype`` is not part of a row's key: a results store holds rows of one dtype, and a
+    sweep that would add rows of another to it is refused (use a new ``output_dir``).
+    """
+
     max_tokens: int = Field(default=1024, ge=16, description="token budget per batch")
-    max_batch: int = Field(default=128, ge=1)
-    threads: int | None = Field(default=None, ge=1)
-    device: str = "cpu"
+    max_batch: int = Field(default=128, ge=1, description="examples per batch at most")
+    threads: int | None = Field(default=None, ge=1, description="torch threads (local sweep)")
+    device: str = Field(
+        default="cpu", description="cpu, cuda, cuda:N or mps; model and batches move there"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32",
+        description="weights and forward pass; losses are accumulated in fp32/fp64. "
+        "bfloat16/float16 pay off on a GPU only (several times slower on most CPUs)",
+    )
+    compile: bool = Field(
+        default=False, description="torch.compile the skeleton (slow start; GPU runs)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        # whether the device exists is checked where the engine starts, not here: a study
+        # may be validated on a machine other than the one that runs it
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {v!r}")
+        return v
 
 
 class SweepConfig(_Strict):

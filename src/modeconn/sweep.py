@@ -10,6 +10,10 @@ a cache of flat parameter lists under a byte budget (2 GiB by default): a popula
 fits is read from disk once per member; a larger one re-reads endpoint B per unit. Each
 unit's rows and its completion marker are written in one transaction: a sweep killed at
 any instant resumes with no unit half-written.
+
+:func:`run_sweep` evaluates in this process. :mod:`modeconn.backends` runs the same plan
+on a pool of worker processes or on Ray, and its one writer builds rows with the same
+:func:`unit_rows`, so every backend leaves the same store.
 """
 
 from __future__ import annotations
@@ -187,6 +191,34 @@ def _path_point(
     )
 
 
+def unit_rows(
+    key: UnitKey,
+    alphas: Sequence[float],
+    end_a: MemberPoint,
+    end_b: MemberPoint,
+    interior: Sequence[EvalResult],
+    *,
+    keep_examples: bool = True,
+) -> list[PathPoint]:
+    """A unit's rows: α = 0 and 1 copied from the members' points, the rest from `interior`.
+
+    ``interior`` holds one result per α of ``alphas[1:-1]``, in order. θ(0) = θB and
+    θ(1) = θA, so α = 0 copies endpoint B and α = 1 copies endpoint A.
+    """
+    inner = alphas[1:-1]
+    assert len(interior) == len(inner), "one result per interior alpha"
+    rows = [
+        _path_point(key, 0.0, end_b.loss, end_b.metrics, end_b.example_losses, end_b.n_examples)
+    ]
+    for alpha, res in zip(inner, interior, strict=True):
+        examples = res.example_losses if keep_examples else None
+        rows.append(_path_point(key, alpha, res.loss, res.metrics, examples, res.n_examples))
+    rows.append(
+        _path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
+    )
+    return rows
+
+
 def run_sweep(
     plan: SweepPlan,
     evaluator: Evaluator,
@@ -246,26 +278,13 @@ def run_sweep(
         assert end_a is not None and end_b is not None, "member points are written first"
         point_a, point_b = cache.get(key.member_a), cache.get(key.member_b)
         bar.set_postfix_str(f"{key.member_a}–{key.member_b} on {s}")
-        rows = [
-            _path_point(key, 0.0, end_b.loss, end_b.metrics, end_b.example_losses, end_b.n_examples)
-        ]
+        results = []
         for alpha in plan.alphas[1:-1]:
             res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
-            rows.append(
-                _path_point(
-                    key,
-                    alpha,
-                    res.loss,
-                    res.metrics,
-                    res.example_losses if keep_examples else None,
-                    res.n_examples,
-                )
-            )
+            results.append(res)
             stats.path_evaluations += 1
             bar.update(split.n_padded)
-        rows.append(
-            _path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
-        )
+        rows = unit_rows(key, plan.alphas, end_a, end_b, results, keep_examples=keep_examples)
         store.write_unit(key, rows)
         stats.units_written += 1
     for i in list(pending):  # members whose units were all done before

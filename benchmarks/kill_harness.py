@@ -1,0 +1,337 @@
+"""SIGKILL a real `modeconn run` at random moments, resume it, and check the store.
+
+    .venv/bin/python benchmarks/kill_harness.py                      # 20 kills, local backend
+    .venv/bin/python benchmarks/kill_harness.py --kills 5 --backend ray
+    .venv/bin/python benchmarks/kill_harness.py --kills 3 --members 4   # a quick smoke run
+
+Set-up (in a temporary folder, or ``--workdir``): a tiny BERT classifier (width 16,
+2 layers, the MiniLM vocabulary), ``--members`` members that are seeded perturbations of
+it, and a study sweeping every pair on two splits (MNLI and HANS lexical overlap) at 11 α.
+
+1. The reference: ``python -m modeconn.cli run ref.yaml --quiet`` runs uninterrupted
+   (local backend) into its own store.
+2. The same study with ``sweep.backend: --backend`` runs as a real child process, and is
+   sent SIGKILL at a random moment: the harness draws a number of finished units
+   uniformly between what the store holds and the last unit, waits until the store
+   holds that many, then waits a further random fraction of a unit's evaluation time
+   and kills. The next run resumes the killed store. When a run finishes before its
+   kill, its store is compared with the reference and the next kill starts a fresh
+   store, so any number of kills fit in a sweep of any size.
+3. After every kill the store is opened (which rolls back the unfinished transaction)
+   and checked: ``integrity_check() == "ok"`` (every unit marker has all its rows, no
+   row lacks a marker), no row duplicated, every row present also in the reference with
+   the same loss (relative 1e-6). A kill that passes is *survived*.
+4. The last store is resumed to completion and compared with the reference row for row:
+   the same path and member rows, none lost, none duplicated.
+
+Printed: one line per kill (units done when it landed, what was checked), then
+``k/N kills survived``, and whether every completed store equals the reference. Also
+counted: processes the killed run started (worker processes, Ray) that were still alive
+10 s after the kill; the harness kills those it finds (by pid) before going on. Exit
+status 0 only if every kill was survived and every completed store matched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from _common import (
+    descendants,
+    hans_lo_split,
+    make_members,
+    mnli_split,
+    study_dict,
+    tiny_model_dir,
+    write_study,
+)
+
+KEY = ["hash_a", "hash_b", "path", "grid", "split", "sample_seed", "sample_size", "alpha"]
+MEMBER_KEY = ["member_hash", "split", "sample_seed", "sample_size"]
+
+
+@dataclass
+class HarnessResult:
+    kills: int = 0
+    survived: int = 0
+    rounds: int = 0  # stores run to completion and compared with the reference
+    rounds_equal: int = 0
+    orphans: int = 0  # processes still alive 10 s after their run was killed
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.survived == self.kills and self.rounds_equal == self.rounds and self.rounds > 0
+
+
+def _units(store: Path) -> int:
+    """Completed units, read without writing (0 while the store does not exist yet)."""
+    if not store.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM units").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _sweep_seconds(store: Path) -> float:
+    """From the first member point written to the last path row: the sweep's own time."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        first, last = conn.execute(
+            "SELECT min(t), max(t) FROM (SELECT created AS t FROM member_points "
+            "UNION ALL SELECT created AS t FROM path_points)"
+        ).fetchone()
+    return float(last - first)
+
+
+def _tables(store: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    from modeconn.store import Store
+
+    with Store(store, create=False) as s:
+        check = s.integrity_check()
+        paths = s.path_points().drop(columns=["created"])
+        members = s.member_points().drop(columns=["created"])
+    paths = paths.sort_values(KEY).reset_index(drop=True)
+    members = members.sort_values(MEMBER_KEY).reset_index(drop=True)
+    return paths, members, check
+
+
+def _partial_problems(store: Path, want: tuple[pd.DataFrame, pd.DataFrame]) -> list[str]:
+    """What is wrong with a killed store: it must be a consistent subset of the reference."""
+    if not store.exists():
+        return []  # killed before the store was created: nothing to check
+    paths, members, check = _tables(store)
+    problems = [] if check == "ok" else [f"integrity_check: {check}"]
+    for name, got, ref, key in (
+        ("path", paths, want[0], KEY),
+        ("member", members, want[1], MEMBER_KEY),
+    ):
+        if got.duplicated(key).any():
+            problems.append(f"duplicated {name} rows")
+        joined = got.merge(ref, on=key, how="left", suffixes=("", "_ref"), indicator=True)
+        if (joined["_merge"] != "both").any():
+            problems.append(f"{name} rows absent from the reference")
+        else:
+            bad = (joined["loss"] - joined["loss_ref"]).abs() > 1e-6 * joined["loss_ref"].abs()
+            if bad.any():
+                problems.append(f"{int(bad.sum())} {name} rows with another loss")
+    return problems
+
+
+def _equal(store: Path, want: tuple[pd.DataFrame, pd.DataFrame]) -> str | None:
+    """None if the store holds exactly the reference's rows, else what differs."""
+    paths, members, check = _tables(store)
+    if check != "ok":
+        return f"integrity_check: {check}"
+    if paths.duplicated(KEY).any() or members.duplicated(MEMBER_KEY).any():
+        return "duplicated rows"
+    try:
+        pd.testing.assert_frame_equal(paths, want[0], check_exact=False, rtol=1e-6)
+        pd.testing.assert_frame_equal(members, want[1], check_exact=False, rtol=1e-6)
+    except AssertionError as err:
+        return " ".join(str(err).split())[:300]
+    return None
+
+
+def _started(pid: int) -> int | None:
+    """The process's start time in clock ticks (None if it is gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _name(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return " ".join(raw.decode(errors="replace").split("\0")).strip()[:60] or "?"
+
+
+def _reap(pids: dict[int, int | None], wait_s: float) -> list[str]:
+    """Processes of `pids` (pid → start time) still alive after `wait_s`, by command line;
+    they are then killed.
+
+    A pid is the same process only while its start time is the same, so a pid reused by
+    another program is never signalled.
+    """
+    deadline = time.monotonic() + wait_s
+    alive = {p: t for p, t in pids.items() if t is not None}
+    while alive and time.monotonic() < deadline:
+        alive = {p: t for p, t in alive.items() if _started(p) == t}
+        if alive:
+            time.sleep(0.2)
+    names = []
+    for pid, started in alive.items():
+        if _started(pid) == started:
+            names.append(_name(pid))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return names
+
+
+def build(
+    work: Path,
+    *,
+    members: int,
+    sample: int,
+    backend: str,
+    workers: int,
+    data: Path | None = None,
+) -> tuple[Path, Path]:
+    """The reference and the to-be-killed study files over the same tiny members."""
+    model = tiny_model_dir(work / "tiny-bert")
+    make_members(str(model), work / "members", members, scale=0.05)
+    splits = {"mnli": mnli_split(sample), "hans_lo": hans_lo_split(sample)}
+    common = {"splits": splits, "points": 11, "threads": 1, "data": data}
+    ref = study_dict(str(model), work / "members", work / "ref", **common)  # type: ignore[arg-type]
+    sweep = None if backend == "local" else {"backend": backend, "workers": workers}
+    killed = study_dict(
+        str(model),
+        work / "members",
+        work / "killed",
+        sweep=sweep,
+        **common,  # type: ignore[arg-type]
+    )
+    return write_study(work / "ref.yaml", ref), write_study(work / "killed.yaml", killed)
+
+
+def run_harness(
+    work: Path,
+    *,
+    kills: int = 20,
+    backend: str = "local",
+    members: int = 6,
+    sample: int = 48,
+    workers: int = 2,
+    seed: int = 0,
+    data: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> HarnessResult:
+    """Kill, check and resume as the module docstring says; returns the tally."""
+    rng = random.Random(seed)
+    ref_yaml, killed_yaml = build(
+        work, members=members, sample=sample, backend=backend, workers=workers, data=data
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def cli(study: Path) -> list[str]:
+        return [sys.executable, "-m", "modeconn.cli", "run", str(study), "--quiet"]
+
+    start = time.monotonic()
+    done = subprocess.run(cli(ref_yaml), capture_output=True, text=True, env=env)
+    ref_s = time.monotonic() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference run failed:\n{done.stderr[-2000:]}")
+    ref_store = work / "ref" / "results.sqlite"
+    paths, members_frame, _ = _tables(ref_store)
+    want = (paths, members_frame)
+    total = _units(ref_store)
+    per_unit = _sweep_seconds(ref_store) / max(1, total)
+    say(
+        f"reference: {total} units, {len(paths)} path rows; {ref_s:.1f} s uninterrupted, "
+        f"{per_unit * 1000:.0f} ms per unit"
+    )
+
+    store = work / "killed" / "results.sqlite"
+    result = HarnessResult()
+
+    def finish_round(how: str) -> None:
+        result.rounds += 1
+        diff = _equal(store, want)
+        result.rounds_equal += diff is None
+        say(f"  store complete ({how}): " + ("equals the reference" if diff is None else diff))
+        shutil.rmtree(work / "killed")  # the next kill starts a fresh store
+
+    for k in range(1, kills + 1):
+        before = _units(store)
+        target = rng.randint(before, max(before, total - 1))
+        extra = rng.uniform(0.0, per_unit)
+        log = work / f"run-{k}.log"  # a file, not a pipe: a full pipe would stall the run
+        with log.open("w") as err_file:
+            proc = subprocess.Popen(
+                cli(killed_yaml),
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 600
+        while _units(store) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(extra)
+        tree = {pid: _started(pid) for pid in descendants(proc.pid) - {proc.pid}}
+        if proc.poll() is not None:  # finished (or failed) before the kill
+            if proc.returncode != 0:
+                err = log.read_text()[-2000:]
+                raise RuntimeError(f"run {k} failed by itself:\n{err}")
+            say(f"kill {k}: the run finished before its kill ({_units(store)}/{total} units)")
+            finish_round("run finished")
+            continue
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        orphans = _reap(tree, 10.0) if tree else []
+        result.orphans += len(orphans)
+        result.kills += 1
+        problems = _partial_problems(store, want)
+        result.survived += not problems
+        landed = _units(store)
+        note = "; ".join(problems) if problems else "consistent"
+        extra_note = f"; left running 10 s later: {', '.join(orphans)}" if orphans else ""
+        say(f"kill {k}: {landed}/{total} units when killed — {note}{extra_note}")
+
+    done = subprocess.run(cli(killed_yaml), capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"the final resume failed:\n{done.stderr[-2000:]}")
+    finish_round("final resume")
+    say(f"{result.survived}/{result.kills} kills survived")
+    say(
+        f"{result.rounds_equal}/{result.rounds} completed stores equal the uninterrupted run; "
+        f"{result.orphans} processes outlived their killed run by 10 s"
+    )
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--backend", choices=["local", "process", "ray"], default="local")
+    ap.add_argument("--members", type=int, default=6, help="members (pairs: n(n−1)/2)")
+    ap.add_argument("--sample", type=int, default=48, help="examples per split")
+    ap.add_argument("--workers", type=int, default=2, help="process/ray workers")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    ap.add_argument("--workdir", type=Path, help="work here (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        result = run_harness(
+            work,
+            kills=args.kills,
+            backend=args.backend,
+            members=args.members,
+            sample=args.sample,
+            workers=args.workers,
+            seed=args.seed,
+        )
+    sys.exit(0 if result.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
