@@ -148,3 +148,10 @@ def test_end_to_end_in_a_real_process(tiny_study: Path) -> None:
         "member_points.csv",
         "path_points.csv",
     ]
+
+
+def test_a_bad_split_fails_before_any_training(tiny_study: Path, capsys) -> None:
+    _edit(tiny_study, lambda d: d["splits"]["hans_sub"].update(text_a="no_such_column"))
+    code, _, err = _run(capsys, "run", str(tiny_study), "--quiet")
+    assert code == 2 and "no_such_column" in _error_line(err)
+    assert not (tiny_study.parent / "out" / "members").exists()

@@ -213,6 +213,7 @@ class StudyRunner:
 
     def sweep(self) -> SweepStats:
         """Evaluate every missing member point and path unit, writing as it goes."""
+        self.splits()  # a bad split fails here, before any member is trained or loaded
         pop = self.population()
         ev = self.evaluator()
         with self.open_store() as store:
