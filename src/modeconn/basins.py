@@ -605,3 +605,305 @@ def basin_table(labels: ArrayLike, values: Mapping[str, ArrayLike]) -> pd.DataFr
         table[f"{name}_std"] = grouped[name].std(ddof=1)
     table.index.name = "basin"
     return table
+
+
+# --------------------------------------------------------------------------- Table 1, R²
+
+
+def _two_clusters(
+    lab: NDArray[Any], clusters: tuple[Any, Any]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Member masks of C1 and C2; each must have at least one member."""
+    if len(clusters) != 2 or clusters[0] == clusters[1]:
+        raise ConfigError(
+            f"clusters must name two different basins (C1, C2), e.g. (0, 1); got {clusters!r}"
+        )
+    masks = (lab == clusters[0], lab == clusters[1])
+    for name, basin, mask in zip(("C1", "C2"), clusters, masks, strict=True):
+        if not mask.any():
+            present = np.unique(lab).tolist()
+            raise DataError(
+                f"basin {basin!r} ({name}) has no members; the labels hold basins {present}. "
+                "Pass the labels of find_basins(..., n_basins=2), or name two present basins "
+                "with clusters=(c1, c2)."
+            )
+    return masks
+
+
+def _std(v: FloatArray, ddof: int) -> float:
+    return float(np.std(v, ddof=ddof)) if v.size > ddof else math.nan
+
+
+def cluster_statistics(
+    labels: ArrayLike,
+    values: Mapping[str, ArrayLike],
+    *,
+    clusters: tuple[Any, Any] = (0, 1),
+    ddof: int = 1,
+) -> pd.DataFrame:
+    """Table 1 of Juneja et al. 2023: how far apart two basins lie on each metric.
+
+    For each metric f (e.g. ID accuracy, HANS-LO accuracy), with C1 the larger cluster and
+    C2 the other:
+
+    - ``mu_c1``, ``sigma_c1``, ``mu_c2``, ``sigma_c2``: mean and standard deviation of f
+      over each cluster's members;
+    - ``max_c2``: max_{w ∈ C2} f(w);
+    - ``mean_gap`` = (μC1 − μC2) / σC1: the clusters' difference in means, in C1's
+      standard deviations;
+    - ``max_gap`` = (μC1 − max_{w ∈ C2} f(w)) / σC1: how many of C1's standard deviations
+      separate C1's mean from the *best* member of C2. A positive ``max_gap`` means every
+      member of C2 lies below C1's mean.
+
+    C1 is ``clusters[0]`` (default basin 0, which :func:`find_basins` makes the largest)
+    and C2 is ``clusters[1]`` (default basin 1); members of any other basin are left out.
+    Sizes are given as ``n_c1`` and ``n_c2``.
+
+    σ: ``ddof=1`` (sample standard deviation) by default. METHOD.md does not fix it; the
+    paper's script (``plot/cluster_wise_means_std_max.py`` in aNOnWhyMooS/connectivity)
+    prints ``np.std``, i.e. ``ddof=0``: pass ``ddof=0`` to reproduce its numbers. A cluster
+    with no more than ``ddof`` members has σ = NaN; where σC1 is 0 or NaN the two gaps are
+    NaN.
+
+    Args:
+        labels: (N,) basin label of each member.
+        values: metric name → (N,) finite value of each member, in the order of ``labels``.
+        clusters: the basin labels of C1 and C2.
+        ddof: delta degrees of freedom of σ.
+
+    Returns:
+        One row per metric (index ``metric``, in the order of ``values``); columns
+        ``n_c1, mu_c1, sigma_c1, n_c2, mu_c2, sigma_c2, max_c2, mean_gap, max_gap``.
+
+    >>> t = cluster_statistics([1, 0, 0, 1, 0], {"ood": [0.2, 0.6, 0.7, 0.4, 0.8]})
+    >>> t.loc["ood", ["mu_c1", "sigma_c1", "mu_c2", "max_c2", "mean_gap", "max_gap"]].round(3)
+    mu_c1       0.7
+    sigma_c1    0.1
+    mu_c2       0.3
+    max_c2      0.4
+    mean_gap    4.0
+    max_gap     3.0
+    Name: ood, dtype: float64
+    """
+    lab = _label_vector(labels, "labels")
+    if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or ddof < 0:
+        raise ConfigError(
+            f"ddof must be an integer ≥ 0 (1: sample σ, 0: the paper's); got {ddof!r}"
+        )
+    in_c1, in_c2 = _two_clusters(lab, clusters)
+    columns = [
+        "n_c1", "mu_c1", "sigma_c1", "n_c2", "mu_c2", "sigma_c2", "max_c2", "mean_gap", "max_gap"
+    ]  # fmt: skip
+    rows: dict[str, dict[str, float]] = {}
+    for name, v in values.items():
+        f = _vector(v, f"values[{name!r}]")
+        if f.size != lab.size:
+            raise DataError(
+                f"values[{name!r}] must hold one number per member ({lab.size}, as labels); "
+                f"got {f.size}"
+            )
+        c1, c2 = f[in_c1], f[in_c2]
+        mu1, mu2, sd1, best2 = float(c1.mean()), float(c2.mean()), _std(c1, ddof), float(c2.max())
+        usable = math.isfinite(sd1) and sd1 > 0
+        rows[name] = {
+            "n_c1": c1.size,
+            "mu_c1": mu1,
+            "sigma_c1": sd1,
+            "n_c2": c2.size,
+            "mu_c2": mu2,
+            "sigma_c2": _std(c2, ddof),
+            "max_c2": best2,
+            "mean_gap": (mu1 - mu2) / sd1 if usable else math.nan,
+            "max_gap": (mu1 - best2) / sd1 if usable else math.nan,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    table = table.astype({"n_c1": np.int64, "n_c2": np.int64})
+    table.index.name = "metric"
+    return table
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A one-predictor least-squares fit y ≈ intercept + slope·x, read through its R².
+
+    ``r_squared_ci`` is a percentile bootstrap interval at ``confidence`` (NaN if no
+    resample was usable); ``n_boot_used`` counts the resamples kept (those with constant x
+    or y, where R² is undefined, are skipped). ``p_value`` is the two-sided t-test of
+    slope = 0 (n − 2 degrees of freedom), as ``scipy.stats.linregress`` reports it.
+    """
+
+    predictor: str
+    n: int
+    r_squared: float
+    slope: float
+    intercept: float
+    p_value: float
+    r_squared_ci: tuple[float, float]
+    confidence: float
+    n_boot: int
+    n_boot_used: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict; NaN becomes ``None``."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["r_squared_ci"] = [_nan_to_none(v) for v in self.r_squared_ci]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Regression:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            ci = d["r_squared_ci"]
+            return cls(
+                predictor=str(d["predictor"]),
+                n=int(d["n"]),
+                r_squared=float(d["r_squared"]),
+                slope=float(d["slope"]),
+                intercept=float(d["intercept"]),
+                p_value=float(d["p_value"]),
+                r_squared_ci=(_none_to_nan(ci[0]), _none_to_nan(ci[1])),
+                confidence=float(d["confidence"]),
+                n_boot=int(d["n_boot"]),
+                n_boot_used=int(d["n_boot_used"]),
+                seed=int(d["seed"]),
+            )
+        except KeyError as exc:
+            raise DataError(
+                f"a Regression record is missing key {exc}; it must come from Regression.to_dict()"
+            ) from None
+
+
+def _bootstrap_options(n_boot: int, confidence: float, seed: int) -> float:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ConfigError(f"n_boot must be an integer ≥ 1; got {n_boot!r}")
+    confidence = float(confidence)
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must lie strictly between 0 and 1; got {confidence}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ConfigError(f"seed must be an integer; got {seed!r}")
+    return confidence
+
+
+def r_squared(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    predictor: str = "x",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Regression:
+    """R² of the ordinary least-squares regression of y on one predictor x, with a bootstrap.
+
+    The fit is y ≈ b₀ + b₁·x by ordinary least squares, and
+    R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)², the share of y's variance that x explains (for one
+    predictor, Pearson r²). Use it for any single per-member predictor of a metric: basin
+    membership (:func:`membership_regression`), the basin score, ε-sharpness, ….
+
+    The interval is percentile bootstrap: members are resampled with replacement ``n_boot``
+    times, as ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``, and R²
+    is refitted on each resample; resamples with constant x or y are skipped.
+
+    >>> fit = r_squared([0.0, 0.0, 1.0, 1.0], [1.0, 3.0, 4.0, 6.0], n_boot=100)
+    >>> round(fit.r_squared, 4), fit.slope, fit.intercept  # R² = 9/13, see membership_regression
+    (0.6923, 3.0, 2.0)
+    """
+    xv, yv = _vector(x, "x"), _vector(y, "y")
+    if xv.size != yv.size:
+        raise DataError(f"x and y must have the same length; got {xv.size} and {yv.size}")
+    n = xv.size
+    if n < 3:
+        raise DataError(f"a regression with an R² needs at least 3 points; got {n}")
+    for name, v in (("x", xv), ("y", yv)):
+        if np.all(v == v[0]):
+            raise DataError(f"{name} is constant ({v[0]}); R² is undefined")
+    confidence = _bootstrap_options(n_boot, confidence, seed)
+
+    # Least squares on centred data: b₁ = Sxy / Sxx, b₀ = ȳ − b₁·x̄.
+    xc, yc = xv - xv.mean(), yv - yv.mean()  # (n,)
+    slope = float(xc @ yc) / float(xc @ xc)
+    intercept = float(yv.mean()) - slope * float(xv.mean())
+    resid = yc - slope * xc
+    ss_res, ss_tot = float(resid @ resid), float(yc @ yc)
+    r2 = min(max(1.0 - ss_res / ss_tot, 0.0), 1.0)
+    if r2 < 1.0:
+        t = math.sqrt(r2 * (n - 2) / (1.0 - r2))
+        p = float(2.0 * stats.t.sf(t, n - 2))
+    else:
+        p = 0.0  # a perfect fit
+
+    rng = np.random.default_rng(int(seed))
+    idx = rng.integers(0, n, size=(int(n_boot), n))  # (B, n) resampled member indices
+    xb, yb = xv[idx], yv[idx]  # (B, n)
+    ok = (np.ptp(xb, axis=1) > 0) & (np.ptp(yb, axis=1) > 0)
+    if ok.any():
+        r2_boot = _rowwise_pearson(xb[ok], yb[ok]) ** 2  # one predictor: R² = r²
+        q = [(1.0 - confidence) / 2.0, 1.0 - (1.0 - confidence) / 2.0]
+        lo, hi = (float(v) for v in np.quantile(r2_boot, q))
+    else:
+        lo = hi = math.nan
+    return Regression(
+        predictor=str(predictor),
+        n=int(n),
+        r_squared=r2,
+        slope=slope,
+        intercept=intercept,
+        p_value=p,
+        r_squared_ci=(lo, hi),
+        confidence=confidence,
+        n_boot=int(n_boot),
+        n_boot_used=int(ok.sum()),
+        seed=int(seed),
+    )
+
+
+def membership_regression(
+    values: ArrayLike,
+    labels: ArrayLike,
+    *,
+    clusters: tuple[Any, Any] = (0, 1),
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Regression:
+    """R² of a metric regressed on basin membership (one 0/1 indicator), with a bootstrap.
+
+    How much of a metric's spread across the population the basins explain: the
+    regression f ≈ b₀ + b₁·1[w ∈ C1] over the members of C1 = ``clusters[0]`` (default
+    basin 0, the largest) and C2 = ``clusters[1]`` (default basin 1); members of other
+    basins are left out. Then b₁ = μC1 − μC2, b₀ = μC2, and R² is the between-cluster
+    share of the variance, Σ_c n_c (μ_c − μ)² / Σ_w (f(w) − μ)². See :func:`r_squared`
+    for the bootstrap (plain resampling of members; a resample that holds one cluster
+    only is skipped).
+
+    >>> # C1 = {4, 6}, C2 = {1, 3}: means 5 and 2, grand mean 3.5;
+    >>> # between = 4·1.5² = 9, total = 2.5² + 0.5² + 0.5² + 2.5² = 13, so R² = 9/13
+    >>> fit = membership_regression([1.0, 3.0, 4.0, 6.0], [1, 1, 0, 0], n_boot=100)
+    >>> round(fit.r_squared, 4), fit.slope, fit.intercept
+    (0.6923, 3.0, 2.0)
+    """
+    lab = _label_vector(labels, "labels")
+    f = _vector(values, "values")
+    if f.size != lab.size:
+        raise DataError(
+            f"values and labels must have one entry per member; got {f.size} and {lab.size}"
+        )
+    in_c1, in_c2 = _two_clusters(lab, clusters)
+    keep = in_c1 | in_c2
+    if np.ptp(f[keep]) == 0:
+        raise DataError(
+            f"values are constant ({f[keep][0]}) over basins {clusters[0]!r} and "
+            f"{clusters[1]!r}; R² is undefined"
+        )
+    return r_squared(
+        in_c1[keep].astype(np.float64),
+        f[keep],
+        predictor=f"membership of basin {clusters[0]!r} (C1) vs {clusters[1]!r} (C2)",
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+__all__ += ["Regression", "cluster_statistics", "membership_regression", "r_squared"]

@@ -676,3 +676,190 @@ def _open_atomic(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# --- distribution of one metric over a population ------------------------------------------
+
+DIVERGING_CMAP = "RdBu_r"  # correlations: blue negative, white 0, red positive
+MEAN_COLOR = "#D55E00"  # vermillion (Okabe & Ito), against the blue bars
+_CORRELATION_NAMES = {"pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+
+
+def _finite_values(values: Any, what: str) -> np.ndarray:
+    """1-D float array of the non-NaN entries of ``values`` (a Series or array-like)."""
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} must be numbers; {exc}") from exc
+    if a.ndim != 1:
+        raise DataError(f"{what} must be 1-D (one value per member); got shape {a.shape}")
+    if np.isinf(a).any():
+        i = int(np.flatnonzero(np.isinf(a))[0])
+        raise DataError(f"{what} must be finite or NaN; got {a[i]} at position {i}")
+    return a[~np.isnan(a)]
+
+
+def metric_histogram(
+    values: Any,
+    *,
+    xlabel: str,
+    bins: int | Sequence[float] = 20,
+    ax: Axes | None = None,
+) -> Figure:
+    """Histogram of one metric over a population, with its median and mean marked.
+
+    For a population's spread on one axis, e.g. HANS-LO non-entailed accuracy over the
+    100 BERTs of McCoy et al. 2020, where runs alike on MNLI differ on HANS.
+
+    Args:
+        values: one value per member (Series or array-like); NaN values are left out.
+        xlabel: what the values are.
+        bins: number of equal bins over [min, max] of the values, or explicit increasing
+            edges; either way the counts are ``numpy.histogram(values, bins)``'s.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. ``ax.containers[0]`` holds the bars (one per bin, heights = counts);
+        the median and mean are vertical lines with ``gid`` ``"median"`` and ``"mean"``.
+
+    >>> fig = metric_histogram([0.1, 0.2, 0.2, 0.9], xlabel="accuracy", bins=4)
+    >>> [int(b.get_height()) for b in fig.axes[0].containers[0]]
+    [3, 0, 0, 1]
+    """
+    numbers = _finite_values(values, "`values`")
+    if numbers.size == 0:
+        raise DataError("`values` has no value to histogram; it is empty or every value is NaN")
+    if isinstance(bins, bool):
+        raise DataError(f"`bins` must be a number of bins or a sequence of edges; got {bins!r}")
+    if isinstance(bins, int | np.integer):
+        if bins < 1:
+            raise DataError(f"`bins` must be a positive number of bins; got {bins}")
+        edges = np.histogram_bin_edges(numbers, bins=int(bins))
+    else:
+        edges = np.asarray(bins, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise DataError("`bins` edges must be an increasing sequence of at least two numbers")
+    counts, _ = np.histogram(numbers, bins=edges)  # (n_bins,)
+
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.7 * COLUMN_WIDTH)
+    # Bars from the counts (not ax.hist) so that they are exactly numpy's counts.
+    ax.bar(
+        edges[:-1],
+        counts,
+        width=np.diff(edges),
+        align="edge",
+        color=BASIN_PALETTE[0],
+        alpha=0.8,
+        edgecolor="white",
+        linewidth=0.6,
+        label=f"members (n={numbers.size})",
+    )
+    median, mean = float(np.median(numbers)), float(np.mean(numbers))
+    for gid, x, color, style in (
+        ("median", median, NEUTRAL_COLOR, "-"),
+        ("mean", mean, MEAN_COLOR, "--"),
+    ):
+        line = ax.axvline(
+            x, color=color, linestyle=style, linewidth=1.2, label=f"{gid} {_fmt(x)}", zorder=3
+        )
+        line.set_gid(gid)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("members")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _style_axes(ax, grid_axis="y")
+    # One row under the x label: inside, the legend would hide bars or the two lines.
+    _legend(
+        ax,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        borderaxespad=3.4,  # clears the tick labels and the x label, as _legend_below
+        ncol=3,
+        columnspacing=1.2,
+        frameon=False,
+    )
+    return fig
+
+
+# --- correlation matrix --------------------------------------------------------------------
+
+
+def correlation_matrix(
+    frame: pd.DataFrame,
+    *,
+    method: Literal["pearson", "spearman", "kendall"] = "pearson",
+    ax: Axes | None = None,
+) -> Figure:
+    """Annotated heatmap of the correlations between the columns of ``frame``.
+
+    For how a population's metrics move together, e.g. MNLI dev accuracy and the six HANS
+    subsets over the 100 BERTs of McCoy et al. 2020 (Juneja et al. 2023, Fig. 11). The
+    colour map is diverging (:data:`DIVERGING_CMAP`) on the fixed range [−1, 1], so white is
+    exactly 0; every cell is annotated with its value to two decimals.
+
+    Args:
+        frame: one row per member, one numeric column per metric (at least two columns);
+            the column names label the axes. Pairs are correlated over the rows where both
+            are present (pandas ``DataFrame.corr``).
+        method: ``"pearson"``, ``"spearman"`` or ``"kendall"``.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    Returns:
+        The figure. ``ax.images[0]`` holds the matrix, ``frame.corr(method)``; an
+        undefined correlation (a constant column) is a grey cell annotated "n/a".
+
+    >>> f = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1.0, 3.0, 2.0]})
+    >>> float(correlation_matrix(f).axes[0].images[0].get_array()[0, 1])
+    0.5
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(
+            f"`frame` must be a pandas DataFrame (members × metrics); got {type(frame)}"
+        )
+    if method not in _CORRELATION_NAMES:
+        raise ConfigError(f"method must be one of {sorted(_CORRELATION_NAMES)}; got {method!r}")
+    if frame.shape[1] < 2:
+        raise DataError(f"`frame` needs at least two columns to correlate; got {frame.shape[1]}")
+    if frame.columns.has_duplicates:
+        dup = frame.columns[frame.columns.duplicated()][0]
+        raise DataError(f"`frame` has column {dup!r} twice; give each metric one column")
+    bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DataError(f"`frame` columns must be numeric; {bad} are not")
+    if frame.shape[0] < 3:
+        raise DataError(
+            f"`frame` needs at least 3 rows (members) to correlate; got {frame.shape[0]}"
+        )
+    corr = frame.corr(method=method).to_numpy(dtype=float)  # (k, k)
+
+    k = corr.shape[0]
+    names = [str(c) for c in frame.columns]
+    size = COLUMN_WIDTH if k <= 5 else min(FULL_WIDTH, 0.45 * k + 1.6)
+    fig, ax = _axes(ax, size, 0.9 * size)
+    cmap = mpl.colormaps[DIVERGING_CMAP].with_extremes(bad="#D9D9D9")
+    image = ax.imshow(
+        np.ma.masked_invalid(corr), cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest"
+    )
+    annotation = FONT_SIZES["tick"] if k <= 8 else max(4.0, FONT_SIZES["tick"] - (k - 8) * 0.4)
+    for i in range(k):
+        for j in range(k):
+            v = corr[i, j]
+            shown = 0.0 if abs(v) < 0.005 else v  # 0.00, never −0.00
+            text = "n/a" if np.isnan(v) else f"{shown:.2f}".replace("-", "−")  # typographic minus
+            # White on the dark ends of the map, black elsewhere.
+            color = "white" if np.isfinite(v) and abs(v) > 0.6 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=annotation)
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, names, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, names)
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    colorbar.set_label(_CORRELATION_NAMES[method], fontsize=FONT_SIZES["label"])
+    colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
+    colorbar.outline.set_linewidth(0.6)
+    _style_axes(ax, grid=False)
+    ax.tick_params(length=0)
+    for side in ax.spines:
+        ax.spines[side].set_visible(False)
+    return fig
+
+
+__all__ += ["DIVERGING_CMAP", "correlation_matrix", "metric_histogram"]
