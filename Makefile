@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modeconn-installed
-LINT_PATHS := src tests $(wildcard benchmarks)
+LINT_PATHS := src tests $(wildcard benchmarks examples)
 
 .PHONY: setup demo test test-slow lint format typecheck clean
 
