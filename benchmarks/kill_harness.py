@@ -11,11 +11,11 @@ it, and a study sweeping every pair on two splits (MNLI and HANS lexical overlap
 1. The reference: ``python -m modeconn.cli run ref.yaml --quiet`` runs uninterrupted
    (local backend) into its own store.
 2. The same study with ``sweep.backend: --backend`` runs as a real child process, and is
-   sent SIGKILL at a random moment: the harness draws a number of finished units
-   uniformly between what the store holds and the last unit, waits until the store
-   holds that many, then waits a further random fraction of a unit's evaluation time
-   and kills. The next run resumes the killed store. When a run finishes before its
-   kill, its store is compared with the reference and the next kill starts a fresh
+   sent SIGKILL at a random moment: the harness draws a unit uniformly over the whole
+   sweep, waits until the store holds that many, then waits a further random fraction
+   of a unit's evaluation time and kills, so kills land mid-sweep, not at start-up. The
+   next run resumes the killed store; when the store is already past the drawn unit it
+   is resumed to completion, compared with the reference, and the kill starts a fresh
    store, so any number of kills fit in a sweep of any size.
 3. After every kill the store is opened (which rolls back the unfinished transaction)
    and checked: ``integrity_check() == "ok"`` (every unit marker has all its rows, no
@@ -261,8 +261,14 @@ def run_harness(
         shutil.rmtree(work / "killed")  # the next kill starts a fresh store
 
     for k in range(1, kills + 1):
-        before = _units(store)
-        target = rng.randint(before, max(before, total - 1))
+        # each kill lands at a uniformly drawn unit of the sweep, mid-work: a store that is
+        # already past the drawn unit is resumed to completion, checked, and started afresh
+        target = rng.randint(1, max(1, total - 1))
+        if store.exists() and _units(store) >= target:
+            done = subprocess.run(cli(killed_yaml), capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"a resume failed:\n{done.stderr[-2000:]}")
+            finish_round("resumed to completion")
         extra = rng.uniform(0.0, per_unit)
         log = work / f"run-{k}.log"  # a file, not a pipe: a full pipe would stall the run
         with log.open("w") as err_file:
