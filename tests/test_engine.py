@@ -135,7 +135,8 @@ def test_half_precision_moves_the_loss_a_little(setup, dtype: str) -> None:
     for alpha in (0.0, 0.5, 1.0):
         full = want.evaluate_lerp(pa, pb, alpha, split, per_example=True)
         low = half.evaluate_lerp(ha, hb, alpha, split, per_example=True)
-        assert low.loss != full.loss  # the option does change the arithmetic
+        # the option does change the arithmetic (the means can coincide by chance)
+        assert not np.array_equal(low.example_losses, full.example_losses)
         # HALF_LOSS_ATOL: 8 significant bits in bfloat16, averaged over the sample
         assert low.loss == pytest.approx(full.loss, abs=HALF_LOSS_ATOL)
         assert low.example_losses is not None and low.example_losses.dtype == np.float32
