@@ -36,6 +36,10 @@ from modeconn.store import (
 N_EXAMPLES = 8
 
 
+def _counts(members: int, paths: int, units: int) -> dict[str, int]:
+    return {"member_points": members, "path_points": paths, "units": units, "analysis_values": 0}
+
+
 def member(i: int = 0, *, split: str = "mnli", loss: float = 0.5, **kw: object) -> MemberPoint:
     values: dict[str, object] = dict(
         member_id=f"seed{i}",
@@ -151,7 +155,7 @@ def test_path_unit_round_trip(store: Store) -> None:
     for a, losses in zip(frame["alpha"], frame["example_losses"], strict=True):
         np.testing.assert_array_equal(losses, np.full(N_EXAMPLES, a, np.float32))
     assert "example_losses" not in store.path_points().columns
-    assert store.counts() == {"member_points": 0, "path_points": 5, "units": 1}
+    assert store.counts() == _counts(0, 5, 1)
 
 
 def test_unit_key_ignores_member_ids() -> None:
@@ -203,12 +207,12 @@ def test_rewriting_a_unit_replaces_it_whole(store: Store) -> None:
     key, points = unit(0)
     store.write_unit(key, points)
     store.write_unit(key, points)
-    assert store.counts() == {"member_points": 0, "path_points": 5, "units": 1}
+    assert store.counts() == _counts(0, 5, 1)
     # A rewrite with fewer points leaves exactly those: no stale rows from the first write.
     key, fewer = unit(0, alphas=[0.0, 1.0], offset=1.0)
     store.write_unit(key, fewer)
     assert store.unit_points(key) == fewer
-    assert store.counts() == {"member_points": 0, "path_points": 2, "units": 1}
+    assert store.counts() == _counts(0, 2, 1)
     assert store.integrity_check() == "ok"
 
 
@@ -227,7 +231,7 @@ def test_points_must_match_their_unit(store: Store) -> None:
         store.write_unit(key, points[:2] + unit(1)[1][:1])
     with pytest.raises(StoreError, match="no points"):
         store.write_unit(key, [])
-    assert store.counts() == {"member_points": 0, "path_points": 0, "units": 0}
+    assert store.counts() == _counts(0, 0, 0)
 
 
 def test_invalid_points_name_the_field() -> None:
@@ -262,7 +266,7 @@ def test_sql_failure_mid_unit_rolls_back(tmp_path: Path) -> None:
         conn.close()
         assert s.done_units() == {key}
         assert s.unit_points(key) == points
-        assert s.counts() == {"member_points": 0, "path_points": 5, "units": 1}
+        assert s.counts() == _counts(0, 5, 1)
         s.write_unit(*unit(1))  # the store is still usable
         assert s.counts()["units"] == 2
 
@@ -278,7 +282,7 @@ def test_exception_mid_unit_rolls_back(store: Store, monkeypatch: pytest.MonkeyP
         store.write_unit(key, points)
     monkeypatch.undo()
     assert not store.has_unit(key)
-    assert store.counts() == {"member_points": 0, "path_points": 0, "units": 0}
+    assert store.counts() == _counts(0, 0, 0)
 
 
 # --------------------------------------------------------------------------- opening
@@ -319,7 +323,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     before = path.read_bytes()
     with pytest.raises(
-        StoreError, match=r"newer than this modeconn reads \(1\); upgrade modeconn"
+        StoreError, match=rf"newer than this modeconn reads \({SCHEMA_VERSION}\); upgrade modeconn"
     ) as info:
         Store(path)
     assert str(path) in str(info.value)
@@ -614,3 +618,40 @@ def test_sigkill_of_fresh_interpreters(tmp_path: Path) -> None:
     for _ in range(4):
         committed = _run_writer_and_kill(path, rng, wait_ready=True, delay=(0.0, 0.3))
         _check_after_kill(path, committed)
+
+
+# --------------------------------------------------------------------------- analysis values
+
+
+def test_analysis_values_round_trip_and_last_write_wins(tmp_path: Path) -> None:
+    with Store(tmp_path / "r.sqlite") as s:
+        assert s.get_value("sharpness", "h1") is None
+        s.put_value("sharpness", "h1", {"value": 1.5, "steps": [1, 2]})
+        s.put_value("sharpness", "h2", {"value": 2.5})
+        s.put_value("sharpness", "h1", {"value": 0.5})  # replaces, never duplicates
+        s.put_value("euclidean", "h1|h2", {"distance": 3.0})
+        assert s.get_value("sharpness", "h1") == {"value": 0.5}
+        assert s.values("sharpness") == {"h1": {"value": 0.5}, "h2": {"value": 2.5}}
+        assert s.counts()["analysis_values"] == 3
+        with pytest.raises(StoreError, match="JSON-able"):
+            s.put_value("sharpness", "h3", {"value": float("nan")})
+        assert s.integrity_check() == "ok"
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with Store(path, study="s") as s:
+        s.write_member_points([member()])
+    # make it a version-1 store: no analysis_values table
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE analysis_values")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store(path, study="s") as s:
+        assert s.counts()["member_points"] == 1  # the old rows are kept
+        s.put_value("sharpness", "h", {"value": 1.0})
+        assert s.get_value("sharpness", "h") == {"value": 1.0}
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()

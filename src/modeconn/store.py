@@ -13,6 +13,14 @@ once per pair). Both kinds of result land here, keyed by what produced them:
   either completely present or absent, and ``done_units()`` is what a resumed sweep skips.
 * ``meta`` — key → text records: the study name the store belongs to, and whatever a
   caller keeps with ``set_meta`` (e.g. the study's plan as JSON).
+* ``analysis_values`` — one JSON record per (kind, key): results of analyses beyond the
+  paths, each keyed by what produced it (e.g. ``kind="sharpness"``, key = member hash,
+  split and settings; ``kind="euclidean"``, key = the two hashes), written one record per
+  transaction so a killed analysis resumes from the last record (``put_value``).
+
+A store written by an older modeconn (schema version 1, without ``analysis_values``) is
+upgraded in place when opened: the table is added in one transaction, and nothing else
+changes.
 
 Keys use weight hashes, not member ids: a renamed member with the same weights reuses its
 rows, and a member whose weights changed never reuses a stale row. Member ids are stored
@@ -75,7 +83,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x4D434F4E  # b"MCON": marks a SQLite file as a modeconn store
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump with a migration when the tables change
+SCHEMA_VERSION = 2  # PRAGMA user_version; bump with a migration when the tables change
 ALPHA_DECIMALS = 12  # α is stored rounded, so keys compare exactly
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for a reader's checkpoint or a stray writer
 
@@ -130,6 +138,16 @@ _DTYPES = {
 # A metric may not be called like a column: it becomes a column of its own when read.
 _RESERVED_METRIC_NAMES = frozenset(_MEMBER_COLUMNS + _PATH_COLUMNS + _UNIT_COLUMNS)
 
+_VALUES_SCHEMA = (
+    """CREATE TABLE analysis_values (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) STRICT""",
+)
+
 # The primary key of path_points lists the unit key first and alpha last, so that one
 # index serves both point look-ups and "all rows of this unit".
 _SCHEMA = (
@@ -182,7 +200,10 @@ _SCHEMA = (
         completed REAL NOT NULL,
         PRIMARY KEY (hash_a, hash_b, path, grid, split, sample_seed, sample_size)
     ) STRICT""",
+    *_VALUES_SCHEMA,
 )
+# version → statements that bring a store of that version to the next one
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _VALUES_SCHEMA}
 
 
 def _now() -> float:
@@ -680,6 +701,8 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")  # why NORMAL: see the module docs
             if fresh:
                 self._initialize(conn)
+            else:
+                self._migrate(conn)
         except sqlite3.Error as e:
             conn.close()
             raise StoreError(
@@ -696,7 +719,9 @@ class Store:
                 f"store {self.path} has schema version {version}, newer than this modeconn "
                 f"reads ({SCHEMA_VERSION}); upgrade modeconn, or use another --store"
             )
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and not all(
+            v in _MIGRATIONS for v in range(version, SCHEMA_VERSION)
+        ):
             raise StoreError(
                 f"store {self.path} has schema version {version}, older than this modeconn "
                 f"({SCHEMA_VERSION}) and with no migration; re-run into a new --store"
@@ -721,6 +746,24 @@ class Store:
                 conn.execute(statement)
             conn.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (repr(_now()),))
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a store of an older schema version up to this one, atomically."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another may have won
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -842,6 +885,44 @@ class Store:
             )
         with self._transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- analysis values -------------------------------------------------------------
+
+    def put_value(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        """Keep one analysis record (a JSON-able mapping) under (kind, key); last write wins."""
+        _text("value kind", kind)
+        _text("value key", key)
+        try:
+            text = json.dumps(dict(value), allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise StoreError(
+                f"analysis value {kind}/{key} must be a JSON-able mapping of finite numbers, "
+                f"strings and lists (use None for a missing number): {e}"
+            ) from None
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO analysis_values (kind, key, value, created) "
+                "VALUES (?, ?, ?, ?)",
+                (kind, key, text, _now()),
+            )
+
+    @_reads
+    def get_value(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The record kept under (kind, key), or None."""
+        conn = self._connection()
+        row = conn.execute(
+            "SELECT value FROM analysis_values WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    @_reads
+    def values(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every record of one kind, by key."""
+        conn = self._connection()
+        rows = conn.execute(
+            "SELECT key, value FROM analysis_values WHERE kind = ? ORDER BY key", (kind,)
+        ).fetchall()
+        return {str(k): dict(json.loads(v)) for k, v in rows}
 
     # -- writes ----------------------------------------------------------------------
 
@@ -1028,11 +1109,11 @@ class Store:
 
     @_reads
     def counts(self) -> dict[str, int]:
-        """Rows per table: ``{"member_points": n, "path_points": n, "units": n}``."""
+        """Rows per table: member_points, path_points, units and analysis_values."""
         with self._snapshot() as conn:
             return {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                for table in ("member_points", "path_points", "units")
+                for table in ("member_points", "path_points", "units", "analysis_values")
             }
 
     @_reads
