@@ -47,6 +47,7 @@ from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import SpectralClustering
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
 
 from modeconn.errors import ConfigError, DataError, ModeconnError
 
@@ -348,7 +349,10 @@ def find_basins(
             )
         k, source = int(n_basins), "argument"
 
-    with warnings.catch_warnings():
+    # k-means on an (N, k) embedding is tiny: a pool of BLAS/OpenMP threads costs ~30 ms
+    # per restart in start-up and spinning (10× the work on a 6-member population), and a
+    # bootstrap calls this hundreds of times, so it runs on one thread
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         # A nearly disconnected graph (barriers ≫ δ) is exactly the case of clear basins;
         # scikit-learn's warning about it would only be noise here.
         warnings.filterwarnings("ignore", message="Graph is not fully connected")
