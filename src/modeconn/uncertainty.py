@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
@@ -103,7 +103,7 @@ def distance_samples(
     return out
 
 
-def align_labels(labels: Sequence[int], reference: Sequence[int]) -> NDArray[np.int64]:
+def align_labels(labels: ArrayLike, reference: ArrayLike) -> NDArray[np.int64]:
     """`labels` renamed to agree best with `reference` (one-to-one, Hungarian assignment).
 
     >>> align_labels([1, 1, 0, 0], [0, 0, 1, 1]).tolist()
