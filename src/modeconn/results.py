@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from modeconn.basins import (
 )
 from modeconn.errors import DataError, StoreError
 from modeconn.store import Store
+
+if TYPE_CHECKING:
+    from modeconn.analyses import Analyses
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class StudyResult:
     splits: dict[str, dict[str, Any]]
     grid: dict[str, Any]
     report: Path | None = None
+    analyses: Analyses | None = None  # alternative distances, Table 1, sharpness, uncertainty
 
     def with_report(self, path: Path) -> StudyResult:
         return dataclasses.replace(self, report=path)
@@ -75,6 +79,8 @@ class StudyResult:
                 f"[{row['pearson_lo']:+.3f}, {row['pearson_hi']:+.3f}], Spearman ρ = "
                 f"{row['spearman_rho']:+.3f} [{row['spearman_lo']:+.3f}, {row['spearman_hi']:+.3f}]"
             )
+        if self.analyses is not None:
+            lines += self.analyses.summary_lines()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -189,7 +195,7 @@ def analyze(store: Store) -> StudyResult:
         crosstab = pd.crosstab(members["arm"], members["basin"]).rename_axis(
             index="arm", columns="basin"
         )
-    return StudyResult(
+    result = StudyResult(
         notes=_notes(fit, d, len(members)),
         study=study,
         members=members,
@@ -202,6 +208,10 @@ def analyze(store: Store) -> StudyResult:
         splits=splits,
         grid=grid,
     )
+    from modeconn.analyses import run_analyses
+
+    analyses = run_analyses(store, result)
+    return dataclasses.replace(result, analyses=analyses, notes=result.notes + analyses.notes)
 
 
 def _notes(fit: BasinFit, distance: np.ndarray, n: int) -> tuple[str, ...]:

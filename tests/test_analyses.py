@@ -1,0 +1,155 @@
+"""The analyses beyond the basins, end to end on a tiny study, checked against scipy/numpy."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_study_dict
+from safetensors.numpy import load_file
+from scipy import stats
+
+from modeconn.barriers import barrier_height
+from modeconn.pipeline import StudyRunner
+from modeconn.results import StudyResult, curves
+from modeconn.store import Store
+from modeconn.study import load_study
+
+ANALYSES: dict[str, Any] = {
+    "distances": ["convexity_gap", "barrier_height", "auc", "euclidean"],
+    "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
+    "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tiny_model_dir: Path, data_root: Path, tmp_path_factory) -> tuple[Path, StudyResult]:
+    folder = tmp_path_factory.mktemp("analyses")
+    study = tiny_study_dict(tiny_model_dir, data_root, folder / "out")
+    study["analyses"] = ANALYSES
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = StudyRunner(load_study(path), progress=False).run()
+    return path, result
+
+
+def _members(result: StudyResult, study: Path) -> dict[str, dict[str, np.ndarray]]:
+    folder = load_study(study).members_dir()
+    return {m: load_file(str(folder / f"{m}.safetensors")) for m in result.members.index}
+
+
+def test_euclidean_distances_match_numpy(ran) -> None:
+    path, result = ran
+    assert result.analyses is not None
+    weights = _members(result, path)
+    m = result.analyses.matrices["euclidean"]
+    for a, b in itertools.combinations(result.members.index, 2):
+        # float entries of the state dict (position_ids etc. are integers and left out)
+        keys = [k for k, v in weights[a].items() if v.dtype.kind == "f"]
+        want = np.sqrt(
+            sum(((weights[a][k].astype(np.float64) - weights[b][k]) ** 2).sum() for k in keys)
+        )
+        assert m.loc[a, b] == pytest.approx(want, rel=1e-6)
+        assert m.loc[b, a] == m.loc[a, b]
+
+
+def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
+    path, result = ran
+    a = result.analyses
+    assert a is not None
+    assert a.distances["distance"].tolist() == [
+        "convexity_gap", "barrier_height", "auc", "euclidean"
+    ]  # fmt: skip
+    with Store(load_study(path).store_path()) as store:
+        found = curves(store, "mnli")
+    bh = a.matrices["barrier_height"]
+    for (x, y), g in found.items():
+        loss = g["loss"].to_numpy()
+        # Entezari: max(0, max_i [L_i − chord_i]), chord from L(α=0) to L(α=1)
+        chord = loss[0] + (loss[-1] - loss[0]) * g["alpha"].to_numpy()
+        assert bh.loc[x, y] == pytest.approx(max(0.0, float(np.max(loss - chord))), abs=1e-12)
+        assert bh.loc[x, y] == pytest.approx(barrier_height(loss))
+    # the study's own distance agrees with its own basins perfectly
+    row = a.distances.set_index("distance").loc["convexity_gap"]
+    assert row["ARI vs convexity_gap"] == pytest.approx(1.0)
+
+
+def test_table_one_and_regressions_match_numpy_and_scipy(ran) -> None:
+    _, result = ran
+    a = result.analyses
+    assert a is not None
+    labels = result.members["basin"].to_numpy()
+    t = a.cluster_stats.set_index("metric")
+    for col in ["mnli.accuracy", "hans_lo.accuracy", "hans_sub.accuracy", "ε-sharpness"]:
+        f = (
+            a.sharpness.loc[result.members.index].to_numpy()
+            if col == "ε-sharpness"
+            else result.members[col].to_numpy(float)
+        )
+        c1, c2 = f[labels == 0], f[labels == 1]
+        assert t.loc[col, "mu_c1"] == pytest.approx(c1.mean())
+        assert t.loc[col, "mu_c2"] == pytest.approx(c2.mean())
+        if c1.size > 1 and c1.std(ddof=1) > 0:
+            sd = c1.std(ddof=1)
+            assert t.loc[col, "mean_gap"] == pytest.approx((c1.mean() - c2.mean()) / sd)
+            assert t.loc[col, "max_gap"] == pytest.approx((c1.mean() - c2.max()) / sd)
+    regs = a.regressions
+    for _, r in regs.iterrows():
+        y = result.members[r["outcome"]].to_numpy(float)
+        if r["predictor"] == "basin membership":
+            x = (labels == 0).astype(float)
+        elif r["predictor"] == "basin score":
+            x = result.members["score"].to_numpy(float)
+        else:
+            x = a.sharpness.loc[result.members.index].to_numpy()
+        assert r["r_squared"] == pytest.approx(stats.linregress(x, y).rvalue ** 2, abs=1e-9)
+    for _, r in a.predictors.iterrows():
+        y = result.members[f"{r['split']}.{r['metric']}"].to_numpy(float)
+        x = (
+            result.members["score"].to_numpy(float)
+            if r["predictor"] == "basin score"
+            else a.sharpness.loc[result.members.index].to_numpy()
+        )
+        assert r["pearson_r"] == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-9)
+        assert r["pearson_lo"] <= r["pearson_r"] + 1e-9 or np.isnan(r["pearson_lo"])
+
+
+def test_sharpness_records_follow_the_formula(ran) -> None:
+    path, result = ran
+    with Store(load_study(path).store_path()) as store:
+        records = store.values("sharpness")
+    assert len(records) == len(result.members)
+    for rec in records.values():
+        # φ = 100 · (max L − L) / (1 + L)
+        want = 100.0 * (rec["max_loss"] - rec["loss"]) / (1.0 + rec["loss"])
+        assert rec["value"] == pytest.approx(want)
+        assert rec["steps"] == 3
+
+
+def test_uncertainty_tables(ran) -> None:
+    _, result = ran
+    a = result.analyses
+    assert a is not None and a.uncertainty is not None and a.stability is not None
+    u = a.uncertainty
+    d = result.distance.to_numpy()
+    assert u.distance_lo.shape == d.shape
+    assert np.all(u.distance_lo <= u.distance_hi + 1e-12)
+    assert np.all((u.keep >= 0) & (u.keep <= 1))
+    assert a.stability["size"].tolist() == [12]
+    assert "bootstrap over the sample" in result.summary()
+
+
+def test_rerun_measures_nothing_again(ran) -> None:
+    path, _ = ran
+    with Store(load_study(path).store_path()) as store:
+        before = store.values("sharpness"), store.values("euclidean")
+    said: list[str] = []
+    runner = StudyRunner(load_study(path), progress=False, say=said.append)
+    runner.measure()
+    assert not any("sharpness" in s or "euclidean" in s for s in said)
+    with Store(load_study(path).store_path()) as store:
+        assert (store.values("sharpness"), store.values("euclidean")) == before
