@@ -50,9 +50,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from modeconn.pipeline import StudyRunner
     from modeconn.study import builtin_study_path, load_study
 
-    out = args.out or str(_cache_dir() / "demo-mnli")
-    study = load_study(builtin_study_path("demo-mnli"), output_dir=out, data_root=args.data_root)
-    _say(f"demo study: {builtin_study_path('demo-mnli')}\noutput: {study.out_path()}")
+    path = builtin_study_path(args.study)
+    # a built-in study that extends demo-mnli shares its output folder (members and store)
+    folder = Path(load_study(path, data_root=args.data_root).output_dir).name
+    out = args.out or str(_cache_dir() / folder)
+    study = load_study(path, output_dir=out, data_root=args.data_root)
+    _say(f"demo study: {path}\noutput: {study.out_path()}")
     result = StudyRunner(study, progress=not args.quiet, say=_say).run()
     _print_result(result)
     return 0
@@ -129,6 +132,8 @@ def _cache_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from modeconn.study import builtin_studies
+
     parser = argparse.ArgumentParser(
         prog="modeconn",
         description="Find the basins a population of fine-tuned models sits in.",
@@ -143,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the built-in MNLI/HANS study on this CPU")
+    p.add_argument(
+        "--study",
+        default="demo-mnli",
+        metavar="NAME",
+        help="which built-in study (default demo-mnli; others: "
+        + ", ".join(n for n in builtin_studies() if n != "demo-mnli")
+        + ")",
+    )
     p.add_argument("--out", help=f"output folder (default {_cache_dir() / 'demo-mnli'})")
     p.add_argument("--data-root", help="folder with mnli/ and hans/ (default ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

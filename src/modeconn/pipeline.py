@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,11 +88,16 @@ class StudyRunner:
 
     def member_plans(self) -> list[MemberPlan]:
         """The members a study's `train` section asks for, with their data and seeds."""
+        from modeconn.train import LinearProbe
+
         train = self.study.train
         if train is None:
             return []
         plans = []
         for arm in train.arms:
+            probe = None
+            if arm.recipe == "lp-ft":
+                probe = LinearProbe(examples=arm.probe_examples or train.examples, lr=arm.probe_lr)
             base = read_examples(self.study.split_spec(arm.data))
             pool = list(base)
             if arm.mix is not None:
@@ -119,12 +125,15 @@ class StudyRunner:
                         head_seed=seed if arm.vary in ("both", "head") else arm.seed_offset,
                         data_seed=seed if arm.vary in ("both", "data") else arm.seed_offset,
                         examples=tuple(pool),
+                        probe=probe,
                     )
                 )
         return plans
 
     def train(self) -> list[Path]:
         """Fine-tune the members the study asks for; members already trained are kept."""
+        from modeconn.train import checkpoint_steps, is_trained
+
         train = self.study.train
         if train is None:
             return []
@@ -133,8 +142,13 @@ class StudyRunner:
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
         base = str(self.model_dir)
+        steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
-            p for p in plans if not _trained(out, p.member_id, recipe_fingerprint(p, recipe, base))
+            p
+            for p in plans
+            if not is_trained(
+                out, p.member_id, recipe_fingerprint(p, recipe, base), checkpoints=steps
+            )
         ]
         if todo:
             self.say(f"training {len(todo)} of {len(plans)} members into {out}")
@@ -322,9 +336,97 @@ class StudyRunner:
             res = result or analyze(store)
             return write_study_report(store, res, self.study.out_path() / "report")
 
+    def measure(self) -> None:
+        """What the analyses need from the weights, kept in the store; done work is skipped.
+
+        Euclidean distances between members (``analyses.distances: [euclidean]``) over the
+        floating-point state entries the engine interpolates; ε-sharpness of every member
+        (``analyses.sharpness``); loss planes (``analyses.planes``).
+        """
+        a = self.study.analyses
+        if not ("euclidean" in a.distances or a.sharpness or a.planes):
+            return
+        pop = self.population()
+        refs = self.members()
+        with self.open_store() as store:
+            if "euclidean" in a.distances:
+                self._euclidean(store, pop, refs)
+            if a.sharpness is not None:
+                self._sharpness(store, pop, refs)
+            if a.planes:
+                self._planes(store, pop, refs)
+
+    def _euclidean(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
+        from modeconn.analyses import euclidean_key
+
+        done = store.values("euclidean")
+        todo = [
+            (a, b)
+            for i, a in enumerate(refs)
+            for b in refs[i + 1 :]
+            if euclidean_key(a.hash, b.hash) not in done
+        ]
+        if not todo:
+            return
+        self.say(f"euclidean distances: {len(todo)} pairs")
+        keys = self.evaluator().keys
+        cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # flat float32 members, LRU
+
+        def vector(mid: str) -> torch.Tensor:
+            if mid in cache:
+                cache.move_to_end(mid)
+                return cache[mid]
+            state = pop.load(mid)
+            cache[mid] = torch.cat([state[k].detach().reshape(-1).float() for k in keys])
+            budget = max(2, (2 << 30) // (cache[mid].numel() * 4))
+            while len(cache) > budget:
+                cache.popitem(last=False)
+            return cache[mid]
+
+        for a, b in todo:  # pairs ordered by A: A stays cached while its row is done
+            diff = vector(a.id).double() - vector(b.id).double()  # float64 accumulation
+            store.put_value(
+                "euclidean",
+                euclidean_key(a.hash, b.hash),
+                {"distance": float(torch.linalg.vector_norm(diff)), "a": a.id, "b": b.id},
+            )
+
+    def _sharpness(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
+        from modeconn.analyses import sharpness_key
+        from modeconn.sharpness import SharpnessConfig, epsilon_sharpness
+
+        section = self.study.analyses.sharpness
+        assert section is not None
+        settings = section.model_dump(exclude={"split"})
+        config = SharpnessConfig.from_dict(settings)
+        split = self.splits()[section.split]
+        done = store.values("sharpness")
+        todo = [m for m in refs if sharpness_key(m.hash, split.key, settings) not in done]
+        if not todo:
+            return
+        self.say(
+            f"ε-sharpness: {len(todo)} members, {config.steps} ascent steps each on "
+            f"'{section.split}' (ε = {config.epsilon:g})"
+        )
+        ev = self.evaluator()
+        from tqdm.auto import tqdm
+
+        for m in tqdm(todo, desc="sharpness", unit="member", disable=not self.progress):
+            point = ev.as_point(pop.load(m.id), name=m.id)
+            res = epsilon_sharpness(ev, point, split, config=config)
+            store.put_value(
+                "sharpness",
+                sharpness_key(m.hash, split.key, settings),
+                {**res.to_dict(), "member": m.id, "split": split.key},
+            )
+
+    def _planes(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
+        raise NotImplementedError  # wired in with modeconn.planes
+
     def run(self) -> StudyResult:
         """Every stage in order; returns the analysis with the report's path set."""
         self.sweep()
+        self.measure()
         result = self.analyze()
         path = self.report(result)
         return result.with_report(path)
@@ -346,12 +448,6 @@ def _check_dtype(store: Store, study: Study) -> None:
             f"but the study now asks for {study.eval.dtype!r}; rows are not keyed by dtype, "
             f"so set `eval.dtype: {before}` to resume, or give the study a new output_dir"
         )
-
-
-def _trained(out: Path, member_id: str, fingerprint: str) -> bool:
-    from modeconn.train import is_trained
-
-    return is_trained(out, member_id, fingerprint)
 
 
 def _meta(member: Member) -> dict[str, Any]:

@@ -89,9 +89,44 @@ class ArmConfig(_Strict):
     mix: MixConfig | None = None
     seed_offset: int = 0
     vary: Literal["both", "head", "data"] = "both"
+    recipe: Literal["finetune", "lp-ft"] = Field(
+        default="finetune",
+        description="finetune; or lp-ft: linear probe of the head, then full fine-tuning",
+    )
+    probe_examples: int | None = Field(
+        default=None, ge=1, description="lp-ft: examples seen by the probe (default: examples)"
+    )
+    probe_lr: float = Field(default=1e-3, gt=0, description="lp-ft: the probe's learning rate")
+
+    @model_validator(mode="after")
+    def _probe_needs_lp_ft(self) -> ArmConfig:
+        given = {"probe_examples", "probe_lr"} & self.model_fields_set
+        if given and self.recipe != "lp-ft":
+            names = " and ".join(sorted(given))
+            verb = "is" if len(given) == 1 else "are"
+            raise ValueError(
+                f"{names} of arm '{self.name}' {verb} used only with `recipe: lp-ft` (the "
+                f"arm's recipe is '{self.recipe}'); add `recipe: lp-ft` or remove {names}"
+            )
+        return self
 
 
 class TrainSection(_Strict):
+    """How to train the population (:mod:`modeconn.train`), one entry per arm::
+
+        train:
+          examples: 3200
+          checkpoints: [0.25, 0.5]     # also keep the weights at 25 % and 50 % of the steps
+          arms:
+            - {name: ft, members: 10, data: mnli_train}
+            - {name: lpft, members: 10, data: mnli_train, recipe: lp-ft,
+               probe_examples: 3200, probe_lr: 1.0e-3}
+
+    ``recipe: lp-ft`` (Kumar et al. 2022) trains the head alone on the frozen body for
+    ``probe_examples`` examples (default: ``examples``) at ``probe_lr`` first. Checkpoints
+    go to ``<out_dir>/checkpoints/<member>@<step>.safetensors``, a population of their own.
+    """
+
     out_dir: str = "members"
     examples: int = Field(default=3200, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -100,7 +135,32 @@ class TrainSection(_Strict):
     warmup: float = Field(default=0.1, ge=0, lt=1)
     bucket: int = Field(default=8, ge=1)
     head_prefix: str = "classifier"
+    checkpoints: list[float] = Field(
+        default_factory=list,
+        description="fractions of the steps, each in (0, 1), to also save weights at",
+    )
     arms: list[ArmConfig] = Field(min_length=1)
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0.0 < f < 1.0]
+        if bad:
+            raise ValueError(
+                "fractions of the training steps, each strictly between 0 and 1 (the final "
+                f"weights are the member itself); got {bad[0]!r}: write e.g. [0.25, 0.5]"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _probe_takes_a_step(self) -> TrainSection:
+        for arm in self.arms:
+            if arm.probe_examples is not None and arm.probe_examples < self.batch_size:
+                raise ValueError(
+                    f"train.arms[{arm.name}].probe_examples ({arm.probe_examples}) must be at "
+                    f"least train.batch_size ({self.batch_size}): the probe would take no step"
+                )
+        return self
 
     def recipe(self, max_length: int) -> TrainConfig:
         return TrainConfig(
@@ -112,6 +172,7 @@ class TrainSection(_Strict):
             max_length=max_length,
             bucket=self.bucket,
             head_prefix=self.head_prefix,
+            checkpoints=tuple(self.checkpoints),
         )
 
 
@@ -153,6 +214,57 @@ class BasinsConfig(_Strict):
         default=None, description="OOD metric; default: each split's own `metric`"
     )
     bootstrap: int = Field(default=2000, ge=0)
+
+
+class SharpnessSection(_Strict):
+    """ε-sharpness (Keskar et al. 2017) of every member, the paper's baseline (App. F.4).
+
+    Defaults are the paper's values (ε = 1e-5, 8,192 ascent steps of lr 8e-5 on batches of
+    32 with 4 accumulated per step, 32,768 examples); the built-in demo uses CPU-sized ones.
+    """
+
+    split: str = Field(description="the split whose loss is maximised (e.g. the ID sample)")
+    epsilon: float = Field(default=1e-5, gt=0)
+    steps: int = Field(default=8192, ge=1)
+    lr: float = Field(default=8e-5, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    accumulate: int = Field(default=4, ge=1)
+    examples: int = Field(default=32768, ge=1)
+    seed: int = 0
+
+
+class UncertaintySection(_Strict):
+    """Bootstrap over the evaluation sample: intervals of every distance entry, how often
+    each member keeps its basin, and the basins' stability to the sample size."""
+
+    samples: int = Field(default=200, ge=2, description="bootstrap resamples of the sample")
+    sizes: list[int] = Field(
+        default_factory=list, description="sub-sample sizes to re-cluster at (e.g. [128, 256])"
+    )
+    repeats: int = Field(default=50, ge=1, description="random sub-samples per size")
+    seed: int = 0
+
+
+class PlaneSection(_Strict):
+    """A loss plane through three members (the paper's Fig. 2)."""
+
+    members: list[str] = Field(min_length=3, max_length=3)
+    split: str
+    resolution: int = Field(default=9, ge=2, le=101)
+    margin: float = Field(default=0.3, ge=0)
+
+
+class AnalysesSection(_Strict):
+    """Analyses beyond the basins; each runs after the sweep and keeps its results in the
+    store. ``distances`` lists the clustering distances compared side by side (the paper's
+    Appendix I); ``euclidean`` reads member weights, the others the stored curves."""
+
+    distances: list[Literal["convexity_gap", "barrier_height", "auc", "euclidean"]] = Field(
+        default_factory=list
+    )
+    sharpness: SharpnessSection | None = None
+    uncertainty: UncertaintySection | None = None
+    planes: list[PlaneSection] = Field(default_factory=list)
 
 
 class EvalConfig(_Strict):
@@ -227,6 +339,7 @@ class Study(_Strict):
     basins: BasinsConfig
     eval: EvalConfig = EvalConfig()
     sweep: SweepConfig = SweepConfig()
+    analyses: AnalysesSection = AnalysesSection()
     base_dir: str = Field(default=".", exclude=True)
 
     @field_validator("splits")
@@ -264,6 +377,15 @@ class Study(_Strict):
                 need(f"train.arms[{arm.name}].data", arm.data)
                 if arm.mix is not None:
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
+        a = self.analyses
+        if a.sharpness is not None:
+            need("analyses.sharpness.split", a.sharpness.split)
+        for i, plane in enumerate(a.planes):
+            if plane.split not in self.paths.splits + self.member_splits:
+                raise ValueError(
+                    f"analyses.planes[{i}].split '{plane.split}' must be one of paths.splits or "
+                    "member_splits (a plane is evaluated on a prepared split)"
+                )
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
@@ -320,7 +442,10 @@ class Study(_Strict):
 
     def eval_splits(self) -> list[str]:
         """Every split evaluated per member: path splits first, then member-only splits."""
-        return list(dict.fromkeys([*self.paths.splits, *self.member_splits, *self.basins.ood]))
+        extra = [self.analyses.sharpness.split] if self.analyses.sharpness else []
+        return list(
+            dict.fromkeys([*self.paths.splits, *self.member_splits, *self.basins.ood, *extra])
+        )
 
 
 def _resolve(base: Path, p: str) -> Path:
@@ -386,8 +511,50 @@ def parse_study(data: Any, *, source: str = "<study>", base_dir: Path | None = N
 
 
 def load_study(path: str | Path, **overrides: Any) -> Study:
-    """Read and validate a study YAML file. `overrides` replace top-level fields."""
+    """Read and validate a study YAML file. `overrides` replace top-level fields.
+
+    A study may start from another: ``extends: demo-mnli`` (a built-in study) or
+    ``extends: base.yaml`` (relative to this file). The base's fields are merged with this
+    file's: mappings merge key by key, anything else (lists, numbers, strings) is replaced.
+    """
     p = Path(path)
+    data = _read_yaml(p)
+    if isinstance(data, dict):
+        data = _extend(data, p, seen=(p.resolve(),))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_study(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def _extend(data: dict[str, Any], path: Path, *, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`data` merged over the study it ``extends`` (recursively), without the key itself."""
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(
+            f"{path}: extends: expected a built-in study name or a YAML path; got {base_name!r}"
+        )
+    candidate = _resolve(path.resolve().parent, base_name)
+    base_path = candidate if candidate.suffix in (".yaml", ".yml") else None
+    if base_path is None:
+        base_path = builtin_study_path(base_name)
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: extends: {base_name} extends itself (a cycle); break it")
+    base = _read_yaml(base_path)
+    if not isinstance(base, dict):
+        raise ConfigError(f"{base_path}: a study must be a mapping of fields")
+    base = _extend(base, base_path, seen=(*seen, base_path.resolve()))
+    return _merge(base, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(p: Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"study file {p} does not exist; check the path")
     try:
@@ -398,9 +565,7 @@ def load_study(path: str | Path, **overrides: Any) -> Study:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(exc)}; fix the syntax") from None
-    if isinstance(data, dict):
-        data.update({k: v for k, v in overrides.items() if v is not None})
-    return parse_study(data, source=str(p), base_dir=p.resolve().parent)
+    return data
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -412,9 +577,19 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
+def builtin_studies() -> list[str]:
+    """Names of the built-in studies (``modeconn demo --study NAME``)."""
+    folder = resources.files("modeconn") / "studies"
+    names = (p.name for p in folder.iterdir())
+    return sorted(n.removesuffix(".yaml") for n in names if n.endswith(".yaml"))
+
+
 def builtin_study_path(name: str = "demo-mnli") -> Path:
     ref = resources.files("modeconn") / "studies" / f"{name}.yaml"
     with resources.as_file(ref) as p:
         if not p.is_file():
-            raise ConfigError(f"no built-in study named '{name}'")
+            raise ConfigError(
+                f"no built-in study named '{name}'; the built-in studies are: "
+                f"{', '.join(builtin_studies())}"
+            )
         return p
