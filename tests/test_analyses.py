@@ -153,3 +153,20 @@ def test_rerun_measures_nothing_again(ran) -> None:
     assert not any("sharpness" in s or "euclidean" in s for s in said)
     with Store(load_study(path).store_path()) as store:
         assert (store.values("sharpness"), store.values("euclidean")) == before
+
+
+def test_report_shows_every_analysis(ran) -> None:
+    _, result = ran
+    assert result.report is not None
+    html = result.report.read_text(encoding="utf-8")
+    for title in (
+        "Alternative distances",
+        "Cluster statistics and baselines",
+        "Uncertainty over the evaluation sample",
+        "Fig. 21",
+        "Table 1",
+        "Fig. 1)",
+        "ε-sharpness vs. hans_lo",
+    ):
+        assert title in html, title
+    assert "http://" not in html.replace("http://www.w3.org", "")  # opens with no network

@@ -61,7 +61,10 @@ __all__ = [
     "MAX_TICK_LABELS",
     "basin_colors",
     "basin_histograms",
+    "basin_keeping",
+    "best_worst_curves",
     "distance_heatmap",
+    "distance_scatter",
     "house_style",
     "interpolation_curves",
     "save",
@@ -371,6 +374,98 @@ def _mean_curve(
     return grid, mean, sd
 
 
+def best_worst_curves(
+    points: pd.DataFrame,
+    *,
+    split: str,
+    ood: pd.Series,
+    k: int | None = None,
+    metric: str = "loss",
+    ood_label: str = "OOD metric",
+    ax: Axes | None = None,
+) -> Figure:
+    """Mean curves among the k best and among the k worst members by an OOD metric (Fig. 1).
+
+    Juneja et al. (2023, Fig. 1) show that paths among the models that generalize best
+    (e.g. highest HANS-LO accuracy) stay flat, paths among the worst too, and paths
+    between the two groups rise. Pairs fall into three groups — both ends among the k
+    best, both among the k worst, one end in each — and each group is drawn as its mean
+    curve with a ±1 sd band.
+
+    Args:
+        points: path points as for :func:`interpolation_curves`.
+        split: which evaluation split to draw.
+        ood: the OOD metric per member id, which ranks the members.
+        k: group size; default a third of the members (at least 2).
+        metric: the column on the y axis.
+        ood_label: how the legend names ``ood``.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    >>> pts = pd.DataFrame({"member_a": ["a", "a", "a", "b", "b", "c"] * 3,
+    ...     "member_b": ["b", "c", "d", "c", "d", "d"] * 3, "split": "s",
+    ...     "alpha": [0.0] * 6 + [0.5] * 6 + [1.0] * 6,
+    ...     "loss": [1.0] * 6 + [1.1, 2, 2, 2, 2, 1.1] + [1.0] * 6})
+    >>> fig = best_worst_curves(pts, split="s", ood=pd.Series({"a": .9, "b": .8, "c": .2, "d": .1}))
+    >>> sorted(line.get_gid() for line in fig.axes[0].lines)
+    ['best-best', 'best-worst', 'worst-worst']
+    """
+    if not isinstance(points, pd.DataFrame):
+        raise DataError(f"`points` must be a pandas DataFrame of path points; got {type(points)}")
+    _require_columns(points, ["member_a", "member_b", "split", "alpha", metric], "`points`")
+    ood = _numeric(_as_series(ood, "`ood`"), "`ood`").dropna()
+    n = len(ood)
+    k = max(2, n // 3) if k is None else int(k)
+    if not 2 <= k <= n // 2:
+        raise ConfigError(
+            f"k must lie in [2, {n // 2}] for {n} members with an OOD value (two disjoint "
+            f"groups of at least 2); got {k}"
+        )
+    ranked = ood.sort_values(ascending=False)
+    best, worst = set(ranked.index[:k]), set(ranked.index[-k:])
+    rows = points.loc[points["split"] == split]
+    if rows.empty:
+        raise DataError(f"`points` has no rows for split {split!r}")
+    curves = rows.groupby(["member_a", "member_b", "alpha"], sort=True)[metric].mean()
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for pair, curve in curves.groupby(level=[0, 1]):
+        a, b = pair  # type: ignore[misc,str-unpack]  # a two-level group key
+        if {a, b} <= best:
+            key = "best-best"
+        elif {a, b} <= worst:
+            key = "worst-worst"
+        elif (a in best and b in worst) or (a in worst and b in best):
+            key = "best-worst"
+        else:
+            continue
+        groups.setdefault(key, []).append(
+            (curve.index.get_level_values("alpha").to_numpy(float), curve.to_numpy(float))
+        )
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.75 * COLUMN_WIDTH)
+    names = {
+        "best-best": (f"among the {k} best by {ood_label}", BASIN_PALETTE[2]),
+        "worst-worst": (f"among the {k} worst", BASIN_PALETTE[4]),
+        "best-worst": ("best ↔ worst", BETWEEN_MEAN_COLOR),
+    }
+    for key in ("best-best", "worst-worst", "best-worst"):
+        if key not in groups:
+            continue
+        label, color = names[key]
+        x, mean, sd = _mean_curve(groups[key])
+        (line,) = ax.plot(
+            x, mean, color=color, linewidth=1.8, label=f"{label} (n={len(groups[key])})"
+        )
+        line.set_gid(key)
+        if len(groups[key]) >= 2:
+            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("α  (0 = member B, 1 = member A)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} along linear paths · split {split}")
+    _legend_below(ax)
+    _style_axes(ax)
+    return fig
+
+
 # --- distance heatmap ----------------------------------------------------------------------
 
 
@@ -641,6 +736,103 @@ def basin_histograms(
 # --- saving --------------------------------------------------------------------------------
 
 
+def distance_scatter(
+    x: pd.DataFrame,
+    y: pd.DataFrame,
+    *,
+    basins: pd.Series,
+    xlabel: str = "Euclidean distance",
+    ylabel: str = "convexity gap",
+    ax: Axes | None = None,
+) -> Figure:
+    """Two distances of every pair against each other, within vs. between basins (Fig. 21).
+
+    Juneja et al. (2023, Fig. 21) ask whether basins are just weight-space neighbourhoods:
+    a point per pair (x: one distance, y: another), coloured by whether the two members
+    share a basin, with a least-squares line and Pearson r for each group.
+
+    Args:
+        x, y: N×N distance matrices indexed by member id (same members).
+        basins: basin label per member id.
+        xlabel, ylabel: axis labels.
+        ax: axes to draw on; ``None`` makes a new figure.
+
+    >>> ids = ["a", "b", "c", "d"]
+    >>> e = pd.DataFrame(np.arange(16.0).reshape(4, 4), ids, ids); e = e + e.T
+    >>> fig = distance_scatter(e, e ** 2, basins=pd.Series([0, 0, 1, 1], index=ids))
+    >>> sorted(c.get_gid() for c in fig.axes[0].collections)
+    ['between', 'within']
+    """
+    for name, m in (("x", x), ("y", y)):
+        if not isinstance(m, pd.DataFrame) or list(m.index) != list(m.columns):
+            raise DataError(f"`{name}` must be a square DataFrame indexed by member id")
+    ids = list(x.index)
+    _require_members(ids, y.index, "`y`")
+    basins = _as_labels(basins, ids)
+    within: list[tuple[float, float]] = []
+    between: list[tuple[float, float]] = []
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            point = (float(x.loc[a, b]), float(y.loc[a, b]))
+            (within if basins[a] == basins[b] else between).append(point)
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.8 * COLUMN_WIDTH)
+    for gid, pts, color, label in (
+        ("within", within, BASIN_PALETTE[0], "same basin"),
+        ("between", between, BETWEEN_MEAN_COLOR, "different basins"),
+    ):
+        if not pts:
+            continue
+        arr = np.asarray(pts, dtype=float)  # (n_pairs, 2)
+        px, py = arr[:, 0], arr[:, 1]
+        text = f"{label} (n={len(pts)})"
+        if len(pts) >= 3 and np.ptp(px) > 0 and np.ptp(py) > 0:
+            slope, intercept = np.polyfit(px, py, 1)
+            xs = np.linspace(px.min(), px.max(), 2)
+            ax.plot(xs, slope * xs + intercept, color=color, linewidth=1.2)
+            text += f", r = {np.corrcoef(px, py)[0, 1]:.2f}"
+        sc = ax.scatter(px, py, s=14, color=color, alpha=0.8, label=text, linewidths=0)
+        sc.set_gid(gid)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} vs. {xlabel}, per pair")
+    _legend(ax, loc="best")
+    _style_axes(ax)
+    return fig
+
+
+def basin_keeping(
+    kept: pd.Series, basins: pd.Series, *, draws: int | None = None, ax: Axes | None = None
+) -> Figure:
+    """How often each member stays in its basin when the evaluation sample is resampled.
+
+    One bar per member (coloured by basin, sorted by basin then share), the share of
+    bootstrap draws of the sample whose basins keep it where the full sample put it.
+    """
+    kept = _numeric(_as_series(kept, "`kept`"), "`kept`")
+    basins = _as_labels(basins, list(kept.index))
+    order = sorted(kept.index, key=lambda m: (basins[m], -kept[m], str(m)))
+    colors = basin_colors(basins)
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.7 * COLUMN_WIDTH)
+    bars = ax.bar(
+        range(len(order)),
+        [kept[m] for m in order],
+        color=[colors[int(basins[m])] for m in order],
+        width=0.8,
+    )
+    for bar, m in zip(bars, order, strict=True):
+        bar.set_gid(str(m))
+    ax.set_ylim(0, 1.02)
+    ax.axhline(1.0, color=_GRID_COLOR, linewidth=0.8)
+    if len(order) <= MAX_TICK_LABELS:
+        ax.set_xticks(range(len(order)), [str(m) for m in order], rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_ylabel("share of draws in its basin")
+    ax.set_title("basin kept under resampling" + (f" ({draws} draws)" if draws else ""))
+    _style_axes(ax, grid_axis="y")
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as a PNG (:data:`DPI` dpi, tight bounding box); return the path.
 
@@ -863,3 +1055,178 @@ def correlation_matrix(
 
 
 __all__ += ["DIVERGING_CMAP", "correlation_matrix", "metric_histogram"]
+
+
+# --- loss plane ----------------------------------------------------------------------------
+
+from collections.abc import Mapping  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from matplotlib.colors import BoundaryNorm  # noqa: E402
+
+if TYPE_CHECKING:
+    from modeconn.planes import PlaneResult
+
+PLANE_BANDS = 10  # filled bands of loss_plane's "auto" levels
+_PLANE_FIRST_STEP = 0.01  # first auto band: 1 % of the range above the best value
+_ROLES = ("θ₀", "θ₁", "θ₂")
+
+
+def _plane_levels(z: np.ndarray, levels: Any, *, low_is_best: bool) -> np.ndarray:
+    """Contour levels for a plane grid ``z`` (finite values only)."""
+    finite = z[np.isfinite(z)]
+    if finite.size == 0:
+        raise DataError("the plane's grid has no finite value to draw")
+    lo, hi = float(finite.min()), float(finite.max())
+    if isinstance(levels, str):
+        if levels != "auto":
+            raise ConfigError(
+                f"levels must be 'auto', a number of bands or a sequence; got {levels!r}"
+            )
+        if hi - lo <= 1e-12 * max(1.0, abs(hi)):  # a flat plane: one band around its value
+            return np.array([lo - 0.5, lo + 0.5]) if lo == hi else np.array([lo, hi])
+        # Geometric steps away from the best value (Garipov et al. 2018 space their levels
+        # the same way): the low-loss valleys around the members get most of the bands.
+        steps = np.concatenate([[0.0], np.geomspace(_PLANE_FIRST_STEP, 1.0, PLANE_BANDS)])
+        return lo + (hi - lo) * steps if low_is_best else (hi - (hi - lo) * steps)[::-1]
+    if isinstance(levels, bool):
+        raise ConfigError(f"levels must be 'auto', a number of bands or a sequence; got {levels!r}")
+    if isinstance(levels, int | np.integer):
+        if levels < 1:
+            raise ConfigError(f"levels must be a positive number of bands; got {levels}")
+        if lo == hi:
+            return np.array([lo - 0.5, lo + 0.5])
+        return np.linspace(lo, hi, int(levels) + 1)
+    edges = np.asarray(levels, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ConfigError("levels given as a sequence must increase and hold at least two values")
+    return edges
+
+
+def loss_plane(
+    result: PlaneResult | Mapping[str, Any],
+    *,
+    ax: Axes | None = None,
+    metric: str = "loss",
+    labels: Sequence[str] | None = None,
+    levels: int | Sequence[float] | Literal["auto"] = "auto",
+    paths: bool = True,
+) -> Figure:
+    """Filled contours of a loss plane through three members, with the members marked.
+
+    The picture of Juneja et al. (2023, Fig. 2), built as Garipov et al. (2018, Fig. 1):
+    the plane through θ0, θ1, θ2 with θ0 at (0, 0), θ1 at (1, 0) and θ2 above the x axis
+    (:mod:`modeconn.planes`). Both axes are in units of ‖θ0θ1‖ and drawn with an equal
+    aspect ratio, so distances on the page are true distances in weight space.
+
+    Args:
+        result: a :class:`~modeconn.planes.PlaneResult`, or its ``to_dict()`` (as kept
+            in the results store).
+        ax: axes to draw on; ``None`` makes a new column-wide figure.
+        metric: ``"loss"`` or a metric the plane was scored with (e.g. ``"accuracy"``).
+        labels: three texts to mark θ0, θ1, θ2 with; default ``"<member id> (θ₀)"`` etc.
+        levels: ``"auto"`` (:data:`PLANE_BANDS` bands spaced geometrically away from the
+            best value: fine near the loss minimum, or near the accuracy maximum), a
+            number of equal bands, or explicit increasing level values. Values outside
+            explicit levels are drawn in the end colours.
+        paths: draw the three linear paths between the members (dashed), the segments
+            whose barriers the pairwise analysis measures.
+
+    Returns:
+        The figure. ``ax.collections`` hold the filled contours; each member's marker
+        text is an annotation in ``ax.texts`` (``gid`` ``"member:<id>"``), and each path a
+        line in ``ax.lines`` (``gid`` ``"path:<a>|<b>"``).
+
+    >>> from modeconn.planes import PlaneResult, PlaneSpec
+    >>> spec = PlaneSpec(("a", "b", "c"), x=(-0.5, 0.5, 1.5), y=(-0.5, 0.5, 1.5))
+    >>> plane = PlaneResult(spec, "mnli#0", 0, 64, np.arange(9.0).reshape(3, 3), {},
+    ...                     [[0, 0], [1, 0], [0.5, 1]], scale=2.0)
+    >>> [t.get_text() for t in loss_plane(plane).axes[0].texts]
+    ['a (θ₀)', 'b (θ₁)', 'c (θ₂)']
+    """
+    if isinstance(result, Mapping):
+        from modeconn.planes import PlaneResult
+
+        result = PlaneResult.from_dict(result)
+    for attr in ("grid", "xs", "ys", "model_xy", "members", "scale", "split"):
+        if not hasattr(result, attr):
+            raise DataError(
+                f"`result` must be a PlaneResult (or its to_dict()); got {type(result)}"
+            )
+    z = np.asarray(result.grid(metric), dtype=float)  # (ny, nx)
+    xs, ys = result.xs, result.ys  # (nx,), (ny,)
+    xy = np.asarray(result.model_xy, dtype=float)  # (3, 2)
+    members = [str(m) for m in result.members]
+    if labels is None:
+        texts = [f"{m} ({role})" for m, role in zip(members, _ROLES, strict=True)]
+    else:
+        texts = [str(t) for t in labels]
+        if len(texts) != 3:
+            raise ConfigError(f"labels must be 3 texts (θ0, θ1, θ2); got {len(texts)}")
+    edges = _plane_levels(z, levels, low_is_best=metric == "loss")
+
+    width = xs[-1] - xs[0]
+    height = ys[-1] - ys[0]
+    # room for the colour bar beside the plot and the labels around it
+    fig_h = float(np.clip((COLUMN_WIDTH - 0.9) * height / width + 0.75, 2.0, 1.5 * COLUMN_WIDTH))
+    fig, ax = _axes(ax, COLUMN_WIDTH, fig_h)
+    cmap = mpl.colormaps[HEATMAP_CMAP]
+    # only explicit levels can leave values outside them: those get the end colours
+    extend: Literal["both", "neither"] = (
+        "both" if not isinstance(levels, str | int | np.integer) else "neither"
+    )
+    norm = BoundaryNorm(edges, ncolors=cmap.N, extend=extend)
+    filled = ax.contourf(
+        xs, ys, np.ma.masked_invalid(z), levels=edges, cmap=cmap, norm=norm, extend=extend
+    )
+    ax.contour(
+        xs, ys, np.ma.masked_invalid(z), levels=edges, colors="white", linewidths=0.4, alpha=0.5
+    )
+    halo = [patheffects.withStroke(linewidth=2.4, foreground="white")]
+    if paths:
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            (line,) = ax.plot(
+                xy[[i, j], 0],
+                xy[[i, j], 1],
+                color="white",
+                linestyle="--",
+                linewidth=0.8,
+                alpha=0.9,
+                zorder=3,
+            )
+            line.set_gid(f"path:{members[i]}|{members[j]}")
+    ax.scatter(
+        xy[:, 0], xy[:, 1], s=26, facecolor="white", edgecolor="black", linewidth=0.8, zorder=4
+    )
+    centre = xy.mean(axis=0)  # labels point away from the triangle's centre
+    for k in range(3):
+        away = xy[k] - centre
+        away = away / (np.linalg.norm(away) or 1.0)
+        note = ax.annotate(
+            texts[k],
+            xy=(xy[k, 0], xy[k, 1]),
+            xytext=(7 * away[0], 7 * away[1]),
+            textcoords="offset points",
+            ha="left" if away[0] > 0.3 else "right" if away[0] < -0.3 else "center",
+            va="bottom" if away[1] > 0.3 else "top" if away[1] < -0.3 else "center",
+            fontsize=FONT_SIZES["legend"],
+            path_effects=halo,
+            zorder=5,
+        )
+        note.set_gid(f"member:{members[k]}")
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("x  (unit: ‖θ₀θ₁‖)")
+    ax.set_ylabel("y  (unit: ‖θ₀θ₁‖)")
+    split = str(result.split).split("#", 1)[0]
+    ax.set_title(f"{metric} on {split} · ‖θ₀θ₁‖ = {_fmt(float(result.scale))}")
+    colorbar = fig.colorbar(filled, ax=ax, fraction=0.05, pad=0.03, format="%.3g")
+    colorbar.set_label(metric, fontsize=FONT_SIZES["label"])
+    colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
+    colorbar.outline.set_linewidth(0.6)
+    _style_axes(ax, grid=False)
+    return fig
+
+
+__all__ += ["PLANE_BANDS", "loss_plane"]

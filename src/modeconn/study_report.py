@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from modeconn import figures
 from modeconn.report import Section, write_report
 from modeconn.results import StudyResult, metric_column
@@ -65,6 +67,23 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 figures.interpolation_curves(pts, split=split, metric="loss", basins=basins),
             )
         )
+    ood_all = b["ood"]
+    if ood_all and len(result.members) >= 4:
+        col = _ood_column(result, ood_all[0])
+        for split in study["paths"]["splits"]:
+            key = result.splits[split]["key"]
+            pts = store.path_points(split=key, grid=result.grid["grid"]).copy()
+            pts["split"] = split
+            curve_figs.append(
+                (
+                    f"Mean loss on '{split}' among the best and among the worst members by "
+                    f"{ood_all[0]} {col.rsplit('.', 1)[1]}, and between the two groups "
+                    "(±1 sd bands; the paper's Fig. 1).",
+                    figures.best_worst_curves(
+                        pts, split=split, ood=result.members[col], ood_label=ood_all[0]
+                    ),
+                )
+            )
     sections.append(
         Section(
             title="Interpolation curves",
@@ -146,6 +165,9 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         )
     )
 
+    if result.analyses is not None:
+        sections += analysis_sections(result)
+
     shown = [c for c in result.members.columns if c not in ("hash",)]
     members = result.members[shown].copy()
     members.insert(0, "hash", result.members["hash"].str[:12])
@@ -163,3 +185,174 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         )
     )
     return write_report(out_dir, sections, title=f"modeconn — {study['name']}", summary=summary)
+
+
+def analysis_sections(result: StudyResult) -> list[Section]:
+    """Sections for the study's ``analyses``: distances, Table 1, sharpness, uncertainty."""
+    a = result.analyses
+    assert a is not None
+    study, b = result.study, result.study["basins"]
+    basins, sections = result.members["basin"], []
+    ood = b["ood"]
+    order = result.members[_ood_column(result, ood[0])] if ood else None
+
+    if len(a.distances):
+        figs: list[tuple[str, figures.Figure]] = []
+        for name, m in a.matrices.items():
+            if name == b["distance"]:
+                continue
+            figs.append(
+                (
+                    f"{name.replace('_', ' ')} for every pair"
+                    + (f", members sorted by {ood[0]}." if ood else "."),
+                    figures.distance_heatmap(m, order_by=order, label=name.replace("_", " ")),
+                )
+            )
+        if "euclidean" in a.matrices:
+            figs.append(
+                (
+                    f"Euclidean distance vs. {b['distance'].replace('_', ' ')} per pair, within "
+                    "and between basins, each with a least-squares fit (the paper's Fig. 21).",
+                    figures.distance_scatter(
+                        a.matrices["euclidean"],
+                        a.matrices[b["distance"]],
+                        basins=basins,
+                        ylabel=b["distance"].replace("_", " "),
+                    ),
+                )
+            )
+        sections.append(
+            Section(
+                title="Alternative distances",
+                text=(
+                    "Each distance clustered the same way (spectral clustering of "
+                    "exp(−D²/2δ²)); ARI against the basins of the study's own distance, and "
+                    "each score's Pearson r with the OOD metrics (bootstrap 95% intervals). "
+                    "Barrier height and AUC come from the same stored curves; AUC is in α "
+                    "units; the Euclidean distance is over every floating-point state entry."
+                ),
+                figures=tuple(figs),
+                tables=(("Distances side by side (the paper's Appendix I).", a.distances),),
+                provenance=_provenance(result, b["split"]),
+            )
+        )
+
+    figs = []
+    if a.sharpness is not None:
+        for split in ood:
+            col = _ood_column(result, split)
+            figs.append(
+                (
+                    f"ε-sharpness vs. {split} {col.rsplit('.', 1)[1]} with a least-squares fit.",
+                    figures.score_scatter(
+                        a.sharpness,
+                        result.members[col],
+                        basins=basins,
+                        xlabel="ε-sharpness",
+                        ylabel=f"{split} {col.rsplit('.', 1)[1]}",
+                    ),
+                )
+            )
+    metric_cols = [
+        c
+        for c in result.members.columns
+        if "." in c and c.rsplit(".", 1)[1] in ("accuracy", "f1", "mcc")
+    ]
+    if len(metric_cols) >= 2 and len(result.members) >= 3:
+        frame = result.members[metric_cols].astype(float)
+        if a.sharpness is not None:
+            frame = frame.assign(**{"ε-sharpness": a.sharpness})
+        frame = frame.loc[:, frame.std() > 0]
+        if frame.shape[1] >= 2:
+            figs.append(
+                (
+                    "Pearson correlations between the members' metrics (the paper's Fig. 11).",
+                    figures.correlation_matrix(frame),
+                )
+            )
+    sharp = study.get("analyses", {}).get("sharpness")
+    tables = [
+        (
+            "Cluster statistics (the paper's Table 1): C1 = the larger basin; gaps in C1's "
+            "standard deviations (ddof = 1).",
+            a.cluster_stats,
+        ),
+        (
+            "R² of each OOD metric on basin membership, the basin score and ε-sharpness "
+            "(bootstrap 95% intervals).",
+            a.regressions,
+        ),
+        ("Pearson and Spearman correlation of each predictor with each OOD metric.", a.predictors),
+    ]
+    text = (
+        "How far apart the basins lie on each metric, and how much of each OOD metric basin "
+        "membership explains next to the baseline."
+    )
+    if sharp is not None:
+        text += (
+            f" ε-sharpness (Keskar et al.): φ = 100·(max L(x+y) − L(x))/(1 + L(x)) over the box "
+            f"|yᵢ| ≤ ε(|xᵢ|+1), ε = {sharp['epsilon']:g}, by {sharp['steps']} projected ascent "
+            f"steps (lr {sharp['lr']:g}, batches of {sharp['batch_size']} × {sharp['accumulate']}"
+            f") on '{sharp['split']}' (at most {sharp['examples']} examples)."
+        )
+    sections.append(
+        Section(
+            title="Cluster statistics and baselines",
+            text=text,
+            figures=tuple(figs),
+            tables=tuple((c, t) for c, t in tables if len(t)),
+            provenance=_provenance(result, b["split"]),
+        )
+    )
+
+    if a.uncertainty is not None:
+        u = a.uncertainty
+        summary = u.summary()
+        d = result.distance
+        width = pd.DataFrame(u.distance_hi - u.distance_lo, index=d.index, columns=d.columns)
+        lo, hi = summary["ARI interval"]
+        rlo, rhi = summary["score ↔ OOD r interval"]
+        stats_table = pd.DataFrame(
+            {
+                "draws": [summary["draws"]],
+                "usable": [summary["usable draws"]],
+                "ARI mean": [summary["ARI vs. full sample: mean"]],
+                "ARI lo": [lo],
+                "ARI hi": [hi],
+                "identical basins": [summary["draws with identical basins"]],
+                f"r lo ({ood[0] if ood else '-'})": [rlo],
+                f"r hi ({ood[0] if ood else '-'})": [rhi],
+            }
+        )
+        tables2 = [("Bootstrap over the evaluation sample.", stats_table)]
+        if a.stability is not None:
+            tables2.append(
+                ("Basins re-clustered on random sub-samples of the evaluation sample.", a.stability)
+            )
+        sections.append(
+            Section(
+                title="Uncertainty over the evaluation sample",
+                text=(
+                    f"The {result.splits[b['split']]['sample_size']} examples of "
+                    f"'{b['split']}' were resampled with replacement {u.samples} times (one "
+                    "draw shared by every pair and α); each draw gives a distance matrix and "
+                    "basins, matched to the full sample's."
+                ),
+                figures=(
+                    (
+                        "Share of draws in which each member keeps its basin.",
+                        figures.basin_keeping(
+                            pd.Series(u.keep, index=list(u.members)), basins, draws=u.samples
+                        ),
+                    ),
+                    (
+                        f"Width of the 95% interval of every {b['distance'].replace('_', ' ')} "
+                        "entry.",
+                        figures.distance_heatmap(width, order_by=order, label="interval width"),
+                    ),
+                ),
+                tables=tuple(tables2),
+                provenance=_provenance(result, b["split"]),
+            )
+        )
+    return sections
