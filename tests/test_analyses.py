@@ -23,6 +23,7 @@ ANALYSES: dict[str, Any] = {
     "distances": ["convexity_gap", "barrier_height", "auc", "euclidean"],
     "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
     "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
+    "trajectory": {},
 }
 
 
@@ -31,6 +32,7 @@ def ran(tiny_model_dir: Path, data_root: Path, tmp_path_factory) -> tuple[Path, 
     folder = tmp_path_factory.mktemp("analyses")
     study = tiny_study_dict(tiny_model_dir, data_root, folder / "out")
     study["analyses"] = ANALYSES
+    study["train"]["checkpoints"] = [0.5]
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     result = StudyRunner(load_study(path), progress=False).run()
@@ -68,6 +70,8 @@ def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
         found = curves(store, "mnli")
     bh = a.matrices["barrier_height"]
     for (x, y), g in found.items():
+        if "@" in x:
+            continue  # a checkpoint's path (the trajectory), not a member pair
         loss = g["loss"].to_numpy()
         # Entezari: max(0, max_i [L_i − chord_i]), chord from L(α=0) to L(α=1)
         chord = loss[0] + (loss[-1] - loss[0]) * g["alpha"].to_numpy()
@@ -155,6 +159,28 @@ def test_rerun_measures_nothing_again(ran) -> None:
         assert (store.values("sharpness"), store.values("euclidean")) == before
 
 
+def test_trajectory_places_every_checkpoint(ran) -> None:
+    path, result = ran
+    a = result.analyses
+    assert a is not None and a.trajectory is not None
+    t = a.trajectory
+    ckpts = t[~t["final"]]
+    assert len(ckpts) == len(result.members)  # one checkpoint (at half the steps) each
+    assert set(ckpts["member"]) == set(result.members.index)
+    assert ckpts["step"].nunique() == 1
+    # every checkpoint was joined to every final member, through the sweep
+    with Store(load_study(path).store_path()) as store:
+        found = curves(store, "mnli")
+    for ck in ckpts["id"]:
+        for m in result.members.index:
+            assert (ck, m) in found
+    # the final members sit at their own embedding coordinates
+    finals = t[t["final"]].set_index("member").loc[result.members.index]
+    np.testing.assert_allclose(finals["x"], result.fit.embedding[:, 0])
+    # placement: a similarity-weighted mean of the final coordinates, so inside their hull
+    assert ckpts["x"].between(finals["x"].min() - 1e-9, finals["x"].max() + 1e-9).all()
+
+
 def test_report_shows_every_analysis(ran) -> None:
     _, result = ran
     assert result.report is not None
@@ -167,6 +193,7 @@ def test_report_shows_every_analysis(ran) -> None:
         "Table 1",
         "Fig. 1)",
         "ε-sharpness vs. hans_lo",
+        "Basins along training",
     ):
         assert title in html, title
     assert "http://" not in html.replace("http://www.w3.org", "")  # opens with no network

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeconn.barriers import curve_distance
 from modeconn.basins import (
     BasinFit,
     basin_recovery,
@@ -87,6 +88,7 @@ class Analyses:
     uncertainty: SampleUncertainty | None
     stability: pd.DataFrame | None
     planes: list[dict[str, Any]] = field(default_factory=list)  # PlaneResult.to_dict()s
+    trajectory: pd.DataFrame | None = None  # checkpoints placed in the final embedding
     notes: tuple[str, ...] = ()
 
     def summary_lines(self) -> list[str]:
@@ -303,6 +305,89 @@ def example_losses(store: Store, result: StudyResult, split: str) -> tuple[np.nd
     return np.stack(blocks).astype(np.float64), pairs
 
 
+def place_in_embedding(
+    distances: np.ndarray, fit: BasinFit
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put new models into a population's spectral embedding from their distances to it.
+
+    ``distances`` is (M, N): each new model's distance to each of the N members. A new
+    model lands at the similarity-weighted mean of the members' embedding coordinates,
+    with the population's own similarity exp(−D²/(2δ²)) (an out-of-sample extension in
+    the spirit of Nyström's; a model at distance 0 from one member and far from the
+    others lands on that member). Returns (M, k) coordinates, (M,) scores
+    ‖w − c₀‖ − ‖w − c₁‖ and (M,) nearest-centroid basins.
+
+    >>> fit = find_basins(np.array([[0, .1, 3, 3], [.1, 0, 3, 3], [3, 3, 0, .1],
+    ...                             [3, 3, .1, 0.]]), n_basins=2, delta=1.0)
+    >>> _, scores, basins = place_in_embedding(np.array([[0.0, 0.1, 3, 3]]), fit)
+    >>> basins.tolist(), bool(scores[0] < 0)
+    ([0], True)
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[1] != fit.embedding.shape[0]:
+        raise DataError(
+            f"distances must be (models, {fit.embedding.shape[0]} members); got {d.shape}"
+        )
+    logw = -(d**2) / (2.0 * fit.delta**2)  # (M, N) log-similarities
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))  # stable: the nearest member weighs 1
+    w /= w.sum(axis=1, keepdims=True)
+    coords = w @ fit.embedding  # (M, k)
+    to_c = np.linalg.norm(coords[:, None, :] - fit.centroids[None, :, :], axis=2)  # (M, k)
+    return coords, to_c[:, 0] - to_c[:, 1], to_c.argmin(axis=1)
+
+
+def trajectory_table(store: Store, result: StudyResult) -> pd.DataFrame | None:
+    """Every checkpoint (and final member) with its step, embedding coordinates and basin."""
+    raw = store.get_meta("checkpoints")
+    if raw is None:
+        return None
+    ckpts = json.loads(raw)
+    b = result.study["basins"]
+    found = curves(store, b["split"])
+    ids = list(result.members.index)
+    d = np.zeros((len(ckpts), len(ids)))
+    for c, ck in enumerate(ckpts):
+        for f, m in enumerate(ids):
+            g = found.get((ck["id"], m))
+            if g is None:
+                raise DataError(
+                    f"no path {ck['id']}–{m} on '{b['split']}' in {store.path}; rerun "
+                    "`modeconn run` (the trajectory resumes)"
+                )
+            d[c, f] = curve_distance(g["loss"].to_numpy(), g["alpha"].to_numpy(), b["distance"])
+    coords, scores, basins = place_in_embedding(d, result.fit)
+    rows = [
+        {
+            "id": ck["id"],
+            "member": ck["of"],
+            "step": ck["step"],
+            "final": False,
+            "x": coords[c, 0],
+            "y": coords[c, 1] if coords.shape[1] > 1 else 0.0,
+            "score": scores[c],
+            "basin": int(basins[c]),
+            "distance_to_final": d[c, ids.index(ck["of"])] if ck["of"] in ids else np.nan,
+        }
+        for c, ck in enumerate(ckpts)
+    ]
+    emb = result.fit.embedding
+    for i, m in enumerate(ids):
+        rows.append(
+            {
+                "id": m,
+                "member": m,
+                "step": result.members["step"].iloc[i] if "step" in result.members else None,
+                "final": True,
+                "x": emb[i, 0],
+                "y": emb[i, 1] if emb.shape[1] > 1 else 0.0,
+                "score": result.fit.scores[i],
+                "basin": int(result.fit.labels[i]),
+                "distance_to_final": 0.0,
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["member", "final", "step"]).reset_index(drop=True)
+
+
 def run_analyses(store: Store, result: StudyResult) -> Analyses:
     """Every analysis the study's ``analyses`` section (and Table 1, always) asks for."""
     study = result.study
@@ -372,5 +457,6 @@ def run_analyses(store: Store, result: StudyResult) -> Analyses:
         uncertainty=uncertainty,
         stability=stability,
         planes=planes,
+        trajectory=trajectory_table(store, result) if asked.get("trajectory") else None,
         notes=tuple(notes),
     )

@@ -216,6 +216,38 @@ class Evaluator:
         for buf, b, a in zip(self._buffers, point_b, point_a, strict=True):
             torch.lerp(b, a, weight, out=buf)
 
+    @torch.no_grad()
+    def set_combination(
+        self,
+        origin: Sequence[torch.Tensor],
+        u: Sequence[torch.Tensor],
+        v: Sequence[torch.Tensor],
+        x: float,
+        y: float,
+    ) -> None:
+        """Write θ = θ0 + x·u + y·v into the resident buffers (a point of a loss plane).
+
+        Per tensor, ``add(θ0, u, alpha=x, out=buffer)`` then ``buffer += y·v``: two passes
+        over the buffer, no temporary and no model copy. ``x = y = 0`` writes θ0 exactly
+        (a copy); elsewhere the result is rounded once per pass in the buffers' dtype.
+        :mod:`modeconn.planes` builds ``u`` and ``v``; all three lists are in ``keys``
+        order on the engine's device and dtype, like a member point.
+        """
+        if len(origin) != len(self._buffers) or len(u) != len(origin) or len(v) != len(origin):
+            raise PopulationError(
+                f"a plane point needs {len(self._buffers)} tensors (the engine's keys) for "
+                f"origin, u and v; got {len(origin)}, {len(u)} and {len(v)}; build them from "
+                "points of Evaluator.as_point"
+            )
+        if x == 0.0 and y == 0.0:
+            self.set_point(origin)
+            return
+        wx, wy = float(x), float(y)
+        for buf, o, du, dv in zip(self._buffers, origin, u, v, strict=True):
+            torch.add(o, du, alpha=wx, out=buf)
+            if wy != 0.0:
+                buf.add_(dv, alpha=wy)
+
     def prepared(self, split: PreparedSplit) -> PreparedSplit:
         """`split` with its batches and labels on the engine's device (moved once)."""
         if split.batches and split.batches[0]["input_ids"].device == self.device:

@@ -63,6 +63,7 @@ __all__ = [
     "basin_histograms",
     "basin_keeping",
     "best_worst_curves",
+    "cluster_movement",
     "distance_heatmap",
     "distance_scatter",
     "house_style",
@@ -833,6 +834,56 @@ def basin_keeping(
     return fig
 
 
+def cluster_movement(trajectory: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
+    """How members move between basins during training (the paper's Fig. 7).
+
+    ``trajectory`` has one row per model (checkpoint or final member) with columns
+    ``member``, ``step``, ``final``, ``x``, ``y`` (spectral-embedding coordinates) and
+    ``basin``, as :func:`modeconn.analyses.trajectory_table` returns it. Final members are
+    large dots coloured by basin; each member's checkpoints are small dots joined by arrows
+    in step order, ending at the final member.
+
+    >>> t = pd.DataFrame({"member": ["a", "a", "b", "b"], "step": [10, 20, 10, 20],
+    ...     "final": [False, True, False, True], "x": [0.1, 0.5, 0.2, -0.5],
+    ...     "y": [0.0, 0.1, 0.2, 0.3], "basin": [0, 0, 1, 1]})
+    >>> len(cluster_movement(t).axes[0].texts)  # one arrow (an annotation) per member
+    2
+    """
+    _require_columns(trajectory, ["member", "step", "final", "x", "y", "basin"], "`trajectory`")
+    finals = trajectory[trajectory["final"].astype(bool)]
+    colors = basin_colors(pd.Series(finals["basin"].to_numpy(), index=finals["member"]))
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.85 * COLUMN_WIDTH)
+    for _, g in trajectory.groupby("member", sort=True):
+        g = g.sort_values(["final", "step"])  # checkpoints by step, the final member last
+        xs, ys = g["x"].to_numpy(float), g["y"].to_numpy(float)
+        final = g[g["final"].astype(bool)]
+        color = (
+            colors.get(int(final["basin"].iloc[0]), NEUTRAL_COLOR)
+            if len(final)
+            else (NEUTRAL_COLOR)
+        )
+        ax.plot(xs[:-1], ys[:-1], "o", color=color, markersize=3, alpha=0.6)
+        for i in range(len(xs) - 1):
+            ax.annotate(
+                "",
+                xy=(xs[i + 1], ys[i + 1]),
+                xytext=(xs[i], ys[i]),
+                arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8, "alpha": 0.7},
+            )
+    for basin in sorted(set(finals["basin"].astype(int))):
+        g = finals[finals["basin"].astype(int) == basin]
+        ax.scatter(
+            g["x"], g["y"], s=36, color=colors[basin], label=f"basin {basin} (final)",
+            edgecolors="white", linewidths=0.6, zorder=3,
+        )  # fmt: skip
+    ax.set_xlabel("spectral embedding 1")
+    ax.set_ylabel("spectral embedding 2")
+    ax.set_title("members along training, in the final population's embedding")
+    _legend(ax, loc="best")
+    _style_axes(ax)
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as a PNG (:data:`DPI` dpi, tight bounding box); return the path.
 
@@ -1072,6 +1123,18 @@ _PLANE_FIRST_STEP = 0.01  # first auto band: 1 % of the range above the best val
 _ROLES = ("θ₀", "θ₁", "θ₂")
 
 
+def _level_format(edges: np.ndarray) -> str:
+    """The fewest fixed decimals (up to 6) that tell every level apart on a colour bar.
+
+    >>> _level_format(np.array([0.40, 0.42, 0.91, 2.74]))
+    '%.2f'
+    """
+    for decimals in range(7):
+        if len({f"{e:.{decimals}f}" for e in edges}) == len(edges):
+            return f"%.{decimals}f"
+    return "%.3g"
+
+
 def _plane_levels(z: np.ndarray, levels: Any, *, low_is_best: bool) -> np.ndarray:
     """Contour levels for a plane grid ``z`` (finite values only)."""
     finite = z[np.isfinite(z)]
@@ -1198,17 +1261,17 @@ def loss_plane(
     ax.scatter(
         xy[:, 0], xy[:, 1], s=26, facecolor="white", edgecolor="black", linewidth=0.8, zorder=4
     )
-    centre = xy.mean(axis=0)  # labels point away from the triangle's centre
     for k in range(3):
-        away = xy[k] - centre
-        away = away / (np.linalg.norm(away) or 1.0)
+        # θ0 and θ1 sit on the x axis and θ2 above it: labels centred below θ0 and θ1 and
+        # above θ2 stay off the three paths and inside the grid's border
+        above = k == 2
         note = ax.annotate(
             texts[k],
             xy=(xy[k, 0], xy[k, 1]),
-            xytext=(7 * away[0], 7 * away[1]),
+            xytext=(0, 6 if above else -6),
             textcoords="offset points",
-            ha="left" if away[0] > 0.3 else "right" if away[0] < -0.3 else "center",
-            va="bottom" if away[1] > 0.3 else "top" if away[1] < -0.3 else "center",
+            ha="center",
+            va="bottom" if above else "top",
             fontsize=FONT_SIZES["legend"],
             path_effects=halo,
             zorder=5,
@@ -1221,7 +1284,7 @@ def loss_plane(
     ax.set_ylabel("y  (unit: ‖θ₀θ₁‖)")
     split = str(result.split).split("#", 1)[0]
     ax.set_title(f"{metric} on {split} · ‖θ₀θ₁‖ = {_fmt(float(result.scale))}")
-    colorbar = fig.colorbar(filled, ax=ax, fraction=0.05, pad=0.03, format="%.3g")
+    colorbar = fig.colorbar(filled, ax=ax, fraction=0.05, pad=0.03, format=_level_format(edges))
     colorbar.set_label(metric, fontsize=FONT_SIZES["label"])
     colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
     colorbar.outline.set_linewidth(0.6)

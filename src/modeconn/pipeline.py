@@ -344,7 +344,7 @@ class StudyRunner:
         (``analyses.sharpness``); loss planes (``analyses.planes``).
         """
         a = self.study.analyses
-        if not ("euclidean" in a.distances or a.sharpness or a.planes):
+        if not ("euclidean" in a.distances or a.sharpness or a.planes or a.trajectory):
             return
         pop = self.population()
         refs = self.members()
@@ -355,6 +355,8 @@ class StudyRunner:
                 self._sharpness(store, pop, refs)
             if a.planes:
                 self._planes(store, pop, refs)
+            if a.trajectory is not None:
+                self._trajectory(store, pop, refs)
 
     def _euclidean(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
         from modeconn.analyses import euclidean_key
@@ -419,6 +421,83 @@ class StudyRunner:
                 sharpness_key(m.hash, split.key, settings),
                 {**res.to_dict(), "member": m.id, "split": split.key},
             )
+
+    def _trajectory(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
+        """Paths from every checkpoint to every final member on the basins' split.
+
+        The units go through the sweep (same engine, same store, same resume): the plan
+        lists the final members then the checkpoints, and its units join checkpoint A to
+        final member B.
+        """
+        from modeconn.paths import alpha_grid, grid_id
+        from modeconn.sweep import unit_key
+
+        folder = self.study.checkpoints_dir()
+        if not folder.is_dir():
+            raise DataError(
+                f"analyses.trajectory: no checkpoints folder {folder}; train with "
+                "train.checkpoints set, or point analyses.trajectory.checkpoints_dir at one"
+            )
+        ckpts = Population.from_dir(folder)
+        reference = self.evaluator().model.state_dict()
+        order = sorted(
+            ckpts, key=lambda m: (str(m.meta.extra.get("checkpoint_of", m.id)), m.meta.step or 0)
+        )
+        ckpt_refs = []
+        for m in order:
+            _check_against(reference, ckpts.load(m.id), m)
+            ckpt_refs.append(MemberRef(m.id, ckpts.hash(m.id)))
+        store.set_meta(
+            "checkpoints",
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "hash": r.hash,
+                        "step": ckpts[r.id].meta.step,
+                        "of": ckpts[r.id].meta.extra.get("checkpoint_of"),
+                        "arm": ckpts[r.id].meta.arm,
+                    }
+                    for r in ckpt_refs
+                ]
+            ),
+        )
+        name = self.study.basins.split
+        split = self.splits()[name]
+        points = self.study.paths.points
+        members = (*refs, *ckpt_refs)
+        n = len(refs)
+        skeleton = SweepPlan(members, alpha_grid(points), grid_id("linear", points), (), (), 0, 0)
+        member_todo = [
+            (n + c, name)
+            for c, r in enumerate(ckpt_refs)
+            if store.member_point(r.hash, split.key, split.spec.sample_seed, split.n) is None
+        ]
+        done = store.done_units()
+        units = [(n + c, f, name) for c in range(len(ckpt_refs)) for f in range(n)]
+        plan = dataclasses.replace(
+            skeleton,
+            member_todo=tuple(member_todo),
+            unit_todo=tuple(u for u in units if unit_key(skeleton, u[0], u[1], split) not in done),
+            n_units=len(units),
+            n_member_points=len(ckpt_refs),
+        )
+        if not plan.unit_todo and not plan.member_todo:
+            return
+        self.say(
+            f"trajectory: {len(ckpt_refs)} checkpoints × {n} members on '{name}', "
+            f"{len(plan.unit_todo)} of {len(units)} paths to do"
+        )
+        ev = self.evaluator()
+        finals = {r.id for r in refs}
+        run_sweep(
+            plan,
+            ev,
+            lambda mid: ev.as_point((pop if mid in finals else ckpts).load(mid), name=mid),
+            {name: split},
+            store,
+            progress=self.progress,
+        )
 
     def _planes(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
         raise NotImplementedError  # wired in with modeconn.planes

@@ -254,6 +254,17 @@ class PlaneSection(_Strict):
     margin: float = Field(default=0.3, ge=0)
 
 
+class TrajectorySection(_Strict):
+    """Basins along training (the paper's Fig. 7): every checkpoint of the members is joined
+    by a linear path to every final member on ``basins.split``, then placed in the spectral
+    embedding of the final population. Checkpoints come from ``train.checkpoints`` (or a
+    folder of them)."""
+
+    checkpoints_dir: str | None = Field(
+        default=None, description="folder of checkpoints; default: <members>/checkpoints"
+    )
+
+
 class AnalysesSection(_Strict):
     """Analyses beyond the basins; each runs after the sweep and keeps its results in the
     store. ``distances`` lists the clustering distances compared side by side (the paper's
@@ -265,6 +276,7 @@ class AnalysesSection(_Strict):
     sharpness: SharpnessSection | None = None
     uncertainty: UncertaintySection | None = None
     planes: list[PlaneSection] = Field(default_factory=list)
+    trajectory: TrajectorySection | None = None
 
 
 class EvalConfig(_Strict):
@@ -386,6 +398,12 @@ class Study(_Strict):
                     f"analyses.planes[{i}].split '{plane.split}' must be one of paths.splits or "
                     "member_splits (a plane is evaluated on a prepared split)"
                 )
+        no_checkpoints = self.train is None or not self.train.checkpoints
+        if a.trajectory is not None and a.trajectory.checkpoints_dir is None and no_checkpoints:
+            raise ValueError(
+                "analyses.trajectory needs checkpoints: set train.checkpoints (e.g. "
+                "[0.33, 0.67]) or analyses.trajectory.checkpoints_dir"
+            )
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
@@ -407,6 +425,12 @@ class Study(_Strict):
             return _resolve(self.base, self.population.dir)
         assert self.train is not None
         return _resolve(self.out_path(), self.train.out_dir)
+
+    def checkpoints_dir(self) -> Path:
+        t = self.analyses.trajectory
+        if t is not None and t.checkpoints_dir is not None:
+            return _resolve(self.base, t.checkpoints_dir)
+        return self.members_dir() / "checkpoints"
 
     def member_paths(self) -> list[Path] | None:
         if self.population is not None and self.population.members is not None:

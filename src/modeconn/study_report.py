@@ -31,6 +31,13 @@ def _ood_column(result: StudyResult, split: str) -> str:
     return metric_column(result.members, split, metric)
 
 
+def _member_paths(store: Store, result: StudyResult, key: str) -> pd.DataFrame:
+    """Path points between the study's members (not checkpoints) on one split key."""
+    pts = store.path_points(split=key, grid=result.grid["grid"])
+    ids = set(result.members.index)
+    return pts[pts["member_a"].isin(ids) & pts["member_b"].isin(ids)].copy()
+
+
 def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path:
     """Write `out_dir/report.html` (images embedded) and the PNGs; return the HTML path."""
     study = result.study
@@ -59,7 +66,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
     curve_figs: list[tuple[str, figures.Figure]] = []
     for split in study["paths"]["splits"]:
         key = result.splits[split]["key"]
-        pts = store.path_points(split=key, grid=result.grid["grid"]).copy()
+        pts = _member_paths(store, result, key)
         pts["split"] = split
         curve_figs.append(
             (
@@ -72,7 +79,7 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         col = _ood_column(result, ood_all[0])
         for split in study["paths"]["splits"]:
             key = result.splits[split]["key"]
-            pts = store.path_points(split=key, grid=result.grid["grid"]).copy()
+            pts = _member_paths(store, result, key)
             pts["split"] = split
             curve_figs.append(
                 (
@@ -352,6 +359,30 @@ def analysis_sections(result: StudyResult) -> list[Section]:
                     ),
                 ),
                 tables=tuple(tables2),
+                provenance=_provenance(result, b["split"]),
+            )
+        )
+    if a.trajectory is not None:
+        t = a.trajectory
+        moved = t[~t["final"]]
+        sections.append(
+            Section(
+                title="Basins along training",
+                text=(
+                    f"{len(moved)} checkpoints, each joined by a linear path to every final "
+                    f"member on '{b['split']}'; each is placed at the similarity-weighted mean "
+                    "of the final members' spectral coordinates (similarity exp(−D²/2δ²) with "
+                    "the final population's δ) and given the basin of the nearer centroid "
+                    "(the paper's Fig. 7)."
+                ),
+                figures=(
+                    (
+                        "Members along training: checkpoints (small dots) and arrows in step "
+                        "order to each final member (large dots, coloured by basin).",
+                        figures.cluster_movement(t),
+                    ),
+                ),
+                tables=(("Checkpoints and final members in the embedding.", t),),
                 provenance=_provenance(result, b["split"]),
             )
         )
