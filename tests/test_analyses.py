@@ -24,6 +24,7 @@ ANALYSES: dict[str, Any] = {
     "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
     "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
     "trajectory": {},
+    "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 3}],
 }
 
 
@@ -181,6 +182,18 @@ def test_trajectory_places_every_checkpoint(ran) -> None:
     assert ckpts["x"].between(finals["x"].min() - 1e-9, finals["x"].max() + 1e-9).all()
 
 
+def test_loss_plane_passes_through_its_members(ran) -> None:
+    _, result = ran
+    a = result.analyses
+    assert a is not None and len(a.planes) == 1
+    rec = a.planes[0]
+    assert rec["spec"]["members"] == ["aug-00", "seed-00", "seed-01"]
+    loss = np.asarray(rec["loss"])
+    assert loss.shape == (3, 3) and np.isfinite(loss).all()
+    # θ1 − θ0 is one unit: the scale is the members' Euclidean distance
+    assert rec["scale"] == pytest.approx(a.matrices["euclidean"].loc["aug-00", "seed-00"], rel=1e-5)
+
+
 def test_report_shows_every_analysis(ran) -> None:
     _, result = ran
     assert result.report is not None
@@ -194,6 +207,7 @@ def test_report_shows_every_analysis(ran) -> None:
         "Fig. 1)",
         "ε-sharpness vs. hans_lo",
         "Basins along training",
+        "Loss planes",
     ):
         assert title in html, title
     assert "http://" not in html.replace("http://www.w3.org", "")  # opens with no network

@@ -74,6 +74,28 @@ def sharpness_key(member_hash: str, split_key: str, settings: dict[str, Any]) ->
     return value_key(member_hash, split_key, SharpnessConfig.from_dict(settings).fingerprint())
 
 
+def plane_key(hashes: list[str], split_key: str, settings: dict[str, Any]) -> str:
+    return value_key(*hashes, split_key, settings_fingerprint(settings))
+
+
+def plane_records(store: Store, result: StudyResult) -> list[dict[str, Any]]:
+    """The loss planes the study asks for, in its order (those computed so far)."""
+    hashes = result.members["hash"].to_dict()
+    out = []
+    for section in (result.study.get("analyses") or {}).get("planes") or []:
+        if not all(m in hashes for m in section["members"]):
+            continue
+        key = plane_key(
+            [hashes[m] for m in section["members"]],
+            result.splits[section["split"]]["key"],
+            section,
+        )
+        rec = store.get_value("plane", key)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
 @dataclass(frozen=True)
 class Analyses:
     """Tables (and matrices) of the analyses a study asked for; empty where not asked."""
@@ -445,7 +467,7 @@ def run_analyses(store: Store, result: StudyResult) -> Analyses:
                 repeats=u["repeats"],
                 seed=u["seed"],
             )
-    planes = [rec for _, rec in sorted(store.values("plane").items())]
+    planes = plane_records(store, result)
     return Analyses(
         distances=distances,
         matrices=matrices,

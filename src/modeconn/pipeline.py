@@ -500,7 +500,37 @@ class StudyRunner:
         )
 
     def _planes(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
-        raise NotImplementedError  # wired in with modeconn.planes
+        from modeconn.analyses import plane_key
+        from modeconn.planes import evaluate_plane
+
+        hashes = {r.id: r.hash for r in refs}
+        ev = self.evaluator()
+        for i, section in enumerate(self.study.analyses.planes):
+            missing = [m for m in section.members if m not in hashes]
+            if missing:
+                raise ConfigError(
+                    f"analyses.planes[{i}].members names {missing}, not members of this study "
+                    f"(members: {', '.join(sorted(hashes))})"
+                )
+            split = self.splits()[section.split]
+            settings = section.model_dump()
+            key = plane_key([hashes[m] for m in section.members], split.key, settings)
+            if store.get_value("plane", key) is not None:
+                continue
+            self.say(
+                f"loss plane through {', '.join(section.members)} on '{section.split}': "
+                f"{section.resolution}×{section.resolution} points"
+            )
+            result = evaluate_plane(
+                ev,
+                [ev.as_point(pop.load(m), name=m) for m in section.members],
+                split,
+                members=section.members,
+                resolution=section.resolution,
+                margin=section.margin,
+                progress=self.progress,
+            )
+            store.put_value("plane", key, {**result.to_dict(), "split_name": section.split})
 
     def run(self) -> StudyResult:
         """Every stage in order; returns the analysis with the report's path set."""

@@ -2,8 +2,9 @@
 
 ε-sharpness
 -----------
-Keskar et al. (2017, "On Large-Batch Training for Deep Learning", §2.2.1) measure how
-sharp a minimum x is by how much the loss can rise inside a small box around it:
+Keskar et al. (2017, "On Large-Batch Training for Deep Learning: Generalization Gap and
+Sharp Minima") measure how sharp a minimum x is by how much the loss can rise inside a
+small box around it (their metric in the full space, A = I):
 
     φ(x, ε) = 100 · (max_{y∈C} L(x + y) − L(x)) / (1 + L(x)),
     C = { y : |yᵢ| ≤ ε (|xᵢ| + 1) for every weight i }.
@@ -20,12 +21,12 @@ gradient *ascent* on y: each update adds ``lr`` times the summed gradients of
 and take the loss at the final y as the max. :class:`SharpnessConfig`'s defaults are the
 paper's values: ε = 1e-5, lr = 8e-5, batches of 32 with 4 accumulated per update,
 8,192 updates, on up to 32,768 examples: 32,768 forward and backward passes of 32
-examples, hours of GPU time for a BERT-base. A CPU-sized demo is
-``SharpnessConfig(steps=20, examples=256, accumulate=1)``; for the 6-layer MiniLM on
-256 MNLI examples and one busy CPU thread it took about 2 minutes (a forward and backward
-pass of 32 random examples costs seconds there; ``bucket=8`` halves the padding), so a
-demo over a population wants ``batch_size=8`` or fewer steps. With ε this small φ is
-small (the loss barely moves), so compare φ across members, not against a threshold.
+examples, a GPU job for a BERT-base. A CPU-sized demo is ``SharpnessConfig(steps=20,
+examples=256, accumulate=1)``; for the 6-layer MiniLM on 256 MNLI examples and one busy
+CPU thread it took 1.5–2 minutes, and about 1 minute with ``bucket=8`` (a forward and
+backward pass of 32 random examples costs seconds there, half of it padding), so a demo
+over a population wants ``batch_size=8`` or fewer steps. With ε this small φ is small
+(the loss barely moves), so compare φ across members, not against a threshold.
 
 What this implementation does, and where it differs from the paper's code:
 
@@ -34,7 +35,8 @@ What this implementation does, and where it differs from the paper's code:
   left as they are (a BERT has none: its ``position_ids`` are integers). Tied weights
   are one parameter and get one perturbation.
 * **Box**: |yᵢ| ≤ ε(|xᵢ| + 1), Keskar's definition. The paper's code clamps to
-  x ± ε(x + 1) (no absolute value), a narrower box for weights in (−1, 0).
+  x ± ε(x + 1) (no absolute value): a box of half-width ε|x + 1|, narrower for every
+  negative weight.
 * **Losses**: L(x) and L(x + y) are the engine's mean cross-entropy
   (:meth:`~modeconn.evaluate.Evaluator.evaluate`, so HANS's 3→2 logit grouping applies)
   over the whole prepared split. The ascent draws its mini-batches from at most
@@ -315,14 +317,15 @@ class _AscentBatches:
         still appears once per epoch, but a batch holds rows of similar length.
         """
         size = self.batch_size
-        perm = torch.randperm(self.n, generator=self.generator)
+        # drop the remainder before any sorting, so it is random rows, not the longest
+        perm = torch.randperm(self.n, generator=self.generator)[: self.n // size * size]
         batches: list[torch.Tensor] = []
         chunk = size * self.bucket
         for start in range(0, self.n, chunk):
             part = perm[start : start + chunk]
             if self.bucket > 1:  # stable sort: ties keep the random order
                 part = part[torch.sort(self.lengths[part], stable=True).indices]
-            batches += [part[i : i + size] for i in range(0, len(part) - size + 1, size)]
+            batches += list(part.split(size))
         if self.bucket > 1:
             order = torch.randperm(len(batches), generator=self.generator).tolist()
             batches = [batches[i] for i in order]

@@ -362,6 +362,33 @@ def analysis_sections(result: StudyResult) -> list[Section]:
                 provenance=_provenance(result, b["split"]),
             )
         )
+    if a.planes:
+        plane_figs = []
+        for rec in a.planes:
+            members = ", ".join(rec["spec"]["members"])
+            plane_figs.append(
+                (
+                    f"Loss on '{rec.get('split_name', rec['split'])}' over the plane through "
+                    f"{members} ({len(rec['loss'][0])}×{len(rec['loss'])} grid; one unit = "
+                    f"‖θ₀θ₁‖ = {rec['scale']:.3g}).",
+                    figures.loss_plane(rec),
+                )
+            )
+        sections.append(
+            Section(
+                title="Loss planes",
+                text=(
+                    "The plane through three members θ₀, θ₁, θ₂: origin θ₀, x along θ₁ − θ₀, "
+                    "y along the part of θ₂ − θ₀ orthogonal to it, both scaled to ‖θ₀θ₁‖ "
+                    "(the paper's Fig. 2); every grid point evaluated by the engine on the "
+                    "split's fixed sample. Dashed lines: the linear paths."
+                ),
+                figures=tuple(plane_figs),
+                provenance=_provenance(
+                    result, *{r.get("split_name", b["split"]) for r in a.planes}
+                ),
+            )
+        )
     if a.trajectory is not None:
         t = a.trajectory
         moved = t[~t["final"]]
