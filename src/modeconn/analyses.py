@@ -185,14 +185,23 @@ def _fit(d: np.ndarray, basins: dict[str, Any]) -> BasinFit:
 
 
 def compare_distances(
-    store: Store, result: StudyResult, names: list[str]
+    store: Store, result: StudyResult, names: list[str], splits: list[str] | None = None
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, BasinFit]]:
-    """Cluster with each distance; one row per distance (their Appendix I)."""
+    """Cluster with each distance; one row per distance (their Appendix I).
+
+    ``splits`` adds the study's own distance on other path splits (e.g. the validation
+    loss beside a training-loss study, their Appendix G), named ``"<distance> on <split>"``.
+    """
     b = result.study["basins"]
     ood = _ood_columns(result)
     rows, matrices, fits = [], {}, {}
-    for name in dict.fromkeys([b["distance"], *names]):
-        m = _matrix(store, result, name)
+    extra = [f"{b['distance']} on {s}" for s in splits or [] if s != b["split"]]
+    for name in dict.fromkeys([b["distance"], *names, *extra]):
+        if " on " in name:
+            metric, split = name.split(" on ", 1)
+            m = distance_matrix(store, split=split, metric=metric)
+        else:
+            m = _matrix(store, result, name)
         d = m.to_numpy()
         off = d[~np.eye(len(d), dtype=bool)]
         row: dict[str, Any] = {"distance": name, "min": off.min(), "max": off.max()}
@@ -417,8 +426,9 @@ def run_analyses(store: Store, result: StudyResult) -> Analyses:
     b = study["basins"]
     notes: list[str] = []
     names = list(asked.get("distances") or [])
-    if names:
-        distances, matrices, fits = compare_distances(store, result, names)
+    other_splits = list(asked.get("distance_splits") or [])
+    if names or other_splits:
+        distances, matrices, fits = compare_distances(store, result, names, other_splits)
     else:
         distances, matrices, fits = pd.DataFrame(), {}, {}
     sharp = sharpness_series(store, result)

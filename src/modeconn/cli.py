@@ -93,7 +93,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze(store)
-        out = Path(args.out) if args.out else store.path.parent / "report"
+        recorded = json.loads(store.get_meta("study") or "{}").get("report_dir", "report")
+        out = Path(args.out) if args.out else store.path.parent / recorded
         path = write_study_report(store, result, out)
     _print_result(result.with_report(path))
     return 0

@@ -334,7 +334,7 @@ class StudyRunner:
 
         with Store(self.study.store_path(), study=self.study.name, create=False) as store:
             res = result or analyze(store)
-            return write_study_report(store, res, self.study.out_path() / "report")
+            return write_study_report(store, res, self.study.out_path() / self.study.report_dir)
 
     def measure(self) -> None:
         """What the analyses need from the weights, kept in the store; done work is skipped.

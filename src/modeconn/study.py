@@ -231,6 +231,9 @@ class SharpnessSection(_Strict):
     accumulate: int = Field(default=4, ge=1)
     examples: int = Field(default=32768, ge=1)
     seed: int = 0
+    bucket: int = Field(
+        default=1, ge=1, description="ascent batches grouped by length (1 = the paper's)"
+    )
 
 
 class UncertaintySection(_Strict):
@@ -272,6 +275,11 @@ class AnalysesSection(_Strict):
 
     distances: list[Literal["convexity_gap", "barrier_height", "auc", "euclidean"]] = Field(
         default_factory=list
+    )
+    distance_splits: list[str] = Field(
+        default_factory=list,
+        description="other path splits to cluster on with basins.distance (e.g. the "
+        "validation split beside a training-loss study)",
     )
     sharpness: SharpnessSection | None = None
     uncertainty: UncertaintySection | None = None
@@ -339,6 +347,9 @@ class SweepConfig(_Strict):
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str
+    report_dir: str = Field(
+        default="report", description="the HTML report's folder, relative to output_dir"
+    )
     data_root: str | None = None
     model: ModelConfig
     splits: dict[str, SplitConfig]
@@ -390,6 +401,12 @@ class Study(_Strict):
                 if arm.mix is not None:
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
         a = self.analyses
+        for s in a.distance_splits:
+            if s not in self.paths.splits:
+                raise ValueError(
+                    f"analyses.distance_splits names '{s}', which is not one of paths.splits "
+                    f"{self.paths.splits}: a distance needs the split's path curves"
+                )
         if a.sharpness is not None:
             need("analyses.sharpness.split", a.sharpness.split)
         for i, plane in enumerate(a.planes):
