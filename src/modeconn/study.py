@@ -214,6 +214,9 @@ class BasinsConfig(_Strict):
         default=None, description="OOD metric; default: each split's own `metric`"
     )
     bootstrap: int = Field(default=2000, ge=0)
+    sort_by: str | None = Field(
+        default=None, description="split whose metric orders the heatmaps (default: ood[0])"
+    )
 
 
 class SharpnessSection(_Strict):
@@ -395,6 +398,8 @@ class Study(_Strict):
             )
         for s in self.basins.ood:
             need("basins.ood", s)
+        if self.basins.sort_by is not None:
+            need("basins.sort_by", self.basins.sort_by)
         if self.train is not None:
             for arm in self.train.arms:
                 need(f"train.arms[{arm.name}].data", arm.data)

@@ -31,6 +31,16 @@ def _ood_column(result: StudyResult, split: str) -> str:
     return metric_column(result.members, split, metric)
 
 
+def _heatmap_order(result: StudyResult) -> tuple[pd.Series | None, str]:
+    """The member metric heatmaps are sorted by: basins.sort_by, else the first OOD split."""
+    b = result.study["basins"]
+    split = b.get("sort_by") or (b["ood"][0] if b["ood"] else None)
+    if split is None:
+        return None, ""
+    col = _ood_column(result, split)
+    return result.members[col], f"{split} {col.rsplit('.', 1)[1]}"
+
+
 def _member_paths(store: Store, result: StudyResult, key: str) -> pd.DataFrame:
     """Path points between the study's members (not checkpoints) on one split key."""
     pts = store.path_points(split=key, grid=result.grid["grid"])
@@ -102,13 +112,13 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
 
     # distance heatmap sorted by the first OOD metric
     ood = b["ood"]
-    order = result.members[_ood_column(result, ood[0])] if ood else None
+    order, order_name = _heatmap_order(result)
     sections.append(
         Section(
             title="Convexity-gap matrix" if b["distance"] == "convexity_gap" else "Distance matrix",
             text=(
                 f"{b['distance']} of the loss curve on '{b['split']}' for every pair"
-                + (f", members sorted by {ood[0]} accuracy (ascending)." if ood else ".")
+                + (f", members sorted by {order_name} (ascending)." if order_name else ".")
             ),
             figures=(
                 (
@@ -201,7 +211,7 @@ def analysis_sections(result: StudyResult) -> list[Section]:
     study, b = result.study, result.study["basins"]
     basins, sections = result.members["basin"], []
     ood = b["ood"]
-    order = result.members[_ood_column(result, ood[0])] if ood else None
+    order, order_name = _heatmap_order(result)
 
     if len(a.distances):
         figs: list[tuple[str, figures.Figure]] = []
@@ -211,7 +221,7 @@ def analysis_sections(result: StudyResult) -> list[Section]:
             figs.append(
                 (
                     f"{name.replace('_', ' ')} for every pair"
-                    + (f", members sorted by {ood[0]}." if ood else "."),
+                    + (f", members sorted by {order_name}." if order_name else "."),
                     figures.distance_heatmap(m, order_by=order, label=name.replace("_", " ")),
                 )
             )
