@@ -145,6 +145,7 @@ def test_end_to_end_in_a_real_process(tiny_study: Path) -> None:
     )
     assert export.returncode == 0, export.stderr
     assert sorted(p.name for p in (out / "csv").iterdir()) == [
+        "analysis_values.csv",
         "member_points.csv",
         "path_points.csv",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import random
@@ -441,13 +442,22 @@ def _filled(store: Store) -> None:
 
 def test_export_csv_equals_frames(store: Store, tmp_path: Path) -> None:
     _filled(store)
+    store.put_value("sharpness", "hash0", {"value": 1.5})
     paths = store.export(tmp_path / "out", format="csv")
-    assert [p.name for p in paths] == ["member_points.csv", "path_points.csv"]
-    for path, frame in zip(paths, [store.member_points(), store.path_points()], strict=True):
+    assert [p.name for p in paths] == [
+        "member_points.csv",
+        "path_points.csv",
+        "analysis_values.csv",
+    ]
+    values = pd.read_csv(paths[2])
+    assert values[["kind", "key"]].values.tolist() == [["sharpness", "hash0"]]
+    assert json.loads(values["value"][0]) == {"value": 1.5}
+    for path, frame in zip(paths, [store.member_points(), store.path_points()], strict=False):
         text_columns = {c: str for c in frame.columns if frame[c].dtype.kind not in "if"}
         back = pd.read_csv(path, dtype=text_columns)
         pd.testing.assert_frame_equal(back, frame)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "analysis_values.csv",
         "member_points.csv",
         "path_points.csv",
     ]  # no temporary files left behind

@@ -75,7 +75,9 @@ def sharpness_key(member_hash: str, split_key: str, settings: dict[str, Any]) ->
 
 
 def plane_key(hashes: list[str], split_key: str, settings: dict[str, Any]) -> str:
-    return value_key(*hashes, split_key, settings_fingerprint(settings))
+    """Keyed by weights and data, like every record: member ids and split names left out."""
+    grid = {k: v for k, v in settings.items() if k not in ("members", "split")}
+    return value_key(*hashes, split_key, settings_fingerprint(grid))
 
 
 def plane_records(store: Store, result: StudyResult) -> list[dict[str, Any]]:
@@ -216,7 +218,12 @@ def compare_distances(
         row["basins"] = ", ".join(map(str, fit.sizes))
         row[f"ARI vs {b['distance']}"] = basin_recovery(fit.labels, result.fit.labels)
         for split, col in ood.items():
-            c = correlate(fit.scores, result.members[col].to_numpy(float), n_boot=b["bootstrap"])
+            c = correlate(
+                fit.scores,
+                result.members[col].to_numpy(float),
+                n_boot=b["bootstrap"],
+                seed=b["seed"],
+            )
             row[f"r ({split})"] = c.pearson_r
             row[f"r lo ({split})"], row[f"r hi ({split})"] = c.pearson_ci
         rows.append(row)
@@ -270,10 +277,10 @@ def predictor_tables(
         y = result.members[col].to_numpy(float)
         fits = []
         with contextlib.suppress(ModeconnError):
-            fits.append(membership_regression(y, labels, n_boot=b["bootstrap"]))
+            fits.append(membership_regression(y, labels, n_boot=b["bootstrap"], seed=b["seed"]))
         for name, x in preds.items():
             try:
-                fits.append(r_squared(x, y, predictor=name, n_boot=b["bootstrap"]))
+                fits.append(r_squared(x, y, predictor=name, n_boot=b["bootstrap"], seed=b["seed"]))
                 c = correlate(x, y, n_boot=b["bootstrap"], seed=b["seed"])
             except ModeconnError:
                 continue
@@ -456,6 +463,7 @@ def run_analyses(store: Store, result: StudyResult) -> Analyses:
             ood=None if first is None else result.members[first].to_numpy(float),
             samples=u["samples"],
             seed=u["seed"],
+            cluster_seed=b["seed"],
         )
         sizes = [s for s in u.get("sizes") or [] if s < ex.shape[2]]
         if len(sizes) < len(u.get("sizes") or []):
@@ -476,6 +484,7 @@ def run_analyses(store: Store, result: StudyResult) -> Analyses:
                 delta=b["delta"],
                 repeats=u["repeats"],
                 seed=u["seed"],
+                cluster_seed=b["seed"],
             )
     planes = plane_records(store, result)
     return Analyses(

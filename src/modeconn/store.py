@@ -1155,12 +1155,13 @@ class Store:
         format: Literal["csv", "parquet"],
         with_examples: bool = False,
     ) -> list[Path]:
-        """Write ``member_points.<format>`` and ``path_points.<format>`` into ``directory``.
+        """Write ``member_points``, ``path_points`` and ``analysis_values`` files.
 
-        The tables are the DataFrames of ``member_points()`` / ``path_points()``, read
-        from one snapshot. Each file is written to a temporary name and moved into place,
-        so a reader sees the old file or the new one, never half of one. Per-example
-        losses (``with_examples``) need Parquet. Returns the two paths.
+        The tables are the DataFrames of ``member_points()`` / ``path_points()`` and the
+        analysis records (kind, key, value as JSON text), read from one snapshot. Each
+        file is written to a temporary name and moved into place, so a reader sees the old
+        file or the new one, never half of one. Per-example losses (``with_examples``)
+        need Parquet. Returns the three paths.
         """
         if format not in ("csv", "parquet"):
             raise StoreError(f"export format must be 'csv' or 'parquet'; got {format!r}")
@@ -1172,6 +1173,12 @@ class Store:
             tables = {
                 "member_points": self.member_points(with_examples=with_examples),
                 "path_points": self.path_points(with_examples=with_examples),
+                "analysis_values": pd.DataFrame(
+                    self._connection()
+                    .execute("SELECT kind, key, value, created FROM analysis_values ORDER BY 1, 2")
+                    .fetchall(),
+                    columns=["kind", "key", "value", "created"],
+                ),
             }
         written = []
         for name, frame in tables.items():

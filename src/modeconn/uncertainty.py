@@ -193,12 +193,15 @@ def sample_uncertainty(
     samples: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
+    cluster_seed: int = 0,
 ) -> SampleUncertainty:
     """Bootstrap the evaluation sample: distance intervals, basin keeping, ARI, r.
 
     ``examples`` is (P, A, n) per-example losses (see :func:`distance_samples`);
     ``reference_labels`` the full-sample basins; ``ood`` an optional per-member metric
-    whose correlation with each draw's basin score is recorded.
+    whose correlation with each draw's basin score is recorded. ``seed`` draws the
+    resamples; ``cluster_seed`` is the clustering's seed (give the one the reference
+    basins were found with, so a draw differs from them only by its data).
     """
     n_members = len(members)
     ref = np.asarray(reference_labels, dtype=np.int64)
@@ -210,7 +213,7 @@ def sample_uncertainty(
     y = None if ood is None else np.asarray(ood, dtype=np.float64)
     for b in range(samples):
         try:
-            fit = _fit(dist[b], n_basins=n_basins, delta=delta, seed=seed)
+            fit = _fit(dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed)
         except ModeconnError:
             failed += 1
             continue
@@ -251,6 +254,7 @@ def size_stability(
     delta: Delta,
     repeats: int = 50,
     seed: int = 0,
+    cluster_seed: int = 0,
 ) -> pd.DataFrame:
     """Per sub-sample size: agreement of the re-clustered basins with the full sample's.
 
@@ -266,7 +270,7 @@ def size_stability(
         aris, failed = [], 0
         for r in range(repeats):
             try:
-                fit = _fit(dist[r], n_basins=n_basins, delta=delta, seed=seed)
+                fit = _fit(dist[r], n_basins=n_basins, delta=delta, seed=cluster_seed)
             except ModeconnError:
                 failed += 1
                 continue
