@@ -283,3 +283,54 @@ def test_house_style_is_restored() -> None:
     with figures.house_style():
         assert mpl.rcParams["font.size"] == figures.FONT_SIZES["base"]
     assert mpl.rcParams["font.size"] == before
+
+
+# --------------------------------------------------------------------------- analyses' figures
+
+
+def test_best_worst_curves_turn_mixed_pairs_toward_the_better_member() -> None:
+    from modeconn.figures import best_worst_curves
+
+    # a, b best; c, d worst. Every path rises linearly toward its A end (α = 1).
+    rows = []
+    for a, b in [("a", "b"), ("c", "d"), ("a", "c"), ("d", "b")]:
+        for alpha in (0.0, 0.5, 1.0):
+            rows.append({"member_a": a, "member_b": b, "split": "s", "alpha": alpha,
+                         "loss": alpha})  # fmt: skip
+    ood = pd.Series({"a": 0.9, "b": 0.8, "c": 0.2, "d": 0.1})
+    fig = best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, k=2)
+    lines = {line.get_gid(): line for line in fig.axes[0].lines}
+    # (a, c): A = a is the better member, kept as is: 0, 0.5, 1.
+    # (d, b): A = d is the worse one, turned: loss at the better end (b, α = 0) is 0, so
+    # after turning, α = 1 (b) reads 0 and α = 0 (d) reads 1 → 1, 0.5, 0. Mean: 0.5 flat.
+    np.testing.assert_allclose(lines["best-worst"].get_ydata(), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(lines["best-best"].get_ydata(), [0.0, 0.5, 1.0])
+    with pytest.raises(ConfigError, match="k must lie"):
+        best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, k=3)
+
+
+def test_heatmap_can_scale_to_the_off_diagonal() -> None:
+    ids = ["a", "b", "c"]
+    m = pd.DataFrame([[0.0, 5.0, 6.0], [5.0, 0.0, 5.5], [6.0, 5.5, 0.0]], ids, ids)
+    image = figures.distance_heatmap(m, mask_diagonal=True).axes[0].images[0]
+    assert image.get_clim() == (5.0, 6.0)
+    assert np.ma.getmaskarray(image.get_array()).diagonal().all()
+    assert figures.distance_heatmap(m).axes[0].images[0].get_clim() == (0.0, 6.0)
+
+
+def test_distance_scatter_fits_each_group() -> None:
+    from modeconn.figures import distance_scatter
+
+    rng = np.random.default_rng(0)
+    ids = [f"m{i}" for i in range(6)]
+    x = rng.random((6, 6))
+    x = pd.DataFrame(x + x.T, ids, ids)
+    y = 2 * x + 0.1 * rng.random((6, 6))
+    y = (y + y.T) / 2
+    basins = pd.Series([0, 0, 0, 1, 1, 1], index=ids)
+    fig = distance_scatter(x, y, basins=basins)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    within = [(x.loc[a, b], y.loc[a, b]) for a, b in itertools.combinations(ids, 2)
+              if basins[a] == basins[b]]  # fmt: skip
+    r = np.corrcoef(np.array(within).T)[0, 1]
+    assert any(t.startswith("same basin (n=6)") and f"r = {r:.2f}" in t for t in texts)

@@ -391,7 +391,8 @@ def best_worst_curves(
     (e.g. highest HANS-LO accuracy) stay flat, paths among the worst too, and paths
     between the two groups rise. Pairs fall into three groups — both ends among the k
     best, both among the k worst, one end in each — and each group is drawn as its mean
-    curve with a ±1 sd band.
+    curve with a ±1 sd band. A best ↔ worst path is turned so that α = 1 is its better
+    member, so the group's mean compares like with like.
 
     Args:
         points: path points as for :func:`interpolation_curves`.
@@ -438,9 +439,11 @@ def best_worst_curves(
             key = "best-worst"
         else:
             continue
-        groups.setdefault(key, []).append(
-            (curve.index.get_level_values("alpha").to_numpy(float), curve.to_numpy(float))
-        )
+        x = curve.index.get_level_values("alpha").to_numpy(float)
+        y = curve.to_numpy(float)
+        if key == "best-worst" and a in worst:
+            x, y = (1.0 - x)[::-1], y[::-1]  # α = 1 at the better member, for every pair
+        groups.setdefault(key, []).append((x, y))
     fig, ax = _axes(ax, COLUMN_WIDTH, 0.75 * COLUMN_WIDTH)
     names = {
         "best-best": (f"among the {k} best by {ood_label}", BASIN_PALETTE[2]),
@@ -459,7 +462,7 @@ def best_worst_curves(
         if len(groups[key]) >= 2:
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
     ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("α  (0 = member B, 1 = member A)")
+    ax.set_xlabel("α  (best ↔ worst: 1 = the better member)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} along linear paths · split {split}")
     _legend_below(ax)
@@ -475,6 +478,7 @@ def distance_heatmap(
     *,
     order_by: pd.Series | None = None,
     label: str = "convexity gap",
+    mask_diagonal: bool = False,
     ax: Axes | None = None,
 ) -> Figure:
     """Draw a member × member distance matrix (e.g. convexity gaps) as a heatmap.
@@ -486,6 +490,9 @@ def distance_heatmap(
             sorted by it, ascending, NaN last, and the sorted values are drawn as a thin
             bar strip above the heatmap, labelled with the Series name.
         label: what the matrix holds; the colourbar's label.
+        mask_diagonal: draw the diagonal grey and scale the colours to the off-diagonal
+            entries (for distances far from 0, e.g. Euclidean, whose zero diagonal would
+            otherwise flatten every pair into one colour).
         ax: axes to draw on; ``None`` makes a new figure.
 
     Returns:
@@ -518,6 +525,9 @@ def distance_heatmap(
         strip = strip.sort_values(kind="mergesort", na_position="last")
         members = list(strip.index)
     values = _numeric_frame(matrix.loc[members, members])  # (n, n)
+    if mask_diagonal:
+        values = values.astype(float)  # a copy
+        np.fill_diagonal(values, np.nan)
 
     n = len(members)
     size = COLUMN_WIDTH if n <= 25 else FULL_WIDTH * 0.75
@@ -796,7 +806,7 @@ def distance_scatter(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel} vs. {xlabel}, per pair")
-    _legend(ax, loc="best")
+    _legend_below(ax)
     _style_axes(ax)
     return fig
 

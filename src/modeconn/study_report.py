@@ -222,7 +222,12 @@ def analysis_sections(result: StudyResult) -> list[Section]:
                 (
                     f"{name.replace('_', ' ')} for every pair"
                     + (f", members sorted by {order_name}." if order_name else "."),
-                    figures.distance_heatmap(m, order_by=order, label=name.replace("_", " ")),
+                    figures.distance_heatmap(
+                        m,
+                        order_by=order,
+                        label=name.replace("_", " "),
+                        mask_diagonal=name == "euclidean",
+                    ),
                 )
             )
         if "euclidean" in a.matrices:
@@ -365,7 +370,9 @@ def analysis_sections(result: StudyResult) -> list[Section]:
                     (
                         f"Width of the 95% interval of every {b['distance'].replace('_', ' ')} "
                         "entry.",
-                        figures.distance_heatmap(width, order_by=order, label="interval width"),
+                        figures.distance_heatmap(
+                            width, order_by=order, label="interval width", mask_diagonal=True
+                        ),
                     ),
                 ),
                 tables=tuple(tables2),
