@@ -217,6 +217,9 @@ def compare_distances(
         matrices[name], fits[name] = m, fit
         row["basins"] = ", ".join(map(str, fit.sizes))
         row[f"ARI vs {b['distance']}"] = basin_recovery(fit.labels, result.fit.labels)
+        arms = result.members["arm"]
+        if arms.notna().all() and arms.nunique() > 1:
+            row["ARI vs arms"] = basin_recovery(fit.labels, arms.astype(str).to_numpy())
         for split, col in ood.items():
             c = correlate(
                 fit.scores,

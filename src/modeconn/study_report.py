@@ -251,7 +251,9 @@ def analysis_sections(result: StudyResult) -> list[Section]:
                     "exp(−D²/2δ²)); ARI against the basins of the study's own distance, and "
                     "each score's Pearson r with the OOD metrics (bootstrap 95% intervals). "
                     "Barrier height and AUC come from the same stored curves; AUC is in α "
-                    "units; the Euclidean distance is over every floating-point state entry."
+                    "units; the Euclidean distance is over every floating-point state entry. "
+                    "A score's sign follows which basin is the larger (c₁), so compare |r|; "
+                    "ARI vs arms: agreement of each distance's basins with the training arms."
                 ),
                 figures=tuple(figs),
                 tables=(("Distances side by side (the paper's Appendix I).", a.distances),),
