@@ -104,7 +104,12 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 for a in (0.0, 0.5, 1.0)
             ],
         )
-        assert store.counts() == {"member_points": 2, "path_points": 3, "units": 1}
+        assert store.counts() == {
+            "member_points": 2,
+            "path_points": 3,
+            "units": 1,
+            "analysis_values": 0,
+        }
     return path
 
 
