@@ -419,6 +419,9 @@ def _parameters(evaluator: Evaluator) -> tuple[list[nn.Parameter], list[int | No
     return params, slots
 
 
+# a caller under torch.inference_mode() would make every tensor created here an inference
+# tensor, which autograd cannot save and in-place updates cannot touch: the ascent leaves it
+@torch.inference_mode(False)
 def _ascend(
     evaluator: Evaluator,
     point: Sequence[torch.Tensor],
@@ -431,19 +434,6 @@ def _ascend(
     On return the parameters hold x + y (the resident point is the perturbed one) and the
     caller restores the evaluator (:func:`_restoring`).
     """
-    # a caller under torch.inference_mode() would make every tensor created here an
-    # inference tensor, which autograd cannot save and in-place updates cannot touch
-    with torch.inference_mode(False):
-        return _ascend_steps(evaluator, point, split, config, saved)
-
-
-def _ascend_steps(
-    evaluator: Evaluator,
-    point: Sequence[torch.Tensor],
-    split: PreparedSplit,
-    config: SharpnessConfig,
-    saved: Sequence[torch.Tensor],
-) -> tuple[list[torch.Tensor], list[int | None]]:
     params, slots = _parameters(evaluator)
     evaluator.set_point(point)  # buffers that are not parameters stay at the point's values
     x: list[torch.Tensor] = [torch.empty(0)] * len(params)
