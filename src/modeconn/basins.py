@@ -49,7 +49,7 @@ from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from modeconn.errors import ConfigError, DataError, ModeconnError
+from modeconn.errors import ConfigError, DataError, ModeconnError, require_keys
 
 __all__ = [
     "BasinFit",
@@ -276,11 +276,7 @@ class BasinFit:
     def from_dict(cls, d: Mapping[str, Any]) -> BasinFit:
         """Inverse of :meth:`to_dict`."""
         required = ("labels", "embedding", "centroids", "scores", "n_basins", "eigenvalues")
-        missing = [k for k in (*required, "delta", "seed") if k not in d]
-        if missing:
-            raise DataError(
-                f"a BasinFit record is missing keys {missing}; it must come from BasinFit.to_dict()"
-            )
+        require_keys(d, (*required, "delta", "seed"), "BasinFit")
         return cls(
             labels=np.asarray(d["labels"], dtype=np.int64),
             embedding=np.asarray(d["embedding"], dtype=np.float64),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
+
 
 class ModeconnError(Exception):
     """Base class of every error modeconn raises on purpose."""
@@ -25,3 +27,15 @@ class DataError(ModeconnError):
 
 class StoreError(ModeconnError):
     """The results store is unreadable, foreign, or from another study."""
+
+
+def require_keys(data: Container[str], keys: Iterable[str], record: str) -> None:
+    """Raise DataError if a `record` dict (as its ``to_dict()`` writes it) lacks any of `keys`.
+
+    >>> require_keys({"a": 1}, ["a"], "Thing")
+    """
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DataError(
+            f"a {record} record is missing keys {missing}; it must come from {record}.to_dict()"
+        )

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modeconn.errors import ConfigError, DataError, PopulationError
+from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
 from modeconn.evaluate import Evaluator
 from modeconn.tasks.text import PreparedSplit
 
@@ -472,12 +472,7 @@ class PlaneResult:
     def from_dict(cls, data: Mapping[str, Any]) -> PlaneResult:
         """Inverse of :meth:`to_dict`."""
         required = ("spec", "split", "sample_seed", "sample_size", "loss", "model_xy", "scale")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise DataError(
-                f"a PlaneResult record is missing keys {missing}; it must come from "
-                "PlaneResult.to_dict()"
-            )
+        require_keys(data, required, "PlaneResult")
         return cls(
             spec=PlaneSpec.from_dict(data["spec"]),
             split=str(data["split"]),

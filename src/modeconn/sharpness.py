@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.errors import ConfigError, DataError, PopulationError
+from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
 from modeconn.evaluate import Evaluator
 from modeconn.tasks.text import PreparedSplit
 
@@ -201,12 +201,7 @@ class SharpnessResult:
     def from_dict(cls, data: Mapping[str, Any]) -> SharpnessResult:
         """Inverse of :meth:`to_dict`."""
         required = ("value", "loss", "max_loss", "steps", "epsilon", "n_examples", "seconds")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise DataError(
-                f"a SharpnessResult record is missing keys {missing}; it must come from "
-                "SharpnessResult.to_dict()"
-            )
+        require_keys(data, required, "SharpnessResult")
         return cls(
             value=float(data["value"]),
             loss=float(data["loss"]),
