@@ -141,6 +141,29 @@ def tiny_study_dict(
     }
 
 
+def reference_sample(tok, spec, *, max_length: int = 128):
+    """A split's sampled examples in file order, tokenized in one padded batch by hand.
+
+    The independent side of engine tests: no bucketing, no collation of modeconn's own;
+    returns (examples, encoding).
+    """
+    from modeconn.tasks.text import read_examples, sample_indices
+
+    examples = read_examples(spec)
+    chosen = [
+        examples[i] for i in sample_indices(len(examples), spec.sample_size, spec.sample_seed)
+    ]
+    enc = tok(
+        [e.text_a for e in chosen],
+        [e.text_b for e in chosen],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    return chosen, enc
+
+
 @pytest.fixture
 def tiny_study(tiny_model_dir: Path, data_root: Path, tmp_path: Path) -> Path:
     """A tiny two-arm study file (4 members) under tmp_path."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_study_dict
+from conftest import reference_sample, tiny_study_dict
 from tolerances import COMPILE_LOSS_ATOL, HALF_LOSS_ATOL
 
 from modeconn.errors import ConfigError
@@ -51,23 +51,10 @@ def setup(tiny_model_dir: Path, data_root: Path):
 
 def _reference_loss(model, state, tok, spec, split) -> tuple[float, np.ndarray]:
     """Plain recipe: a fresh copy, load_state_dict, tokenize in sample order, no bucketing."""
-    from modeconn.tasks.text import read_examples, sample_indices
-
     ref = copy.deepcopy(model)
     ref.load_state_dict(state)
     ref.eval()
-    examples = read_examples(spec)
-    chosen = [
-        examples[i] for i in sample_indices(len(examples), spec.sample_size, spec.sample_seed)
-    ]
-    enc = tok(
-        [e.text_a for e in chosen],
-        [e.text_b for e in chosen],
-        padding=True,
-        truncation=True,
-        max_length=128,
-        return_tensors="pt",
-    )
+    chosen, enc = reference_sample(tok, spec)
     with torch.no_grad():
         logits = ref(**enc).logits.double()
     two = torch.stack([logits[:, 0], torch.maximum(logits[:, 1], logits[:, 2])], dim=1)

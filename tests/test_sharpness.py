@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import reference_sample
 
 from modeconn.errors import ConfigError, DataError, PopulationError
 from modeconn.evaluate import Evaluator
@@ -28,8 +29,6 @@ from modeconn.tasks.text import (
     PreparedSplit,
     SplitSpec,
     prepare_split,
-    read_examples,
-    sample_indices,
 )
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -124,18 +123,7 @@ def _reference(model, state, tok, spec, *, epsilon: float, lr: float):
     """One ascent step by hand in float64: a fresh model copy, the sample in file order."""
     ref = copy.deepcopy(model).double().eval()
     ref.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
-    examples = read_examples(spec)
-    chosen = [
-        examples[i] for i in sample_indices(len(examples), spec.sample_size, spec.sample_seed)
-    ]
-    enc = tok(
-        [e.text_a for e in chosen],
-        [e.text_b for e in chosen],
-        padding=True,
-        truncation=True,
-        max_length=128,
-        return_tensors="pt",
-    )
+    chosen, enc = reference_sample(tok, spec)
     if spec.classes:  # HANS: entailment logit, and max(neutral, contradiction)
         target = torch.tensor([0 if e.label == "entailment" else 1 for e in chosen])
     else:
