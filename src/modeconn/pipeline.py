@@ -54,6 +54,7 @@ class StudyRunner:
         self._splits: dict[str, PreparedSplit] | None = None
         self._population: Population | None = None
         self._evaluator: Evaluator | None = None
+        self._members: list[MemberRef] | None = None
         if study.eval.threads:
             torch.set_num_threads(study.eval.threads)
 
@@ -199,15 +200,20 @@ class StudyRunner:
         return self._evaluator
 
     def members(self) -> list[MemberRef]:
-        """Members with their weight hashes, each checked against the model's architecture."""
-        pop = self.population()
-        reference = self.evaluator().model.state_dict()
-        refs = []
-        for m in sorted(pop, key=lambda m: m.id):  # pair orientation by id, whatever the listing
-            state = pop.load(m.id)
-            _check_against(reference, state, m)
-            refs.append(MemberRef(m.id, pop.hash(m.id)))
-        return refs
+        """Members with their weight hashes, each checked against the model's architecture.
+
+        Checked once per runner: the sweep and the analyses after it share the result.
+        """
+        if self._members is None:
+            pop = self.population()
+            reference = self.evaluator().model.state_dict()
+            refs = []
+            for m in sorted(pop, key=lambda m: m.id):  # pair orientation by id, not listing
+                state = pop.load(m.id)
+                _check_against(reference, state, m)
+                refs.append(MemberRef(m.id, pop.hash(m.id)))
+            self._members = refs
+        return list(self._members)
 
     # ---- stages ---------------------------------------------------------------------
 
