@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from modeconn.study import find_data_root
+from modeconn.config.study import find_data_root
 
 LABELS = ["entailment", "neutral", "contradiction"]
 BUILTIN = "builtin:all-MiniLM-L6-v2"
@@ -81,7 +81,7 @@ def tiny_model_dir(out: Path, *, width: int = 16, layers: int = 2) -> Path:
 
 def base_classifier(model: str, *, layers: int | None = None) -> torch.nn.Module:
     """`model` (``builtin:…`` or a folder) with a 3-way head drawn from seed 0."""
-    from modeconn.models import load_classifier, resolve_pretrained
+    from modeconn.models.hf import load_classifier, resolve_pretrained
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

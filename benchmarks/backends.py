@@ -41,8 +41,8 @@ BACKENDS = ("local", "process", "ray")
 
 def child(study_path: Path) -> None:
     """Run one sweep and print its timings as JSON (in a fresh process)."""
+    from modeconn.config.study import load_study
     from modeconn.pipeline import StudyRunner
-    from modeconn.study import load_study
 
     start = time.perf_counter()
     stats = StudyRunner(load_study(study_path), progress=False).sweep()
@@ -89,7 +89,7 @@ def main() -> None:
             print("ray is not installed: skipping the ray row (pip install 'modeconn[ray]')")
             backends.remove("ray")
     try:
-        from modeconn.study import SweepConfig  # noqa: F401
+        from modeconn.config.study import SweepConfig  # noqa: F401
     except ImportError:
         raise SystemExit("this modeconn has no `sweep:` study section yet") from None
 

@@ -58,9 +58,9 @@ from typing import Any
 import torch
 from _common import BUILTIN, LABELS, base_classifier, data_root, perturbed, sync
 
-from modeconn.evaluate import Evaluator, resolve_device
-from modeconn.models import load_tokenizer, resolve_pretrained
-from modeconn.tasks.text import PreparedSplit, SplitSpec, prepare_split
+from modeconn.data.text import PreparedSplit, SplitSpec, prepare_split
+from modeconn.engine.evaluate import Evaluator, resolve_device
+from modeconn.models.hf import load_tokenizer, resolve_pretrained
 
 
 def useful_flops(model: torch.nn.Module, split: PreparedSplit) -> float:

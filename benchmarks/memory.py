@@ -71,8 +71,8 @@ def tree_rss_bytes(root: int) -> int:
 
 def child(study_path: Path) -> None:
     """Build the runner, note RSS, sweep, and print RSS figures as JSON."""
+    from modeconn.config.study import load_study
     from modeconn.pipeline import StudyRunner
-    from modeconn.study import load_study
 
     runner = StudyRunner(load_study(study_path), progress=False)
     runner.splits()

@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from _common import BUILTIN, LABELS, make_members, mnli_split, study_dict, write_study
 
-from modeconn.models import classifier_skeleton, load_tokenizer, resolve_pretrained
-from modeconn.paths import alpha_grid
+from modeconn.config.study import load_study
+from modeconn.data.text import Example, read_examples, sample_indices
+from modeconn.engine.paths import alpha_grid
+from modeconn.models.hf import classifier_skeleton, load_tokenizer, resolve_pretrained
 from modeconn.pipeline import StudyRunner
-from modeconn.population import Population, load_state_dict
+from modeconn.population.members import Population, load_state_dict
 from modeconn.store import Store
-from modeconn.study import load_study
-from modeconn.tasks.text import Example, read_examples, sample_indices
 
 
 def paper_recipe(

@@ -19,7 +19,7 @@ It prints
 3. the correlation matrix of MNLI dev accuracy and the six subsets (Pearson;
    ``--method spearman`` or ``kendall``);
 4. the key correlations with 95 % bootstrap intervals and p-values (Pearson r and
-   Spearman ρ; :func:`modeconn.basins.correlate`): MNLI vs HANS-LO non-entailed,
+   Spearman ρ; :func:`modeconn.stats.basins.correlate`): MNLI vs HANS-LO non-entailed,
    HANS-LO vs HANS-SUB non-entailed, and the other pairs of non-entailed subsets;
 
 and writes two PNGs to ``--out`` (default ``runs/feather-berts``):
@@ -47,10 +47,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from modeconn import feather, figures
-from modeconn.basins import correlate
+from modeconn import figures
+from modeconn.config.study import find_data_root
+from modeconn.data import feather
 from modeconn.errors import ConfigError, ModeconnError
-from modeconn.study import find_data_root
+from modeconn.stats.basins import correlate
 
 CSV = Path("mnli") / "feather_berts_accuracies.csv"
 # Pairs whose correlation is printed with an interval: (x, y).

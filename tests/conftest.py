@@ -147,7 +147,7 @@ def reference_sample(tok, spec, *, max_length: int = 128):
     The independent side of engine tests: no bucketing, no collation of modeconn's own;
     returns (examples, encoding).
     """
-    from modeconn.tasks.text import read_examples, sample_indices
+    from modeconn.data.text import read_examples, sample_indices
 
     examples = read_examples(spec)
     chosen = [

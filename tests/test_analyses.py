@@ -13,11 +13,11 @@ from conftest import tiny_study_dict
 from safetensors.numpy import load_file
 from scipy import stats
 
-from modeconn.barriers import barrier_height
+from modeconn.config.study import load_study
+from modeconn.measures.barriers import barrier_height
 from modeconn.pipeline import StudyRunner
 from modeconn.results import StudyResult, curves
 from modeconn.store import Store
-from modeconn.study import load_study
 
 ANALYSES: dict[str, Any] = {
     "distances": ["convexity_gap", "barrier_height", "auc", "euclidean"],

@@ -24,7 +24,9 @@ import yaml
 from conftest import tiny_study_dict
 from safetensors.torch import load_file, save_file
 
-from modeconn.backends import (
+from modeconn.cli import main
+from modeconn.config.study import load_study, parse_study
+from modeconn.engine.backends import (
     ProcessPool,
     RayPool,
     Task,
@@ -36,12 +38,10 @@ from modeconn.backends import (
     make_tasks,
     run_task,
 )
-from modeconn.cli import main
+from modeconn.engine.sweep import MemberRef, SweepPlan
 from modeconn.errors import ConfigError, ModeconnError, PopulationError
 from modeconn.pipeline import StudyRunner
 from modeconn.store import Store
-from modeconn.study import load_study, parse_study
-from modeconn.sweep import MemberRef, SweepPlan
 
 # Another process evaluates the same float32 forward passes; sums may round differently.
 STORE_RTOL = 1e-6

@@ -52,7 +52,7 @@ STORE = "results.sqlite"
 @pytest.fixture(scope="module")
 def member_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three slightly different copies of the tiny model, as m0..m2.safetensors."""
-    from modeconn.models import load_classifier
+    from modeconn.models.hf import load_classifier
 
     model = load_classifier(tiny_model_dir, LABELS)
     out = tmp_path_factory.mktemp("members")

@@ -1,4 +1,4 @@
-"""Tests for modeconn.barriers: hand-computed cases, brute-force reference, registry properties."""
+"""Tests for modeconn.measures.barriers: hand-computed cases, references, registry properties."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tolerances import ATOL, RTOL
 
-from modeconn import barriers
-from modeconn.barriers import (
+from modeconn.errors import ConfigError, DataError
+from modeconn.measures import barriers
+from modeconn.measures.barriers import (
     METRICS,
     auc,
     barrier_height,
@@ -19,7 +20,6 @@ from modeconn.barriers import (
     euclidean_distance,
     euclidean_distance_parts,
 )
-from modeconn.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- reference
 

@@ -1,4 +1,4 @@
-"""Tests for modeconn.basins: affinity, eigengap, spectral basins, correlation, summaries."""
+"""Tests for modeconn.stats.basins: affinity, eigengap, spectral basins, correlation, summaries."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 from tolerances import ATOL, RTOL
 
-import modeconn.barriers
-import modeconn.basins
-from modeconn.basins import (
+import modeconn.measures.barriers
+import modeconn.stats.basins
+from modeconn.errors import ConfigError, DataError
+from modeconn.stats.basins import (
     BasinFit,
     Correlation,
     affinity,
@@ -23,7 +24,6 @@ from modeconn.basins import (
     correlate,
     find_basins,
 )
-from modeconn.errors import ConfigError, DataError
 
 
 def block_distance(sizes, *, within=0.1, between=3.0, noise=0.02, seed=0):
@@ -41,7 +41,7 @@ def block_distance(sizes, *, within=0.1, between=3.0, noise=0.02, seed=0):
     return d, groups
 
 
-@pytest.mark.parametrize("module", [modeconn.basins, modeconn.barriers])
+@pytest.mark.parametrize("module", [modeconn.stats.basins, modeconn.measures.barriers])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0
@@ -110,7 +110,7 @@ def test_eigengap_hand_computed():
     # block and ε across, the normalised Laplacian has eigenvalues ≈ 0, 0, then ≈ 3/2
     # (the complete graph K₃ without self-loops: 3/(3−1)). The largest gap is after λ₂ → 2.
     s = np.kron(np.eye(2), np.ones((3, 3))) + 1e-6
-    lam = modeconn.basins._laplacian_eigenvalues(s)
+    lam = modeconn.stats.basins._laplacian_eigenvalues(s)
     np.testing.assert_allclose(lam, [0.0, 0.0, 1.5, 1.5, 1.5, 1.5], atol=1e-5)
     assert choose_n_basins(s) == 2
 
@@ -255,7 +255,9 @@ def test_bootstrap_spearman_is_pearson_on_ranks():
     rng = np.random.default_rng(2)
     a = rng.integers(0, 4, size=(20, 9)).astype(float)  # ties on purpose
     b = rng.normal(size=(20, 9))
-    got = modeconn.basins._rowwise_pearson(stats.rankdata(a, axis=1), stats.rankdata(b, axis=1))
+    got = modeconn.stats.basins._rowwise_pearson(
+        stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
+    )
     for row in range(20):
         if np.ptp(a[row]) > 0:
             assert got[row] == pytest.approx(stats.spearmanr(a[row], b[row]).statistic, rel=RTOL)
@@ -321,7 +323,7 @@ def test_basin_table_hand_computed():
 
 
 def test_median_delta_follows_the_distances() -> None:
-    from modeconn.basins import median_delta
+    from modeconn.stats.basins import median_delta
 
     # off-diagonal distances 0.2, 0.4, 0.6 (each twice): median 0.4
     d = np.array([[0.0, 0.2, 0.4], [0.2, 0.0, 0.6], [0.4, 0.6, 0.0]])
@@ -330,7 +332,7 @@ def test_median_delta_follows_the_distances() -> None:
 
 
 def test_small_gaps_need_a_data_scale_to_show_two_basins() -> None:
-    from modeconn.basins import affinity, find_basins, median_delta
+    from modeconn.stats.basins import affinity, find_basins, median_delta
 
     # two blocks with gaps 0.01 inside and 0.05 between: at δ = 1 every similarity is
     # exp(−0.05²/2) ≈ 0.9988 or more, but at the median scale the blocks separate

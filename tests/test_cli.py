@@ -66,7 +66,7 @@ def _population_study(tiny_study: Path, members: Path) -> Path:
 @pytest.fixture
 def members(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """Three copies of the tiny model as safetensors members."""
-    from modeconn.models import load_classifier
+    from modeconn.models.hf import load_classifier
 
     model = load_classifier(tiny_model_dir, ["entailment", "neutral", "contradiction"])
     out = tmp_path / "members"

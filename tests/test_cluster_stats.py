@@ -9,13 +9,13 @@ import pytest
 from scipy import stats
 from tolerances import ATOL, RTOL
 
-from modeconn.basins import (
+from modeconn.errors import ConfigError, DataError
+from modeconn.stats.basins import (
     Regression,
     cluster_statistics,
     membership_regression,
     r_squared,
 )
-from modeconn.errors import ConfigError, DataError
 
 COLUMNS = [
     "n_c1",

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from conftest import reference_sample, tiny_study_dict
 from tolerances import COMPILE_LOSS_ATOL, HALF_LOSS_ATOL
 
+from modeconn.config.study import parse_study
+from modeconn.data.text import SplitSpec, prepare_split
+from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.paths import alpha_grid, segment
 from modeconn.errors import ConfigError
-from modeconn.evaluate import Evaluator
-from modeconn.models import classifier_skeleton, load_tokenizer
-from modeconn.paths import alpha_grid, segment
-from modeconn.study import parse_study
-from modeconn.tasks.text import SplitSpec, prepare_split
+from modeconn.models.hf import classifier_skeleton, load_tokenizer
 
 LABELS = ["entailment", "neutral", "contradiction"]
 

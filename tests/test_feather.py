@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 from tolerances import RTOL
 
-import modeconn.feather
-from modeconn import feather, figures
+import modeconn.data.feather
+from modeconn import figures
+from modeconn.data import feather
 from modeconn.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def edited(csv_path: Path, tmp_path: Path, edit) -> Path:
 
 
 def test_doctests():
-    assert doctest.testmod(modeconn.feather).failed == 0
+    assert doctest.testmod(modeconn.data.feather).failed == 0
     for fn in (figures.metric_histogram, figures.correlation_matrix):
         finder = doctest.DocTestFinder()
         runner = doctest.DocTestRunner()

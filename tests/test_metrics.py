@@ -1,4 +1,4 @@
-"""Tests for modeconn.metrics: hand-computed cases and parity with scikit-learn."""
+"""Tests for modeconn.measures.task_metrics: hand-computed cases and parity with scikit-learn."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import sklearn.metrics as skm
 from tolerances import ATOL, RTOL
 
-import modeconn.metrics
+import modeconn.measures.task_metrics
 from modeconn.errors import ConfigError, DataError
-from modeconn.metrics import (
+from modeconn.measures.task_metrics import (
     METRIC_FUNCS,
     accuracy,
     compute_metric,
@@ -29,7 +29,7 @@ def _sk(fn, *args, **kwargs) -> float:
 
 
 def test_doctests():
-    result = doctest.testmod(modeconn.metrics)
+    result = doctest.testmod(modeconn.measures.task_metrics)
     assert result.attempted > 0
     assert result.failed == 0
 

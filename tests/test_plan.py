@@ -12,13 +12,13 @@ import pytest
 import yaml
 from conftest import REPO, tiny_study_dict
 
-import modeconn.planning
+import modeconn.engine.planning
 from modeconn.cli import main
+from modeconn.config.study import load_study
+from modeconn.engine.planning import SweepEstimate, plan_study
+from modeconn.engine.sweep import MemberRef, plan_sweep
 from modeconn.errors import ConfigError
-from modeconn.planning import SweepEstimate, plan_study
 from modeconn.store import Store
-from modeconn.study import load_study
-from modeconn.sweep import MemberRef, plan_sweep
 
 PAPER = REPO / "examples" / "paper-mnli-100.yaml"
 
@@ -125,7 +125,7 @@ def test_bad_arguments_are_named(change: dict, needle: str) -> None:
 
 
 def test_module_examples() -> None:
-    assert doctest.testmod(modeconn.planning).failed == 0
+    assert doctest.testmod(modeconn.engine.planning).failed == 0
 
 
 def test_counts_match_the_sweeps_own_plan(tmp_path: Path) -> None:

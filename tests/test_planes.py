@@ -13,17 +13,17 @@ from matplotlib.figure import Figure
 from tolerances import ATOL, RTOL
 
 from modeconn import figures
-from modeconn.errors import ConfigError, DataError, ModeconnError, PopulationError
-from modeconn.evaluate import Evaluator
-from modeconn.models import classifier_skeleton, load_tokenizer
-from modeconn.planes import (
+from modeconn.data.text import SplitSpec, prepare_split
+from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.planes import (
     PlaneResult,
     PlaneSpec,
     evaluate_plane,
     plane_coordinates,
     plane_grid,
 )
-from modeconn.tasks.text import SplitSpec, prepare_split
+from modeconn.errors import ConfigError, DataError, ModeconnError, PopulationError
+from modeconn.models.hf import classifier_skeleton, load_tokenizer
 
 LABELS = ["entailment", "neutral", "contradiction"]
 # float32 weights: θ0 + 1·u rounds once per tensor entry (relative 2^-24 ≈ 6e-8 of a

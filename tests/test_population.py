@@ -1,4 +1,4 @@
-"""Tests for modeconn.population: loading members safely, sidecars, fingerprints, compatibility."""
+"""Tests for modeconn.population.members: safe loading, sidecars, fingerprints, compatibility."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from modeconn.errors import PopulationError, UnsafeCheckpointError
-from modeconn.population import (
+from modeconn.population.members import (
     Member,
     MemberMeta,
     Population,

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from modeconn import figures
 from modeconn.errors import ConfigError, DataError
-from modeconn.report import Section, write_report
+from modeconn.report.html import Section, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -102,7 +102,7 @@ def test_failed_write_leaves_old_report(tmp_path, monkeypatch, sections: list[Se
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("modeconn.report.os.replace", boom)
+    monkeypatch.setattr("modeconn.report.html.os.replace", boom)
     monkeypatch.setattr("modeconn.figures.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_report(out, sections, title="Study")

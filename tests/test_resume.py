@@ -14,9 +14,9 @@ import pandas as pd
 import yaml
 from conftest import tiny_study_dict
 
+from modeconn.config.study import load_study
 from modeconn.pipeline import StudyRunner
 from modeconn.store import Store
-from modeconn.study import load_study
 
 
 def _units(store: Path) -> int:

@@ -13,10 +13,14 @@ import torch
 import torch.nn.functional as F
 from conftest import reference_sample
 
+from modeconn.data.text import (
+    PreparedSplit,
+    SplitSpec,
+    prepare_split,
+)
+from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError
-from modeconn.evaluate import Evaluator
-from modeconn.models import classifier_skeleton, load_tokenizer
-from modeconn.sharpness import (
+from modeconn.measures.sharpness import (
     SharpnessConfig,
     SharpnessResult,
     _AscentBatches,
@@ -25,11 +29,7 @@ from modeconn.sharpness import (
     epsilon_sharpness,
     sharpness_value,
 )
-from modeconn.tasks.text import (
-    PreparedSplit,
-    SplitSpec,
-    prepare_split,
-)
+from modeconn.models.hf import classifier_skeleton, load_tokenizer
 
 LABELS = ["entailment", "neutral", "contradiction"]
 N = 32  # examples per split: every test here is a few forward/backward passes

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modeconn.config.study import builtin_studies, builtin_study_path, load_study
 from modeconn.errors import ConfigError
-from modeconn.study import builtin_studies, builtin_study_path, load_study
 
 
 def test_every_builtin_study_parses_and_the_variants_share_the_demo_store() -> None:

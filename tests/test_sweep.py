@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from modeconn.config.study import load_study
 from modeconn.pipeline import StudyRunner
 from modeconn.store import Store
-from modeconn.study import load_study
 
 
 def _rows(store_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -24,11 +24,11 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from tolerances import ATOL, RTOL
 
 from modeconn.cli import main
-from modeconn.models import load_tokenizer, resolve_pretrained
+from modeconn.config.study import builtin_study_path, load_study
+from modeconn.data.text import prepare_split, read_examples, sample_indices
+from modeconn.models.hf import load_tokenizer, resolve_pretrained
 from modeconn.results import analyze
 from modeconn.store import Store
-from modeconn.study import builtin_study_path, load_study
-from modeconn.tasks.text import prepare_split, read_examples, sample_indices
 
 REPO = Path(__file__).resolve().parents[1]
 COLA_NAMES = {"0": "unacceptable", "1": "acceptable"}

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeconn.errors import ConfigError, DataError
-from modeconn.tasks.text import (
+from modeconn.data.text import (
     SplitSpec,
     bucket_batches,
     class_groups,
@@ -17,6 +16,7 @@ from modeconn.tasks.text import (
     read_examples,
     sample_indices,
 )
+from modeconn.errors import ConfigError, DataError
 
 LABELS = ["entailment", "neutral", "contradiction"]
 HANS_CLASSES = {"entailment": ("entailment",), "non-entailment": ("neutral", "contradiction")}
@@ -48,7 +48,7 @@ def test_mnli_logits_become_hans_logits_by_max() -> None:
     classes, groups = class_groups(spec, LABELS)
     assert classes == ("entailment", "non-entailment")
     assert groups == ((0,), (1, 2))
-    from modeconn.tasks.text import PreparedSplit
+    from modeconn.data.text import PreparedSplit
 
     split = PreparedSplit(spec, classes, groups, [], torch.zeros(0), np.zeros(0), 0, 0, "x")
     logits = torch.tensor([[2.0, 1.0, 3.0], [0.5, -1.0, -2.0]])
@@ -85,7 +85,7 @@ def test_missing_column_names_file_and_column(data_root: Path) -> None:
 
 
 def test_unknown_label_names_the_label(data_root: Path, tiny_model_dir: Path) -> None:
-    from modeconn.models import load_tokenizer
+    from modeconn.models.hf import load_tokenizer
 
     spec = hans_spec(data_root, classes=None, where={"heuristic": ("lexical_overlap",)})
     with pytest.raises(DataError, match="label 'non-entailment'"):
@@ -95,7 +95,7 @@ def test_unknown_label_names_the_label(data_root: Path, tiny_model_dir: Path) ->
 def test_prepared_split_is_tokenized_once_and_fingerprinted(
     data_root: Path, tiny_model_dir: Path
 ) -> None:
-    from modeconn.models import load_tokenizer
+    from modeconn.models.hf import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     a = prepare_split(hans_spec(data_root), tok, LABELS, max_tokens=256)
@@ -107,7 +107,7 @@ def test_prepared_split_is_tokenized_once_and_fingerprinted(
 
 
 def test_cola_without_header_and_mcc(data_root: Path, tiny_model_dir: Path) -> None:
-    from modeconn.models import load_tokenizer
+    from modeconn.models.hf import load_tokenizer
 
     spec = SplitSpec(
         "cola_ood",
@@ -140,7 +140,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_pair_classification_with_f1_on_a_users_file(tmp_path: Path, tiny_model_dir: Path) -> None:
     """QQP/PAWS-style binary pairs: a user's own TSV, F1 on the positive class."""
-    from modeconn.models import load_tokenizer
+    from modeconn.models.hf import load_tokenizer
 
     rows = ["question1\tquestion2\tis_duplicate"]
     rows += [f"how do I cook rice {i}?\thow to cook rice {i}?\t{i % 2}" for i in range(20)]

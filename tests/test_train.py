@@ -10,12 +10,12 @@ import torch
 from conftest import tiny_study_dict
 from safetensors.torch import load_file
 
+from modeconn.config.study import parse_study
+from modeconn.data.text import Example, collate
 from modeconn.errors import ConfigError
-from modeconn.models import load_classifier, load_tokenizer
+from modeconn.models.hf import load_classifier, load_tokenizer
 from modeconn.pipeline import StudyRunner
-from modeconn.study import parse_study
-from modeconn.tasks.text import Example, collate
-from modeconn.train import (
+from modeconn.population.train import (
     LinearProbe,
     MemberPlan,
     TrainConfig,
@@ -106,7 +106,7 @@ def test_rerun_skips_a_trained_member(tiny_model_dir: Path, tmp_path: Path) -> N
 def test_a_crash_while_saving_leaves_no_file(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import modeconn.train as train
+    import modeconn.population.train as train
 
     def broken(state, path):  # writes part of a file, then dies
         Path(path).write_bytes(b"partial")
@@ -388,7 +388,7 @@ def test_a_missing_checkpoint_means_not_trained(tiny_model_dir: Path, tmp_path: 
 
 
 def test_population_keeps_members_and_checkpoints_apart(lp_and_ft: dict[str, Path]) -> None:
-    from modeconn.population import Population
+    from modeconn.population.members import Population
 
     out = lp_and_ft["ckpt"].parent
     assert Population.from_dir(out).ids == ("m",)  # the checkpoints folder is not a member

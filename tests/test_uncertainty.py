@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from modeconn.barriers import convexity_gap
 from modeconn.errors import ConfigError, DataError
-from modeconn.uncertainty import (
+from modeconn.measures.barriers import convexity_gap
+from modeconn.stats.uncertainty import (
     align_labels,
     distance_samples,
     resample_weights,

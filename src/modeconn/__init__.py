@@ -19,36 +19,36 @@ from modeconn.errors import (
 
 # The rest loads on first use, so `import modeconn` (and the CLI) starts without torch.
 _LAZY = {
-    "auc": "modeconn.barriers",
-    "barrier_height": "modeconn.barriers",
-    "convexity_gap": "modeconn.barriers",
-    "euclidean_distance": "modeconn.barriers",
-    "BasinFit": "modeconn.basins",
-    "correlate": "modeconn.basins",
-    "find_basins": "modeconn.basins",
-    "EvalResult": "modeconn.evaluate",
-    "Evaluator": "modeconn.evaluate",
+    "auc": "modeconn.measures.barriers",
+    "barrier_height": "modeconn.measures.barriers",
+    "convexity_gap": "modeconn.measures.barriers",
+    "euclidean_distance": "modeconn.measures.barriers",
+    "BasinFit": "modeconn.stats.basins",
+    "correlate": "modeconn.stats.basins",
+    "find_basins": "modeconn.stats.basins",
+    "EvalResult": "modeconn.engine.evaluate",
+    "Evaluator": "modeconn.engine.evaluate",
     "StudyRunner": "modeconn.pipeline",
-    "Member": "modeconn.population",
-    "Population": "modeconn.population",
-    "load_state_dict": "modeconn.population",
+    "Member": "modeconn.population.members",
+    "Population": "modeconn.population.members",
+    "load_state_dict": "modeconn.population.members",
     "StudyResult": "modeconn.results",
     "analyze": "modeconn.results",
     "Store": "modeconn.store",
-    "Study": "modeconn.study",
-    "load_study": "modeconn.study",
-    "parse_study": "modeconn.study",
+    "Study": "modeconn.config.study",
+    "load_study": "modeconn.config.study",
+    "parse_study": "modeconn.config.study",
 }
 
 if TYPE_CHECKING:
-    from modeconn.barriers import auc, barrier_height, convexity_gap, euclidean_distance
-    from modeconn.basins import BasinFit, correlate, find_basins
-    from modeconn.evaluate import EvalResult, Evaluator
+    from modeconn.config.study import Study, load_study, parse_study
+    from modeconn.engine.evaluate import EvalResult, Evaluator
+    from modeconn.measures.barriers import auc, barrier_height, convexity_gap, euclidean_distance
     from modeconn.pipeline import StudyRunner
-    from modeconn.population import Member, Population, load_state_dict
+    from modeconn.population.members import Member, Population, load_state_dict
     from modeconn.results import StudyResult, analyze
+    from modeconn.stats.basins import BasinFit, correlate, find_basins
     from modeconn.store import Store
-    from modeconn.study import Study, load_study, parse_study
 
 
 def __getattr__(name: str) -> Any:

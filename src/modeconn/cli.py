@@ -37,8 +37,8 @@ def _print_result(result: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from modeconn.config.study import load_study
     from modeconn.pipeline import StudyRunner
-    from modeconn.study import load_study
 
     study = load_study(args.study, output_dir=args.out, data_root=args.data_root)
     result = StudyRunner(study, progress=not args.quiet, say=_say).run()
@@ -47,8 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from modeconn.config.study import builtin_study_path, load_study
     from modeconn.pipeline import StudyRunner
-    from modeconn.study import builtin_study_path, load_study
 
     path = builtin_study_path(args.study)
     # a built-in study that extends demo-mnli shares its output folder (members and store)
@@ -62,8 +62,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from modeconn.planning import plan_study
-    from modeconn.study import load_study
+    from modeconn.config.study import load_study
+    from modeconn.engine.planning import plan_study
 
     study = load_study(args.study, data_root=args.data_root)
     estimate = plan_study(
@@ -85,9 +85,9 @@ def _open_existing(path: str) -> object:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from modeconn.report.study import write_study_report
     from modeconn.results import analyze
     from modeconn.store import Store
-    from modeconn.study_report import write_study_report
 
     store = _open_existing(args.store)
     assert isinstance(store, Store)
@@ -133,7 +133,7 @@ def _cache_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from modeconn.study import builtin_studies
+    from modeconn.config.study import builtin_studies
 
     parser = argparse.ArgumentParser(
         prog="modeconn",

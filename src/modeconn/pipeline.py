@@ -23,19 +23,24 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from modeconn.config.study import Study
+from modeconn.data.text import Example, PreparedSplit, prepare_split, read_examples
+from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
-from modeconn.evaluate import Evaluator
-from modeconn.models import classifier_skeleton, load_classifier, load_tokenizer, resolve_pretrained
-from modeconn.population import Member, Population
+from modeconn.models.hf import (
+    classifier_skeleton,
+    load_classifier,
+    load_tokenizer,
+    resolve_pretrained,
+)
+from modeconn.population.members import Member, Population
+from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
 from modeconn.results import StudyResult, analyze
 from modeconn.store import Store
-from modeconn.study import Study
-from modeconn.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
-from modeconn.tasks.text import Example, PreparedSplit, prepare_split, read_examples
-from modeconn.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
 
 if TYPE_CHECKING:
-    from modeconn.backends import WorkerSpec
+    from modeconn.engine.backends import WorkerSpec
 
 log = logging.getLogger("modeconn")
 
@@ -89,7 +94,7 @@ class StudyRunner:
 
     def member_plans(self) -> list[MemberPlan]:
         """The members a study's `train` section asks for, with their data and seeds."""
-        from modeconn.train import LinearProbe
+        from modeconn.population.train import LinearProbe
 
         train = self.study.train
         if train is None:
@@ -133,7 +138,7 @@ class StudyRunner:
 
     def train(self) -> list[Path]:
         """Fine-tune the members the study asks for; members already trained are kept."""
-        from modeconn.train import checkpoint_steps, is_trained
+        from modeconn.population.train import checkpoint_steps, is_trained
 
         train = self.study.train
         if train is None:
@@ -254,7 +259,7 @@ class StudyRunner:
                     store,
                     progress=self.progress,
                 )
-            from modeconn.backends import run_parallel_sweep
+            from modeconn.engine.backends import run_parallel_sweep
 
             if plan.member_todo or plan.unit_todo:
                 where = f" at {cfg.address}" if cfg.address else ""
@@ -280,7 +285,7 @@ class StudyRunner:
         Paths are made absolute (a worker's working directory is not ours); a `builtin:`
         model is resolved by each worker from its own installed package.
         """
-        from modeconn.backends import MemberSource, WorkerSpec
+        from modeconn.engine.backends import MemberSource, WorkerSpec
 
         study, pop, splits = self.study, self.population(), self.splits()
         pretrained = study.model.pretrained
@@ -336,7 +341,7 @@ class StudyRunner:
             return analyze(store)
 
     def report(self, result: StudyResult | None = None) -> Path:
-        from modeconn.study_report import write_study_report
+        from modeconn.report.study import write_study_report
 
         with Store(self.study.store_path(), study=self.study.name, create=False) as store:
             res = result or analyze(store)
@@ -401,7 +406,7 @@ class StudyRunner:
 
     def _sharpness(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
         from modeconn.analyses import sharpness_key
-        from modeconn.sharpness import SharpnessConfig, epsilon_sharpness
+        from modeconn.measures.sharpness import SharpnessConfig, epsilon_sharpness
 
         section = self.study.analyses.sharpness
         assert section is not None
@@ -435,8 +440,8 @@ class StudyRunner:
         lists the final members then the checkpoints, and its units join checkpoint A to
         final member B.
         """
-        from modeconn.paths import alpha_grid, grid_id
-        from modeconn.sweep import unit_key
+        from modeconn.engine.paths import alpha_grid, grid_id
+        from modeconn.engine.sweep import unit_key
 
         folder = self.study.checkpoints_dir()
         if not folder.is_dir():
@@ -507,7 +512,7 @@ class StudyRunner:
 
     def _planes(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
         from modeconn.analyses import plane_key
-        from modeconn.planes import evaluate_plane
+        from modeconn.engine.planes import evaluate_plane
 
         hashes = {r.id: r.hash for r in refs}
         ev = self.evaluator()
@@ -573,7 +578,7 @@ def _meta(member: Member) -> dict[str, Any]:
 def _check_against(
     reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor], m: Member
 ) -> None:
-    from modeconn.population import check_compatible
+    from modeconn.population.members import check_compatible
 
     # the skeleton's non-persistent or integer buffers may be absent from a checkpoint
     floats = {k: v for k, v in reference.items() if v.is_floating_point()}

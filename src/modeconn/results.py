@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from modeconn.barriers import curve_distance
-from modeconn.basins import (
+from modeconn.errors import DataError, StoreError
+from modeconn.measures.barriers import curve_distance
+from modeconn.stats.basins import (
     BasinFit,
     affinity,
     basin_recovery,
@@ -25,7 +26,6 @@ from modeconn.basins import (
     find_basins,
     median_delta,
 )
-from modeconn.errors import DataError, StoreError
 from modeconn.store import Store
 
 if TYPE_CHECKING:

@@ -55,7 +55,6 @@ import json
 import math
 import operator
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,6 +69,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from modeconn._atomic import open_atomic
 from modeconn.errors import StoreError
 
 __all__ = [
@@ -1189,24 +1189,9 @@ class Store:
 
 
 def _atomic_write(target: Path, frame: pd.DataFrame, format: Literal["csv", "parquet"]) -> None:
-    """Write ``frame`` to a temporary sibling of ``target``, fsync it, then rename it."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    """Write ``frame`` as CSV or Parquet through :func:`modeconn._atomic.open_atomic`."""
+    with open_atomic(target) as handle:
         if format == "csv":
-            frame.to_csv(tmp, index=False)
+            handle.write(frame.to_csv(index=False).encode("utf-8"))
         else:
-            frame.to_parquet(tmp, index=False)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every platform can open a directory
-        fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            frame.to_parquet(handle, index=False)

@@ -25,7 +25,7 @@ A minimal study::
     basins: {split: mnli, ood: [hans_lo]}
 
 An optional ``sweep`` section spreads the path evaluations over worker processes or a
-Ray cluster (:mod:`modeconn.backends`); without it the sweep runs in this process::
+Ray cluster (:mod:`modeconn.engine.backends`); without it the sweep runs in this process::
 
     sweep: {backend: ray, workers: 8, threads_per_worker: 2, address: null, max_retries: 3}
 """
@@ -41,9 +41,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modeconn.data.text import SplitSpec
 from modeconn.errors import ConfigError
-from modeconn.tasks.text import SplitSpec
-from modeconn.train import TrainConfig
+from modeconn.population.train import TrainConfig
 
 BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
@@ -112,7 +112,7 @@ class ArmConfig(_Strict):
 
 
 class TrainSection(_Strict):
-    """How to train the population (:mod:`modeconn.train`), one entry per arm::
+    """How to train the population (:mod:`modeconn.population.train`), one entry per arm::
 
         train:
           examples: 3200
@@ -291,7 +291,7 @@ class AnalysesSection(_Strict):
 
 
 class EvalConfig(_Strict):
-    """How the engine evaluates a point (:class:`~modeconn.evaluate.Evaluator`)::
+    """How the engine evaluates a point (:class:`~modeconn.engine.evaluate.Evaluator`)::
 
         eval: {device: cuda, dtype: bfloat16, compile: false, max_tokens: 4096}
 
@@ -325,7 +325,7 @@ class EvalConfig(_Strict):
 
 
 class SweepConfig(_Strict):
-    """Where the sweep's evaluations run; see :mod:`modeconn.backends`."""
+    """Where the sweep's evaluations run; see :mod:`modeconn.engine.backends`."""
 
     backend: Literal["local", "process", "ray"] = Field(
         default="local", description="local: in this process; process: a local pool; ray"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from modeconn import figures
-from modeconn.report import Section, write_report
+from modeconn.report.html import Section, write_report
 from modeconn.results import StudyResult, metric_column
 from modeconn.store import Store
 

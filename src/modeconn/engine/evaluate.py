@@ -7,7 +7,7 @@ over memory), and the skeleton is then called directly. No model is copied, no
 ``load_state_dict`` runs per point and no per-batch re-parametrisation
 (``functional_call``) runs: the only Python work that scales with the number of
 parameter tensors happens once per point. Splits arrive pre-collated
-(:mod:`modeconn.tasks.text`) and are moved to the engine's device once, so a point
+(:mod:`modeconn.data.text`) and are moved to the engine's device once, so a point
 costs one forward pass over the sample.
 
 Options (the study's ``eval:`` section sets them):
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from modeconn.data.text import PreparedSplit
 from modeconn.errors import ConfigError, PopulationError
-from modeconn.tasks.text import PreparedSplit
 
 ForwardFn = Callable[[nn.Module, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], Any]
 
@@ -230,7 +230,7 @@ class Evaluator:
         Per tensor, ``add(θ0, u, alpha=x, out=buffer)`` then ``buffer += y·v``: two passes
         over the buffer, no temporary and no model copy. ``x = y = 0`` writes θ0 exactly
         (a copy); elsewhere the result is rounded once per pass in the buffers' dtype.
-        :mod:`modeconn.planes` builds ``u`` and ``v``; all three lists are in ``keys``
+        :mod:`modeconn.engine.planes` builds ``u`` and ``v``; all three lists are in ``keys``
         order on the engine's device and dtype, like a member point.
         """
         if len(origin) != len(self._buffers) or len(u) != len(origin) or len(v) != len(origin):

@@ -31,9 +31,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
-from modeconn.barriers import curve_distance
-from modeconn.basins import find_basins, median_delta
 from modeconn.errors import ConfigError, DataError, ModeconnError
+from modeconn.measures.barriers import curve_distance
+from modeconn.stats.basins import find_basins, median_delta
 
 FloatArray = NDArray[np.float64]
 Delta = float | Literal["median"]

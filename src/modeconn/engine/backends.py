@@ -5,7 +5,7 @@ A study's ``sweep`` section picks the backend::
     sweep: {backend: process, workers: 4, threads_per_worker: 1, max_retries: 3}
     sweep: {backend: ray, workers: 16, threads_per_worker: 2, address: 10.0.0.5:6379}
 
-* ``local`` (the default) is :func:`modeconn.sweep.run_sweep`: one evaluator in this
+* ``local`` (the default) is :func:`modeconn.engine.sweep.run_sweep`: one evaluator in this
   process, nothing below applies.
 * ``process`` starts ``workers`` processes on this machine (``ProcessPoolExecutor``, one
   per worker, ``spawn`` context, so no parent state such as torch threads is inherited).
@@ -22,12 +22,12 @@ A study's ``sweep`` section picks the backend::
   Ray is already initialized in this process (a notebook, a test), the sweep uses that
   session.
 
-**What runs where.** This process plans the sweep (:func:`~modeconn.sweep.plan_sweep`,
+**What runs where.** This process plans the sweep (:func:`~modeconn.engine.sweep.plan_sweep`,
 which hashes every member), cuts the plan into tasks (:func:`make_tasks`), hands them to
 the workers and is the store's only writer. A worker gets a small picklable
 :class:`WorkerSpec` (paths, split specs, hashes; no tensors), builds its evaluation
 context once — tokenizer, prepared splits (checked against the keys the plan used),
-skeleton :class:`~modeconn.evaluate.Evaluator` — and keeps an LRU cache of member
+skeleton :class:`~modeconn.engine.evaluate.Evaluator` — and keeps an LRU cache of member
 points (:data:`WORKER_CACHE_BYTES`, at least two members). It reads members by path from
 storage that every worker shares, and checks each member's weight hash against the
 plan's: a member whose file changed since planning is a
@@ -43,7 +43,7 @@ member, so every member is evaluated once per split, as in-process. A worker hol
 most two tasks at a time (one running, one queued).
 
 **Who writes.** Results come back to this process, which writes them exactly as
-:func:`~modeconn.sweep.run_sweep` does: member points first (one transaction per
+:func:`~modeconn.engine.sweep.run_sweep` does: member points first (one transaction per
 member), then each unit's interior rows with α = 0 and 1 copied from the stored member
 points, rows and marker in one :meth:`~modeconn.store.Store.write_unit` transaction. A
 unit whose endpoint's member point is still being computed elsewhere waits in memory
@@ -75,11 +75,18 @@ import torch
 from tqdm.auto import tqdm
 
 from modeconn import errors
+from modeconn.data.text import PreparedSplit, SplitSpec
+from modeconn.engine.evaluate import EvalResult, Evaluator
+from modeconn.engine.sweep import (
+    SweepPlan,
+    SweepStats,
+    _member_point,
+    _PointCache,
+    unit_key,
+    unit_rows,
+)
 from modeconn.errors import ConfigError, DataError, ModeconnError, PopulationError
-from modeconn.evaluate import EvalResult, Evaluator
 from modeconn.store import MemberPoint, Store
-from modeconn.sweep import SweepPlan, SweepStats, _member_point, _PointCache, unit_key, unit_rows
-from modeconn.tasks.text import PreparedSplit, SplitSpec
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -191,7 +198,7 @@ def make_tasks(plan: SweepPlan, *, workers: int, max_units: int = MAX_UNITS_PER_
     point goes with the first task that loads its member; members that no pending unit
     loads get tasks of their own at the end.
 
-    >>> from modeconn.sweep import MemberRef, SweepPlan
+    >>> from modeconn.engine.sweep import MemberRef, SweepPlan
     >>> refs = tuple(MemberRef(f"m{i}", f"h{i}") for i in range(3))
     >>> units = ((0, 1, "s"), (0, 2, "s"), (1, 2, "s"))
     >>> plan = SweepPlan(refs, (0.0, 0.5, 1.0), "linear:3", ((2, "s"),), units, 3, 3)
@@ -274,8 +281,8 @@ class _WorkerContext:
     """One worker's tokenizer, prepared splits, skeleton evaluator and member cache."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        from modeconn.models import classifier_skeleton, load_tokenizer, resolve_pretrained
-        from modeconn.tasks.text import prepare_split
+        from modeconn.data.text import prepare_split
+        from modeconn.models.hf import classifier_skeleton, load_tokenizer, resolve_pretrained
 
         self.spec = spec
         torch.set_num_threads(spec.threads)
@@ -306,7 +313,7 @@ class _WorkerContext:
         self.cache = _PointCache(self._load, spec.cache_bytes)
 
     def _load(self, member_id: str) -> list[torch.Tensor]:
-        from modeconn.population import load_state_dict, weights_hash
+        from modeconn.population.members import load_state_dict, weights_hash
 
         src = self.sources[member_id]
         state = load_state_dict(src.path, name=member_id)
@@ -868,7 +875,7 @@ def run_parallel_sweep(
     if backend not in ("process", "ray"):
         raise ConfigError(
             f"sweep backend must be 'process' or 'ray' here; got {backend!r} (use "
-            "modeconn.sweep.run_sweep for 'local')"
+            "modeconn.engine.sweep.run_sweep for 'local')"
         )
     if address is not None and backend != "ray":
         raise ConfigError(f"sweep.address is only used by backend 'ray'; got backend {backend!r}")

@@ -11,7 +11,7 @@ fits is read from disk once per member; a larger one re-reads endpoint B per uni
 unit's rows and its completion marker are written in one transaction: a sweep killed at
 any instant resumes with no unit half-written.
 
-:func:`run_sweep` evaluates in this process. :mod:`modeconn.backends` runs the same plan
+:func:`run_sweep` evaluates in this process. :mod:`modeconn.engine.backends` runs the same plan
 on a pool of worker processes or on Ray, and its one writer builds rows with the same
 :func:`unit_rows`, so every backend leaves the same store.
 """
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeconn.evaluate import EvalResult, Evaluator
-from modeconn.paths import alpha_grid, grid_id
+from modeconn.data.text import PreparedSplit
+from modeconn.engine.evaluate import EvalResult, Evaluator
+from modeconn.engine.paths import alpha_grid, grid_id
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
-from modeconn.tasks.text import PreparedSplit
 
 PointLoader = Callable[[str], list[torch.Tensor]]
 

@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import matplotlib as mpl
 import numpy as np
@@ -47,6 +46,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
 
+from modeconn._atomic import open_atomic
 from modeconn.errors import ConfigError, DataError
 
 __all__ = [
@@ -907,31 +907,9 @@ def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     if path.suffix.lower() != ".png":
         raise ConfigError(f"figures are saved as PNG; give a path ending in .png, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_atomic(path) as handle:
+    with open_atomic(path) as handle:
         fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
-
-
-@contextlib.contextmanager
-def _open_atomic(path: Path) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path`` for writing; move it onto ``path`` on success.
-
-    The file is created with mode 0o666 less the umask, like ``open(path, "wb")`` would
-    (``tempfile.mkstemp`` would make it private, 0o600). On any error the temporary file is
-    removed and ``path`` is left as it was.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # --- distribution of one metric over a population ------------------------------------------
@@ -1129,7 +1107,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 
 if TYPE_CHECKING:
-    from modeconn.planes import PlaneResult
+    from modeconn.engine.planes import PlaneResult
 
 PLANE_BANDS = 10  # filled bands of loss_plane's "auto" levels
 _PLANE_FIRST_STEP = 0.01  # first auto band: 1 % of the range above the best value
@@ -1192,11 +1170,11 @@ def loss_plane(
 
     The picture of Juneja et al. (2023, Fig. 2), built as Garipov et al. (2018, Fig. 1):
     the plane through θ0, θ1, θ2 with θ0 at (0, 0), θ1 at (1, 0) and θ2 above the x axis
-    (:mod:`modeconn.planes`). Both axes are in units of ‖θ0θ1‖ and drawn with an equal
+    (:mod:`modeconn.engine.planes`). Both axes are in units of ‖θ0θ1‖ and drawn with an equal
     aspect ratio, so distances on the page are true distances in weight space.
 
     Args:
-        result: a :class:`~modeconn.planes.PlaneResult`, or its ``to_dict()`` (as kept
+        result: a :class:`~modeconn.engine.planes.PlaneResult`, or its ``to_dict()`` (as kept
             in the results store).
         ax: axes to draw on; ``None`` makes a new column-wide figure.
         metric: ``"loss"`` or a metric the plane was scored with (e.g. ``"accuracy"``).
@@ -1213,7 +1191,7 @@ def loss_plane(
         text is an annotation in ``ax.texts`` (``gid`` ``"member:<id>"``), and each path a
         line in ``ax.lines`` (``gid`` ``"path:<a>|<b>"``).
 
-    >>> from modeconn.planes import PlaneResult, PlaneSpec
+    >>> from modeconn.engine.planes import PlaneResult, PlaneSpec
     >>> spec = PlaneSpec(("a", "b", "c"), x=(-0.5, 0.5, 1.5), y=(-0.5, 0.5, 1.5))
     >>> plane = PlaneResult(spec, "mnli#0", 0, 64, np.arange(9.0).reshape(3, 3), {},
     ...                     [[0, 0], [1, 0], [0.5, 1]], scale=2.0)
@@ -1221,7 +1199,7 @@ def loss_plane(
     ['a (θ₀)', 'b (θ₁)', 'c (θ₂)']
     """
     if isinstance(result, Mapping):
-        from modeconn.planes import PlaneResult
+        from modeconn.engine.planes import PlaneResult
 
         result = PlaneResult.from_dict(result)
     for attr in ("grid", "xs", "ys", "model_xy", "members", "scale", "split"):

@@ -33,8 +33,9 @@ from typing import Any, TypeAlias
 import pandas as pd
 from matplotlib.figure import Figure
 
+from modeconn._atomic import write_bytes_atomic
 from modeconn.errors import ConfigError, DataError
-from modeconn.figures import _open_atomic, save
+from modeconn.figures import save
 
 __all__ = ["FigureLike", "Section", "write_report"]
 
@@ -135,7 +136,7 @@ def write_report(
     for i, section in enumerate(sections):
         if not isinstance(section, Section):
             raise ConfigError(
-                f"sections[{i}] must be a modeconn.report.Section; got {type(section)}"
+                f"sections[{i}] must be a modeconn.report.html.Section; got {type(section)}"
             )
     out = Path(out_dir)
     figure_dir = out / "figures"
@@ -174,7 +175,7 @@ def write_report(
             "",
         ]
     )
-    return _write_atomic(out / filename, document.encode("utf-8"))
+    return _written(out / filename, document.encode("utf-8"))
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def _figure_png(fig: FigureLike, dest: Path, section: str, caption: str) -> byte
         raise DataError(f"section {section!r}: figure {caption!r} at {fig} is not a PNG file")
     if Path(fig).resolve() != dest.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(dest, png)
+        write_bytes_atomic(dest, png)
     return png
 
 
@@ -261,13 +262,6 @@ def _version() -> str:
         return "(version unknown)"
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then move it into place."""
-    with _open_atomic(path) as handle:
-        handle.write(data)
-    return path
-
-
 # System fonts only: a report must render offline and load nothing from the network.
 _CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --rule: #d1d9e0; --band: #f6f8fa; }
@@ -301,3 +295,8 @@ dl.provenance { font-size: .8rem; color: var(--muted); background: var(--band);
 dl.summary { font-size: .95rem; }
 footer { margin-top: 3rem; color: var(--muted); font-size: .8rem; }
 """
+
+
+def _written(path: Path, data: bytes) -> Path:
+    write_bytes_atomic(path, data)
+    return path

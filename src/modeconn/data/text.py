@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from modeconn.errors import ConfigError, DataError
-from modeconn.metrics import METRIC_FUNCS
+from modeconn.measures.task_metrics import METRIC_FUNCS
 
 MetricName = Literal["accuracy", "f1", "mcc"]
 

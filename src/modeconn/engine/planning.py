@@ -1,6 +1,6 @@
 """Plan a study before running it: how many evaluations, forward passes and hours it costs.
 
-A sweep over N members (see :mod:`modeconn.sweep`) evaluates
+A sweep over N members (see :mod:`modeconn.engine.sweep`) evaluates
 
 * every member once on every evaluated split — the endpoints α = 0 and α = 1 of all its
   paths: ``N × S_eval`` *member evaluations*;
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from modeconn.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modeconn.study import Study
+    from modeconn.config.study import Study
 
 __all__ = ["SweepEstimate", "count_members", "plan_study", "split_rows"]
 
@@ -318,7 +318,7 @@ def count_members(study: Study) -> tuple[int, str]:
             f"population.dir {folder} does not exist, so its members cannot be counted; "
             "pass --members N to plan a study whose members are elsewhere"
         )
-    from modeconn.population import Population
+    from modeconn.population.members import Population
 
     return len(Population.from_dir(folder)), f"population.dir {folder}"
 
@@ -330,7 +330,7 @@ def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
     that is there but wrong (a missing column, nothing left after the filters) raises, as
     the run would.
     """
-    from modeconn.tasks.text import read_examples
+    from modeconn.data.text import read_examples
 
     try:
         study.data_path()

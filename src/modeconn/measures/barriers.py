@@ -6,7 +6,7 @@ loss evaluated at a grid of α values is a *loss curve* ``losses[0], ..., losses
 ordered by α ascending, so ``losses[0]`` is one endpoint and ``losses[-1]`` the other. Which
 endpoint is called A does not matter: every metric below is symmetric under reversing the
 curve. This module turns one curve into one number, and many curves into a distance matrix
-over a population, which :mod:`modeconn.basins` clusters.
+over a population, which :mod:`modeconn.stats.basins` clusters.
 
 Metrics
 -------

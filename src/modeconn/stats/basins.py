@@ -1,7 +1,7 @@
 """Basins: spectral clustering of a population on its barrier-distance matrix.
 
 Juneja et al. 2023 ("Linear Connectivity Reveals Generalization Strategies", §4) take the
-N×N matrix D of convexity gaps between fine-tuned models (see :mod:`modeconn.barriers`),
+N×N matrix D of convexity gaps between fine-tuned models (see :mod:`modeconn.measures.barriers`),
 turn it into a similarity
 
     S = exp(−D² / (2δ²)),   δ = 1,

@@ -26,8 +26,8 @@ distances. The three members sit at
 
 Dot products are accumulated in float64 whatever the weights' dtype (float32 on an MPS
 device, which has no float64). :func:`evaluate_plane` writes every grid point into the
-:class:`~modeconn.evaluate.Evaluator`'s resident weights in place
-(:meth:`~modeconn.evaluate.Evaluator.set_combination`) and evaluates it there, so a plane
+:class:`~modeconn.engine.evaluate.Evaluator`'s resident weights in place
+(:meth:`~modeconn.engine.evaluate.Evaluator.set_combination`) and evaluates it there, so a plane
 costs one forward pass over the sample per grid point and no model copies.
 
 >>> import torch
@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modeconn.data.text import PreparedSplit
+from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
-from modeconn.evaluate import Evaluator
-from modeconn.tasks.text import PreparedSplit
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -149,7 +149,7 @@ def plane_coordinates(
 
     Args:
         p0, p1, p2: the three points, each a list of floating-point tensors of matching
-            shapes (e.g. from :meth:`~modeconn.evaluate.Evaluator.as_point`); all their
+            shapes (e.g. from :meth:`~modeconn.engine.evaluate.Evaluator.as_point`); all their
             entries together form one vector.
         members: names of the three points, used in error messages.
 

@@ -9,7 +9,7 @@
   membership, on the basin score and on ε-sharpness (R² with bootstrap intervals).
 * **ε-sharpness** (Keskar et al. 2017; their Appendix F.4) as a baseline predictor: its
   correlation with each OOD metric beside the basin score's.
-* **Uncertainty over the evaluation sample** (:mod:`modeconn.uncertainty`).
+* **Uncertainty over the evaluation sample** (:mod:`modeconn.stats.uncertainty`).
 
 Like :mod:`modeconn.results`, everything here reads the store only: values that need the
 weights (Euclidean distances, sharpness, loss planes) are computed by the pipeline and
@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modeconn.barriers import curve_distance
-from modeconn.basins import (
+from modeconn.errors import DataError, ModeconnError
+from modeconn.measures.barriers import curve_distance
+from modeconn.results import StudyResult, curves, distance_matrix, metric_column
+from modeconn.stats.basins import (
     BasinFit,
     basin_recovery,
     cluster_statistics,
@@ -38,10 +40,8 @@ from modeconn.basins import (
     membership_regression,
     r_squared,
 )
-from modeconn.errors import DataError, ModeconnError
-from modeconn.results import StudyResult, curves, distance_matrix, metric_column
+from modeconn.stats.uncertainty import SampleUncertainty, sample_uncertainty, size_stability
 from modeconn.store import Store
-from modeconn.uncertainty import SampleUncertainty, sample_uncertainty, size_stability
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:
@@ -69,7 +69,7 @@ def sharpness_settings(study: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def sharpness_key(member_hash: str, split_key: str, settings: dict[str, Any]) -> str:
-    from modeconn.sharpness import SharpnessConfig
+    from modeconn.measures.sharpness import SharpnessConfig
 
     return value_key(member_hash, split_key, SharpnessConfig.from_dict(settings).fingerprint())
 

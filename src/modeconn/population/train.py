@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
 
+from modeconn._atomic import write_bytes_atomic, write_text_atomic
+from modeconn.data.text import Example, collate
 from modeconn.errors import ConfigError
-from modeconn.tasks.text import Example, collate
 
 RECIPE_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"  # sub-folder of a members folder; Population.from_dir skips it
@@ -344,20 +344,13 @@ def linear_probe(
 
 
 def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _atomic_save(model: nn.Module, weights: Path, sidecar: Path, meta: dict[str, Any]) -> None:
-    """Weights then sidecar, each via a temporary file and ``os.replace``."""
+    """Weights then sidecar, each written atomically (:mod:`modeconn._atomic`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = weights.with_name(f".{weights.name}.tmp-{os.getpid()}")
-    try:
-        save_file(state, str(tmp))
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(weights, save(state))
     _atomic_write_json(sidecar, meta)
 
 

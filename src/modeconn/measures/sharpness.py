@@ -38,7 +38,7 @@ What this implementation does, and where it differs from the paper's code:
   x ± ε(x + 1) (no absolute value): a box of half-width ε|x + 1|, narrower for every
   negative weight.
 * **Losses**: L(x) and L(x + y) are the engine's mean cross-entropy
-  (:meth:`~modeconn.evaluate.Evaluator.evaluate`, so HANS's 3→2 logit grouping applies)
+  (:meth:`~modeconn.engine.evaluate.Evaluator.evaluate`, so HANS's 3→2 logit grouping applies)
   over the whole prepared split. The ascent draws its mini-batches from at most
   ``examples`` of the split's examples (a seeded subset when the split is larger); the
   paper evaluates and ascends on the same examples, which is the case here whenever
@@ -74,9 +74,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modeconn.data.text import PreparedSplit
+from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
-from modeconn.evaluate import Evaluator
-from modeconn.tasks.text import PreparedSplit
 
 __all__ = [
     "SharpnessConfig",
@@ -274,7 +274,7 @@ class _AscentBatches:
             raise DataError(
                 f"split '{split.name}': ε-sharpness re-collates the split's rows into random "
                 "batches and needs its `attention_mask`; prepare it with "
-                "modeconn.tasks.text.prepare_split"
+                "modeconn.data.text.prepare_split"
             )
         self.generator = torch.Generator().manual_seed(seed)
         masks = [b["attention_mask"].cpu() for b in split.batches]
