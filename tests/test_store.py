@@ -663,5 +663,6 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         s.put_value("sharpness", "h", {"value": 1.0})
         assert s.get_value("sharpness", "h") == {"value": 1.0}
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    # upgraded through every migration (1 → 2 → 3 since the checksums came)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

@@ -1,4 +1,12 @@
-"""One exception hierarchy. Every message names the thing (file, key, field) and the fix."""
+"""One exception hierarchy. Every message names the thing (file, key, field) and the fix.
+
+Each class also subclasses the builtin a Python user would reach for, as scikit-learn's
+``NotFittedError(ValueError, AttributeError)`` does, so ``except ValueError`` catches a bad
+study, split or member, and ``except OSError`` a store that cannot be read or written:
+
+>>> issubclass(ConfigError, ValueError), issubclass(StoreError, OSError)
+(True, True)
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,11 @@ class ModeconnError(Exception):
     """Base class of every error modeconn raises on purpose."""
 
 
-class ConfigError(ModeconnError):
+class ConfigError(ModeconnError, ValueError):
     """A study file or an option is invalid."""
 
 
-class PopulationError(ModeconnError):
+class PopulationError(ModeconnError, ValueError):
     """A member cannot be loaded, or members do not share one architecture."""
 
 
@@ -21,11 +29,11 @@ class UnsafeCheckpointError(PopulationError):
     """A checkpoint would need arbitrary code execution (a pickle) to load."""
 
 
-class DataError(ModeconnError):
+class DataError(ModeconnError, ValueError):
     """A data file, column, label or split is missing or malformed."""
 
 
-class StoreError(ModeconnError):
+class StoreError(ModeconnError, OSError):
     """The results store is unreadable, foreign, or from another study."""
 
 
