@@ -13,6 +13,7 @@ from tolerances import ATOL, RTOL
 
 import modeconn.measures.barriers
 import modeconn.stats.basins
+import modeconn.stats.inference
 from modeconn.errors import ConfigError, DataError
 from modeconn.stats.basins import (
     BasinFit,
@@ -41,7 +42,9 @@ def block_distance(sizes, *, within=0.1, between=3.0, noise=0.02, seed=0):
     return d, groups
 
 
-@pytest.mark.parametrize("module", [modeconn.stats.basins, modeconn.measures.barriers])
+@pytest.mark.parametrize(
+    "module", [modeconn.stats.basins, modeconn.stats.inference, modeconn.measures.barriers]
+)
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0
@@ -255,7 +258,7 @@ def test_bootstrap_spearman_is_pearson_on_ranks():
     rng = np.random.default_rng(2)
     a = rng.integers(0, 4, size=(20, 9)).astype(float)  # ties on purpose
     b = rng.normal(size=(20, 9))
-    got = modeconn.stats.basins._rowwise_pearson(
+    got = modeconn.stats.inference._rowwise_pearson(
         stats.rankdata(a, axis=1), stats.rankdata(b, axis=1)
     )
     for row in range(20):

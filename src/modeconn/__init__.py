@@ -24,7 +24,7 @@ _LAZY = {
     "convexity_gap": "modeconn.measures.barriers",
     "euclidean_distance": "modeconn.measures.barriers",
     "BasinFit": "modeconn.stats.basins",
-    "correlate": "modeconn.stats.basins",
+    "correlate": "modeconn.stats.inference",
     "find_basins": "modeconn.stats.basins",
     "EvalResult": "modeconn.engine.evaluate",
     "Evaluator": "modeconn.engine.evaluate",
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from modeconn.pipeline import StudyRunner
     from modeconn.population.members import Member, Population, load_state_dict
     from modeconn.results import StudyResult, analyze
-    from modeconn.stats.basins import BasinFit, correlate, find_basins
+    from modeconn.stats.basins import BasinFit, find_basins
+    from modeconn.stats.inference import correlate
     from modeconn.store import Store
 
 

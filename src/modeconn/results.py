@@ -22,11 +22,12 @@ from modeconn.stats.basins import (
     affinity,
     basin_recovery,
     basin_table,
-    correlate,
     find_basins,
     median_delta,
 )
-from modeconn.store import Store
+from modeconn.stats.inference import correlate
+from modeconn.store import ALPHA_DECIMALS, Store
+from modeconn.store.frames import labels
 
 if TYPE_CHECKING:
     from modeconn.analyses import Analyses
@@ -95,9 +96,22 @@ def _meta_json(store: Store, key: str) -> Any:
     return json.loads(raw)
 
 
+def population(store: Store) -> list[dict[str, Any]]:
+    """The current members (id, hash, metadata) as the last sweep recorded them.
+
+    Rows are read by these hashes and labelled with these ids (:mod:`modeconn.store.frames`);
+    two ids with the same weights raise ``PopulationError`` naming both.
+    """
+    members = store.population()
+    if members is None:
+        _meta_json(store, "members")  # raises, naming the missing record
+    assert members is not None
+    return members
+
+
 def member_table(store: Store) -> pd.DataFrame:
     """Members with their metadata and, per split, loss and metrics (columns split.name)."""
-    members = pd.DataFrame(_meta_json(store, "members")).set_index("id")
+    members = pd.DataFrame(population(store)).set_index("id")
     splits = _meta_json(store, "splits")
     points = store.member_points()
     for name, info in splits.items():
@@ -112,21 +126,59 @@ def member_table(store: Store) -> pd.DataFrame:
     return members
 
 
-def curves(store: Store, split: str) -> dict[tuple[str, str], pd.DataFrame]:
-    """Each pair's path points on `split`, sorted by α."""
+def curves(
+    store: Store, split: str, *, with_examples: bool = False
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """Each pair's path points on `split`, sorted by α, keyed by the members' current ids.
+
+    Rows are those of the current weights (a retrained or replaced member's old rows are
+    left out), labelled with today's ids. Both orders of a pair are keys: (B, A) is the
+    curve of (A, B) read backwards (α → 1 − α, the same path), so a pair whose orientation
+    changed with a rename is found without recomputing it. ``with_examples`` adds the
+    per-example losses (column ``example_losses``).
+    """
     splits = _meta_json(store, "splits")
     grid = _meta_json(store, "grid")["grid"]
     info = splits[split]
-    pts = store.path_points(split=info["key"], grid=grid)
-    pts = pts[
-        (pts["sample_seed"] == info["sample_seed"]) & (pts["sample_size"] == info["sample_size"])
-    ]
-    return {(a, b): g.sort_values("alpha") for (a, b), g in pts.groupby(["member_a", "member_b"])}
+    pts = store.path_points(
+        split=info["key"],
+        grid=grid,
+        sample_seed=info["sample_seed"],
+        sample_size=info["sample_size"],
+        with_examples=with_examples,
+    )
+    found = {
+        (str(a), str(b)): g.sort_values("alpha")
+        for (a, b), g in pts.groupby(["member_a", "member_b"])
+    }
+    for (a, b), g in list(found.items()):
+        found.setdefault((b, a), _reversed(g))
+    names = labels(store) or {}
+    for g in list(found.values()):  # a checkpoint identical to a member answers to both names
+        ha, hb = str(g["hash_a"].iloc[0]), str(g["hash_b"].iloc[0])
+        for a in names.get(ha, []):
+            for b in names.get(hb, []):
+                found.setdefault((a, b), g)
+    return found
+
+
+def _reversed(curve: pd.DataFrame) -> pd.DataFrame:
+    """The curve of (A, B) as the curve of (B, A): θ(α) of one is θ(1 − α) of the other."""
+    out = curve.rename(
+        columns={
+            "member_a": "member_b",
+            "member_b": "member_a",
+            "hash_a": "hash_b",
+            "hash_b": "hash_a",
+        }
+    )
+    out["alpha"] = (1.0 - out["alpha"]).round(ALPHA_DECIMALS) + 0.0
+    return out.sort_values("alpha")
 
 
 def distance_matrix(store: Store, *, split: str, metric: str) -> pd.DataFrame:
-    members = _meta_json(store, "members")
-    ids = [m["id"] for m in members]
+    """The N×N matrix of `metric` over every pair's curve on `split`, indexed by member id."""
+    ids = [m["id"] for m in population(store)]
     index = {m: i for i, m in enumerate(ids)}
     d = np.zeros((len(ids), len(ids)))
     found = curves(store, split)
@@ -174,12 +226,21 @@ def analyze(store: Store) -> StudyResult:
         for s in [b["split"], *b["ood"]]
     }
     table = basin_table(fit.labels, {c: members[c].to_numpy(dtype=float) for c in cols.values()})
-    rows = []
+    rows, undefined = [], []
     for s in b["ood"]:
         col = cols[s]
-        c = correlate(
-            fit.scores, members[col].to_numpy(dtype=float), n_boot=b["bootstrap"], seed=b["seed"]
-        )
+        y = members[col].to_numpy(dtype=float)
+        c = correlate(fit.scores, y, n_boot=b["bootstrap"], seed=b["seed"], constant="undefined")
+        if not c.defined:
+            flat = (
+                f"every member has the same {col.rsplit('.', 1)[1]} on '{s}' ({y[0]:.4g})"
+                if np.all(y == y[0])
+                else "every member has the same basin score"
+            )
+            undefined.append(
+                f"{flat}: the correlation of the basin score with '{s}' is undefined (NaN); "
+                "a larger or harder sample of that split can tell the members apart"
+            )
         rows.append({"split": s, "metric": col.rsplit(".", 1)[1], **c.to_dict()})
     correlations = pd.DataFrame(rows)
     if len(correlations):
@@ -196,7 +257,7 @@ def analyze(store: Store) -> StudyResult:
             index="arm", columns="basin"
         )
     result = StudyResult(
-        notes=_notes(fit, d, len(members)),
+        notes=_notes(fit, d, len(members)) + tuple(undefined),
         study=study,
         members=members,
         distance=distance,
