@@ -1,12 +1,15 @@
 """The `modeconn` command: run, demo, plan, report, status, export.
 
 Every error modeconn raises on purpose is printed as one line naming the thing and the
-fix, with exit status 2; nothing else is caught.
+fix, with exit status 2, and so is an operating-system error (an output path that is a
+file, a folder that cannot be written, a full disk), naming the path; nothing else is
+caught.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -81,7 +84,10 @@ def _open_existing(path: str) -> object:
         p = p / "results.sqlite"
     if not p.exists():
         raise StoreError(f"no results store at {p}; give the store file or the study's output dir")
-    return Store(p, create=False)
+    # a store that cannot be written here (read-only disk, another user's folder) is read
+    # without writing; a writable one is opened as usual, which upgrades an older schema
+    writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
+    return Store(p, create=False, readonly=not writable)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -189,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(err: OSError) -> str:
+    """An operating-system error as one line: the path(s), the reason, and what to do."""
+    names = [os.fsdecode(n) for n in (err.filename, err.filename2) if n is not None]
+    code = errno.errorcode.get(err.errno or 0)
+    reason = (err.strerror or str(err) or type(err).__name__) + (f" ({code})" if code else "")
+    where = " → ".join(names) if names else "an output path"
+    return (
+        f"{where}: {reason}; pass a path of the right kind (a folder for --out) that you can "
+        "write, on a disk with free space"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
@@ -196,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ModeconnError as err:
         print(f"modeconn: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the system refused: an --out that is a file, no space, …
+        print(f"modeconn: error: {_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("modeconn: interrupted; rerun the same command to resume", file=sys.stderr)

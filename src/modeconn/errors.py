@@ -10,6 +10,7 @@ study, split or member, and ``except OSError`` a store that cannot be read or wr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Iterable
 
 
@@ -28,6 +29,29 @@ class PopulationError(ModeconnError, ValueError):
 class UnsafeCheckpointError(PopulationError):
     """A checkpoint would need arbitrary code execution (a pickle) to load."""
 
+    @classmethod
+    def refused(cls, path: object, err: BaseException, *, fix: str) -> UnsafeCheckpointError:
+        """The error for a file ``torch.load(weights_only=True)`` refused with ``err``.
+
+        Torch's own message advises retrying with ``weights_only=False``; that would run
+        whatever code the file holds, so this one says the opposite and keeps only the
+        reason (the global the pickle needs).
+
+        >>> err = Exception("Re-run with `weights_only` set to `False`. GLOBAL posix.system")
+        >>> print(UnsafeCheckpointError.refused("m.pt", err, fix="save_file(...)"))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        m.pt cannot be loaded with torch.load(weights_only=True) (its pickle needs
+        posix.system); modeconn refuses to unpickle arbitrary objects: never load it with
+        weights_only=False, which runs any code the file holds; re-save it as safetensors
+        from a trusted environment: save_file(...)
+        """
+        return cls(
+            f"{path} cannot be loaded with torch.load(weights_only=True) "
+            f"({_unpickler_reason(err)}); modeconn refuses to unpickle arbitrary objects: "
+            "never load it with weights_only=False, which runs any code the file holds; "
+            f"re-save it as safetensors from a trusted environment: {fix}"
+        )
+
 
 class DataError(ModeconnError, ValueError):
     """A data file, column, label or split is missing or malformed."""
@@ -35,6 +59,23 @@ class DataError(ModeconnError, ValueError):
 
 class StoreError(ModeconnError, OSError):
     """The results store is unreadable, foreign, or from another study."""
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """The short reason inside torch's long multi-paragraph weights-only error."""
+    message = str(err)
+    found = re.search(r"GLOBAL (\S+)", message)
+    if found:
+        return f"its pickle needs {found.group(1)}"
+    boilerplate = ("Weights only load failed", "Check the documentation")
+    paragraphs = [p for p in message.split("\n\n") if p.strip()]
+    reasons = [
+        p
+        for p in paragraphs
+        if not p.strip().startswith(boilerplate) and "weights_only" not in p  # no bad advice
+    ]
+    text = " ".join((reasons[0] if reasons else "a pickle that needs code to load").split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def require_keys(data: Container[str], keys: Iterable[str], record: str) -> None:

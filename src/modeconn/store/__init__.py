@@ -93,9 +93,11 @@ from modeconn.store.schema import (
     ALPHA_DECIMALS,
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
+    CHECKPOINTS_KEY,
     CHECKSUM,
     MEMBER_COLUMNS,
     MEMBER_KEY,
+    MEMBERS_KEY,
     PATH_COLUMNS,
     PATH_KEY,
     RESERVED_META_KEYS,
@@ -270,7 +272,13 @@ class Store:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        """Set a free-form ``meta`` record (last write wins), in its own transaction."""
+        """Set a free-form ``meta`` record (last write wins), in its own transaction.
+
+        Two records are read by the store itself and checked here: ``"members"`` (the
+        current population, a JSON list of ``{"id", "hash", ...}`` with distinct hashes)
+        and ``"checkpoints"`` (the same for training checkpoints); they decide which rows
+        the DataFrame readers show, under which ids.
+        """
         _text("meta key", key)
         if key in RESERVED_META_KEYS:
             raise StoreError(f"meta key {key!r} belongs to the store itself; pick another key name")
@@ -279,6 +287,8 @@ class Store:
                 f"meta value of {key!r} must be a string (JSON-encode it); got "
                 f"{type(value).__name__}"
             )
+        if key in (MEMBERS_KEY, CHECKPOINTS_KEY):  # the records rows are labelled by
+            frames.check_record(self.path, key, value)
         with self._transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 

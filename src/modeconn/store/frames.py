@@ -48,10 +48,33 @@ Rows = Literal["population", "all"]
 _ID_COLUMNS = {"member_id": "member_hash", "member_a": "hash_a", "member_b": "hash_b"}
 
 
+def check_record(path: object, key: str, raw: str) -> None:
+    """Refuse a ``members`` (or ``checkpoints``) record that could not label rows.
+
+    It must be a JSON list of objects with string ``id`` and ``hash``, and no two members
+    may have the same weights (``PopulationError`` naming both ids): a population of
+    distinct models, so that every hash has one id.
+    """
+    records = _parse(path, key, raw)
+    if key != MEMBERS_KEY:
+        return
+    seen: dict[str, str] = {}
+    for m in records:
+        if m["hash"] in seen:
+            raise PopulationError(
+                f"members {seen[m['hash']]!r} and {m['id']!r} have the same weights (hash "
+                f"{m['hash'][:12]}…); a population needs distinct models: remove one of them "
+                f"(or retrain it with another seed); store {path} keeps its rows"
+            )
+        seen[m["hash"]] = m["id"]
+
+
 def _records(store: Store, key: str) -> list[dict[str, Any]]:
     raw = store.get_meta(key)
-    if raw is None:
-        return []
+    return [] if raw is None else _parse(store.path, key, raw)
+
+
+def _parse(path: object, key: str, raw: str) -> list[dict[str, Any]]:
     try:
         records = json.loads(raw)
         ok = isinstance(records, list) and all(
@@ -62,8 +85,8 @@ def _records(store: Store, key: str) -> list[dict[str, Any]]:
         ok = False
     if not ok:
         raise StoreError(
-            f"store {store.path}: the '{key}' record is not a JSON list of {{id, hash}} "
-            "objects; rerun `modeconn run` to rewrite it"
+            f"store {path}: the '{key}' record is not a JSON list of {{id, hash}} objects; "
+            "rerun `modeconn run` to rewrite it"
         )
     return list(records)
 
@@ -75,18 +98,12 @@ def population(store: Store, *, distinct: bool = True) -> list[dict[str, Any]] |
     raise ``PopulationError``: their rows cannot be told apart, and a correlation over both
     counts one model twice.
     """
-    if store.get_meta(MEMBERS_KEY) is None:
+    raw = store.get_meta(MEMBERS_KEY)
+    if raw is None:
         return None
-    members = _records(store, MEMBERS_KEY)
-    seen: dict[str, str] = {}
-    for m in members:
-        if distinct and m["hash"] in seen:
-            raise PopulationError(
-                f"store {store.path}: members {seen[m['hash']]!r} and {m['id']!r} have the same "
-                f"weights (hash {m['hash'][:12]}…); keep one of them in the population and rerun"
-            )
-        seen[m["hash"]] = m["id"]
-    return members
+    if distinct:
+        check_record(store.path, MEMBERS_KEY, raw)
+    return _parse(store.path, MEMBERS_KEY, raw)
 
 
 def labels(store: Store) -> dict[str, list[str]] | None:
