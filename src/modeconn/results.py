@@ -126,16 +126,40 @@ def member_table(store: Store) -> pd.DataFrame:
     return members
 
 
-def curves(
-    store: Store, split: str, *, with_examples: bool = False
-) -> dict[tuple[str, str], pd.DataFrame]:
+class Curves(dict[tuple[str, str], pd.DataFrame]):
+    """Pair of member ids → its curve (path points sorted by α).
+
+    Iterating gives each pair once, in the orientation it was swept; looking up the other
+    orientation — ``curves[(B, A)]``, ``curves.get((B, A))``, ``(B, A) in curves`` — gives
+    the same curve read backwards (α → 1 − α: θ(α) of A→B is θ(1 − α) of B→A), so a pair
+    whose orientation changed with a rename is found without recomputing it.
+    """
+
+    def __missing__(self, key: tuple[str, str]) -> pd.DataFrame:
+        a, b = key
+        if dict.__contains__(self, (b, a)):
+            return _reversed(dict.__getitem__(self, (b, a)))
+        raise KeyError(key)
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        return dict.__contains__(self, key) or dict.__contains__(self, (key[1], key[0]))
+
+
+def curves(store: Store, split: str, *, with_examples: bool = False) -> Curves:
     """Each pair's path points on `split`, sorted by α, keyed by the members' current ids.
 
     Rows are those of the current weights (a retrained or replaced member's old rows are
-    left out), labelled with today's ids. Both orders of a pair are keys: (B, A) is the
-    curve of (A, B) read backwards (α → 1 − α, the same path), so a pair whose orientation
-    changed with a rename is found without recomputing it. ``with_examples`` adds the
-    per-example losses (column ``example_losses``).
+    left out), labelled with today's ids (:mod:`modeconn.store.frames`); either orientation
+    of a pair can be looked up (:class:`Curves`). ``with_examples`` adds the per-example
+    losses (column ``example_losses``).
     """
     splits = _meta_json(store, "splits")
     grid = _meta_json(store, "grid")["grid"]
@@ -147,18 +171,17 @@ def curves(
         sample_size=info["sample_size"],
         with_examples=with_examples,
     )
-    found = {
-        (str(a), str(b)): g.sort_values("alpha")
+    found = Curves(
+        ((str(a), str(b)), g.sort_values("alpha"))
         for (a, b), g in pts.groupby(["member_a", "member_b"])
-    }
-    for (a, b), g in list(found.items()):
-        found.setdefault((b, a), _reversed(g))
+    )
     names = labels(store) or {}
     for g in list(found.values()):  # a checkpoint identical to a member answers to both names
         ha, hb = str(g["hash_a"].iloc[0]), str(g["hash_b"].iloc[0])
         for a in names.get(ha, []):
             for b in names.get(hb, []):
-                found.setdefault((a, b), g)
+                if (a, b) not in found:
+                    found[(a, b)] = g
     return found
 
 
