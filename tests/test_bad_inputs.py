@@ -12,11 +12,19 @@ and checks
 * the store in the output folder is byte for byte what it was (and, when it is a
   modeconn store, still passes its integrity check with the same row counts).
 
-Every case fails before anything is trained or swept.
+Every case fails before anything is trained or swept (but for the report cases, which
+sweep the study first so that there is something to report).
+
+``docs/errors.md`` is generated from these cases: its table lists every case with the
+line it printed (paths written as ``{root}``, ``{data}``, ``{model}``), and
+``test_errors_doc_*`` check that it says what the battery does. After changing a case or a
+message, rewrite it with ``MODECONN_WRITE_DOCS=1 pytest tests/test_bad_inputs.py``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -192,9 +200,10 @@ def env(
 class Bad:
     name: str
     make: Callable[[Env], list[str]]  # breaks one thing, returns the command line
-    error: type[ModeconnError]
+    error: type[ModeconnError] | type[OSError]  # OSError: a path the system refused
     names: tuple[str, ...]  # each must appear in the message; {members} {out} {root} expand
     check: Callable[[Env], None] | None = None  # anything else to verify afterwards
+    untouched: bool = True  # the output folder is byte for byte as it was (else: still sound)
 
 
 def _with(*steps: Callable[[Env], object]) -> Callable[[Env], list[str]]:
@@ -332,6 +341,76 @@ def _malformed_tsv(env: Env) -> None:
     env.set("splits.mnli.path", str(path))
 
 
+def _short_row_tsv(env: Env) -> None:
+    path = env.root / "short.tsv"
+    path.write_text("premise\thypothesis\tgold_label\na\tb\tneutral\nc\tneutral\n")
+    env.set("splits.mnli.path", str(path))
+
+
+def _empty_tsv(env: Env) -> None:
+    (env.root / "empty.tsv").write_text("")
+    env.set("splits.hans_sub.path", str(env.root / "empty.tsv"))
+
+
+def _duplicate_split_key(env: Env) -> None:
+    """A second `mnli:` under `splits:`, as a hand-edited study file gets one."""
+    text = env.study.read_text()
+    twin = "splits:\n  mnli:\n    path: hans/eval.tsv\n    text_a: sentence1\n"
+    assert "\nsplits:\n" in text
+    env.study.write_text(text.replace("\nsplits:\n", "\n" + twin, 1))
+
+
+def _model_copy(env: Env, change: Callable[[Path], object]) -> None:
+    """A copy of the study's model folder, changed, as model.pretrained."""
+    study = yaml.safe_load(env.study.read_text())
+    folder = env.root / "model"
+    shutil.copytree(study["model"]["pretrained"], folder)
+    change(folder)
+    env.set("model.pretrained", str(folder))
+
+
+def _no_tokenizer(folder: Path) -> None:
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _config_json(text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / "config.json").write_text(text)
+
+
+def _pickled_model(env: Env) -> None:
+    """model.pretrained whose weights are a pytorch_model.bin that runs a command."""
+
+    def change(folder: Path) -> None:
+        (folder / "model.safetensors").unlink()
+        torch.save(
+            {"bert.pooler.dense.bias": _Evil(env.root / "pwned")}, folder / "pytorch_model.bin"
+        )
+
+    _model_copy(env, change)
+    # training loads the pretrained weights (the sweep only needs the architecture)
+    study = tiny_study_dict(Path("."), Path("."), Path("."))
+    env.set("train", dict(study["train"], examples=16))
+    env.set("population", DROP)
+
+
+def _duplicate_member(env: Env) -> None:
+    shutil.copy(env.members / "m2.safetensors", env.members / "m3.safetensors")
+
+
+def _sound_run(env: Env) -> None:
+    """Sweep the study for real (a few seconds), so that `report` has a store to analyse."""
+    assert cli.main(env.run()) == 0
+
+
+def _report_out(where: str) -> Callable[[Env], list[str]]:
+    def make(env: Env) -> list[str]:
+        _sound_run(env)
+        return ["report", str(env.out), "--out", str(env.root / where)]
+
+    return make
+
+
 def _plan(*extra: str, missing_dir: bool = False) -> Callable[[Env], list[str]]:
     def make(env: Env) -> list[str]:
         if missing_dir:
@@ -379,6 +458,8 @@ CASES = [
         PopulationError, ("m3.txt", "'.txt'")),
     Bad("members-fewer-than-two", _with(_only_one_member), ConfigError,
         ("at least 2 members", "found 1", "{members}")),
+    Bad("members-same-weights", _with(_duplicate_member), PopulationError,
+        ("members 'm2' and 'm3' have the same weights", "remove one"), untouched=False),
     # ---- data
     Bad("split-empty-after-filters",
         _with(_set("splits.hans_lo.where", {"heuristic": ["lexical_overlapp"]})),
@@ -394,6 +475,10 @@ CASES = [
         ("split 'hans_sub'", "hans/missing.tsv", "does not exist")),
     Bad("split-malformed-file", _with(_malformed_tsv), DataError,
         ("split 'mnli'", "bad.tsv", "line 3")),
+    Bad("split-short-row", _with(_short_row_tsv), DataError,
+        ("split 'mnli'", "short.tsv", "line 3", "2 fields", "3")),
+    Bad("split-empty-file", _with(_empty_tsv), DataError,
+        ("split 'hans_sub'", "empty.tsv", "is empty")),
     Bad("split-bad-rows", _with(_set("splits.mnli.rows", "6000-7000")), ConfigError,
         ("split 'mnli'", "rows", "'6000-7000'", "start:stop")),
     Bad("data-root-missing", _with(_set("data_root", "/nonexistent/data")), ConfigError,
@@ -417,11 +502,23 @@ CASES = [
         ConfigError, ("tiny.yaml", "mapping", "list")),
     Bad("study-file-missing", lambda env: ["run", str(env.root / "nope.yaml")], ConfigError,
         ("nope.yaml", "does not exist")),
+    Bad("study-duplicate-key", _with(_duplicate_split_key), ConfigError,
+        ("tiny.yaml", "key 'mnli' appears twice", "at line", "and line")),
     # ---- the model
     Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
         ConfigError, ("'builtin:bert-huge'", "not a built-in model")),
     Bad("model-dir-without-config", _with(_model_dir_without_config), ConfigError,
         ("not-a-model", "config.json")),
+    Bad("model-without-tokenizer", _with(lambda env: _model_copy(env, _no_tokenizer)),
+        ConfigError, ("{root}/model", "tokenizer has 5 tokens", "vocabulary has 30522")),
+    Bad("model-config-not-json", _with(lambda env: _model_copy(env, _config_json("{bert"))),
+        ConfigError, ("{root}/model", "config.json", "not a valid JSON")),
+    Bad("model-unknown-model-type",
+        _with(lambda env: _model_copy(env, _config_json('{"model_type": "bert-huge"}'))),
+        ConfigError, ("{root}/model", "config.json", "bert-huge")),
+    Bad("model-pickled-weights", _with(_pickled_model), UnsafeCheckpointError,
+        ("{root}/model/pytorch_model.bin", "never load it with weights_only=False",
+         "safetensors"), check=_not_pwned),
     # ---- the store
     Bad("store-of-another-study", _with(_set("name", "tiny-2")), StoreError,
         ("{out}/results.sqlite", "'tiny'", "'tiny-2'")),
@@ -439,6 +536,22 @@ CASES = [
     Bad("status-corrupt-store",
         lambda env: (_store_bytes(b"\x00" * 4096)(env), ["status", str(env.out)])[1],
         StoreError, ("{out}/results.sqlite", "not an SQLite database")),
+    Bad("export-damaged-store",
+        lambda env: (_damage_page(1)(env), ["export", str(env.out), "--out", str(env.root)])[1],
+        StoreError, ("{out}/results.sqlite", "is damaged")),
+    # ---- output paths
+    Bad("export-out-is-a-file",
+        lambda env: ["export", str(env.out), "--out", str(env.study)], StoreError,
+        ("{root}/tiny.yaml", "is a file, not a folder")),
+    Bad("export-out-impossible",
+        lambda env: ["export", str(env.out), "--out", str(env.study / "csv")], NotADirectoryError,
+        ("{root}/tiny.yaml/csv", "Not a directory", "ENOTDIR")),
+    Bad("run-out-is-a-file", lambda env: [*env.run(), "--out", str(env.study)], FileExistsError,
+        ("{root}/tiny.yaml", "File exists", "EEXIST")),
+    Bad("report-out-is-a-file", _report_out("tiny.yaml"), FileExistsError,
+        ("{root}/tiny.yaml", "File exists")),
+    Bad("report-out-impossible", _report_out("tiny.yaml/report"), NotADirectoryError,
+        ("{root}/tiny.yaml/report", "Not a directory")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),
@@ -453,9 +566,9 @@ CASES = [
 # --------------------------------------------------------------------------- the test
 
 
-def _record_errors(monkeypatch: pytest.MonkeyPatch) -> list[ModeconnError]:
+def _record_errors(monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
     """Wrap every subcommand so the error it raises is kept before `main` prints it."""
-    seen: list[ModeconnError] = []
+    seen: list[Exception] = []
     for name in dir(cli):
         original = getattr(cli, name)
         if not (name.startswith("cmd_") and callable(original)):
@@ -464,7 +577,7 @@ def _record_errors(monkeypatch: pytest.MonkeyPatch) -> list[ModeconnError]:
         def recorded(args: Any, _original: Callable[[Any], int] = original) -> int:
             try:
                 return _original(args)
-            except ModeconnError as err:
+            except (ModeconnError, OSError) as err:
                 seen.append(err)
                 raise
 
@@ -503,10 +616,24 @@ def test_cases_are_many_and_distinct() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
 
 
+MESSAGES: dict[str, str] = {}  # case name → its error line, as docs/errors.md shows it
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+_BEGIN, _END = "<!-- cases: generated by tests/test_bad_inputs.py -->", "<!-- cases: end -->"
+
+
+def _as_documented(message: str, env: Env, model: Path, data: Path) -> str:
+    """The message with this run's folders (and weight hashes) written as placeholders."""
+    for path, name in ((env.root, "{root}"), (model, "{model}"), (data, "{data}")):
+        message = message.replace(str(path), name)
+    return re.sub(r"\b[0-9a-f]{12}…", "<hash>…", message)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(
     case: Bad,
     env: Env,
+    tiny_model_dir: Path,
+    data_root: Path,
     store_file: Path,
     store_counts: dict[str, int],
     capsys: pytest.CaptureFixture[str],
@@ -523,18 +650,70 @@ def test_bad_input(
     assert code == 2, err
     assert len(seen) == 1, err
     assert type(seen[0]) is case.error, f"{type(seen[0]).__name__}: {seen[0]}"
-    message = str(seen[0])
-    assert "\n" not in message, f"not one line: {message!r}"
     lines = [ln for ln in err.splitlines() if ln.startswith("modeconn: error:")]
-    assert lines == [f"modeconn: error: {message}"], err
+    assert len(lines) == 1, err
+    message = lines[0].removeprefix("modeconn: error: ")
+    if isinstance(seen[0], ModeconnError):
+        assert message == str(seen[0]), err
+    assert "\n" not in message and "Traceback" not in err, f"not one line: {err!r}"
     for needle in case.names:
         assert needle.format(**env.names()) in message, f"{needle!r} not in {message!r}"
+    MESSAGES[case.name] = _as_documented(message, env, tiny_model_dir, data_root)
     if case.check is not None:
         case.check(env)
-    # the output folder, the store above all, is as it was
-    assert _snapshot(env.out) == before
-    _no_pending_wal(env.out)
+    # the output folder, the store above all, is as it was (or, where the failing step
+    # had begun to write, still sound)
+    if case.untouched:
+        assert _snapshot(env.out) == before
+        _no_pending_wal(env.out)
+    else:
+        with Store(env.store, create=False) as store:
+            assert store.integrity_check() == "ok"
     if before.get(STORE) == store_file.read_bytes():  # the sound store: still sound
         with Store(env.store, study="tiny", create=False) as store:
             assert store.integrity_check() == "ok"
             assert store.counts() == store_counts
+
+
+# --------------------------------------------------------------------------- docs/errors.md
+
+
+def _table() -> str:
+    """The generated part of docs/errors.md: the count, then one row per case."""
+    rows = [
+        f"{len(CASES)} bad inputs, each refused with one line and exit status 2:",
+        "",
+        "| case | error | the line `modeconn` prints (after `modeconn: error:`) |",
+        "| --- | --- | --- |",
+    ]
+    for c in CASES:
+        message = MESSAGES.get(c.name, "?").replace("|", "\\|")
+        rows.append(f"| `{c.name}` | `{c.error.__name__}` | {message} |")
+    return "\n".join(rows)
+
+
+def _generated(text: str) -> str:
+    assert _BEGIN in text and _END in text, f"{DOC} lacks the markers {_BEGIN} … {_END}"
+    return text.split(_BEGIN, 1)[1].split(_END, 1)[0].strip()
+
+
+def test_errors_doc_lists_every_case() -> None:
+    """Without running the battery: the doc counts and names exactly these cases."""
+    listed = re.findall(r"^\| `([^`]+)` \|", _generated(DOC.read_text()), flags=re.M)
+    assert listed == [c.name for c in CASES]
+    assert _generated(DOC.read_text()).startswith(f"{len(CASES)} bad inputs")
+
+
+def test_errors_doc_shows_each_error_line() -> None:
+    """After the whole battery ran: the doc shows the very line each case printed."""
+    if len(MESSAGES) < len(CASES):
+        pytest.skip("run the whole battery (tests/test_bad_inputs.py) to check the messages")
+    text = DOC.read_text()
+    if os.environ.get("MODECONN_WRITE_DOCS") == "1":
+        before, rest = text.split(_BEGIN, 1)
+        after = rest.split(_END, 1)[1]
+        text = f"{before}{_BEGIN}\n{_table()}\n{_END}{after}"
+        DOC.write_text(text)
+    assert _generated(text) == _table(), (
+        "docs/errors.md is out of date: MODECONN_WRITE_DOCS=1 pytest tests/test_bad_inputs.py"
+    )

@@ -320,8 +320,8 @@ def _flatten_ci(frame: pd.DataFrame) -> pd.DataFrame:
     for col in list(out.columns):
         first = out[col].iloc[0]
         if isinstance(first, (list, tuple)) and len(first) == 2:
-            stem = col.removesuffix("_ci")
-            out[f"{stem}_lo"] = [v[0] for v in out[col]]
-            out[f"{stem}_hi"] = [v[1] for v in out[col]]
+            stem = col.removesuffix("_ci")  # None (no usable resample) reads as NaN
+            out[f"{stem}_lo"] = [np.nan if v[0] is None else v[0] for v in out[col]]
+            out[f"{stem}_hi"] = [np.nan if v[1] is None else v[1] for v in out[col]]
             out = out.drop(columns=col)
     return out
