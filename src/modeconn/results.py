@@ -141,7 +141,7 @@ class Curves(dict[tuple[str, str], pd.DataFrame]):
             return _reversed(dict.__getitem__(self, (b, a)))
         raise KeyError(key)
 
-    def get(self, key: tuple[str, str], default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
         try:
             return self[key]
         except KeyError:

@@ -56,7 +56,7 @@ def _checksums(conn: sqlite3.Connection) -> list[str]:
             )
             continue
         key = MEMBER_KEY if table == "member_points" else PATH_KEY
-        bad, missing, shown = 0, 0, []
+        bad, missing, shown = 0, 0, list[str]()
         for row in conn.execute(f"SELECT {CHECKSUM}, {', '.join(columns)} FROM {table}"):
             stored, values = row[0], row[1:]
             if stored is None:
