@@ -231,6 +231,14 @@ def test_status_report_export_work_on_a_store_in_an_unwritable_folder(
                 assert "path units 3/3" in printed
         assert (elsewhere / "csv" / "path_points.csv").is_file()
         assert (elsewhere / "report" / "report.html").is_file()
+        # the report's default folder is beside the store, which cannot be written: one line
+        code, printed = _in_a_child(
+            lambda: main(["report", str(swept)]), uid=65534 if is_root else None
+        )
+        assert code == 2, printed
+        line = [ln for ln in printed.splitlines() if ln.startswith("modeconn: error:")]
+        assert len(line) == 1 and "Traceback" not in printed, printed
+        assert f"{swept}/report" in line[0] and "(EACCES)" in line[0]
     finally:
         os.chmod(swept, 0o755)
         shutil.rmtree(elsewhere, ignore_errors=True)
