@@ -8,6 +8,7 @@ correlate each model's position between the basins with its out-of-distribution 
 
 from typing import TYPE_CHECKING, Any
 
+from modeconn.config import sections as _sections
 from modeconn.errors import (
     ConfigError,
     DataError,
@@ -16,6 +17,21 @@ from modeconn.errors import (
     StoreError,
     UnsafeCheckpointError,
 )
+
+
+
+def _analysis_sections() -> Any:
+    """The study sections of every registered analysis (loaded when a study is validated).
+
+    The study format (``config``) sits below the analyses and cannot import them; the
+    package root, above both, connects them here.
+    """
+    from modeconn.analyses.registry import study_sections
+
+    return study_sections()
+
+
+_sections.install(_analysis_sections)
 
 # The rest loads on first use, so `import modeconn` (and the CLI) starts without torch.
 _LAZY = {
