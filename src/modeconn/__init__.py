@@ -19,7 +19,6 @@ from modeconn.errors import (
 )
 
 
-
 def _analysis_sections() -> Any:
     """The study sections of every registered analysis (loaded when a study is validated).
 

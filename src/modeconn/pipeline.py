@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modeconn.config.study import Study
 from modeconn.analyses.run import analyze_study
+from modeconn.config.study import Study
 from modeconn.data.text import Example, PreparedSplit, prepare_split, read_examples
 from modeconn.engine.evaluate import Evaluator
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep

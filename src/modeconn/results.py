@@ -32,6 +32,7 @@ from modeconn.store import Store
 if TYPE_CHECKING:
     from modeconn.config.study import Study
 
+
 class AnalysisValues(Protocol):
     """What :func:`modeconn.analyses.run.analyze_study` attaches to a result."""
 
@@ -210,7 +211,9 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     rows = []
     for s in b.ood:
         col = cols[s]
-        c = correlate(fit.scores, members[col].to_numpy(dtype=float), n_boot=b.bootstrap, seed=b.seed)
+        c = correlate(
+            fit.scores, members[col].to_numpy(dtype=float), n_boot=b.bootstrap, seed=b.seed
+        )
         rows.append({"split": s, "metric": col.rsplit(".", 1)[1], **c.to_dict()})
     correlations = pd.DataFrame(rows)
     if len(correlations):

@@ -6,9 +6,10 @@ holding one class that satisfies :class:`Analysis`, plus one line in
 :mod:`modeconn.analyses.registry`. It declares
 
 * ``key`` — its study section ``analyses.<key>``, and ``section`` — the pydantic type
-  that validates it (a :class:`~modeconn.config.sections.SectionModel`, or a
-  ``RootModel`` for a list-shaped key; None if it takes no options); ``more_sections`` for extra keys it reads
-  (the distances' ``distance_splits``); ``always = True`` if it runs without a section;
+  that validates it (a :class:`~modeconn.config.sections.SectionModel`, a ``RootModel``
+  for a list-shaped key, or None if it takes no options); ``more_sections`` for extra
+  keys it reads (the distances' ``distance_splits``); ``always = True`` if it runs
+  without a section;
 * ``cites`` (paper and figure/table it reproduces) and ``summary`` (what it computes),
   which ``modeconn analyses`` prints;
 * ``needs_weights`` — whether :meth:`Analysis.measure` must run before it can be read.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -143,7 +143,7 @@ def compare_distances(
 class Distances:
     key = "distances"
     section = DistancesSection
-    more_sections = {"distance_splits": DistanceSplitsSection}
+    more_sections: ClassVar[dict[str, Any]] = {"distance_splits": DistanceSplitsSection}
     cites = "Juneja et al. 2023, Appendix I (table) and Fig. 21"
     summary = (
         "barrier height, AUC, Euclidean distance (and basins.distance on other splits) "

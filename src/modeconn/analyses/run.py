@@ -45,7 +45,9 @@ class Analyses:
             raise AttributeError(name)
         values = self.__dict__.get("values", {})
         for value in values.values():
-            if dataclasses.is_dataclass(value) and name in {f.name for f in dataclasses.fields(value)}:
+            if dataclasses.is_dataclass(value) and name in {
+                f.name for f in dataclasses.fields(value)
+            }:
                 return getattr(value, name)
         return values.get(name)
 

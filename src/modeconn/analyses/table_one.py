@@ -140,8 +140,7 @@ class TableOne:
             if frame.shape[1] >= 2:
                 figs.append(
                     (
-                        "Pearson correlations between the members' metrics (the paper's "
-                        "Fig. 11).",
+                        "Pearson correlations between the members' metrics (the paper's Fig. 11).",
                         figures.correlation_matrix(frame),
                     )
                 )

@@ -189,8 +189,7 @@ class Uncertainty:
                         ),
                     ),
                     (
-                        f"Width of the 95% interval of every {b.distance.replace('_', ' ')} "
-                        "entry.",
+                        f"Width of the 95% interval of every {b.distance.replace('_', ' ')} entry.",
                         figures.distance_heatmap(
                             width, order_by=order, label="interval width", mask_diagonal=True
                         ),

@@ -101,7 +101,13 @@ class ArmConfig(_Strict):
 
     @model_validator(mode="after")
     def _probe_needs_lp_ft(self) -> ArmConfig:
-        given = {"probe_examples", "probe_lr"} & self.model_fields_set
+        # a value equal to its default is no request (a study read back from a store
+        # carries every field, defaults included)
+        given = {
+            f
+            for f in {"probe_examples", "probe_lr"} & self.model_fields_set
+            if getattr(self, f) != type(self).model_fields[f].default
+        }
         if given and self.recipe != "lp-ft":
             names = " and ".join(sorted(given))
             verb = "is" if len(given) == 1 else "are"
