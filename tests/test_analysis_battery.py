@@ -272,9 +272,9 @@ class Toy:
 
     def read(self, store: Store, result: StudyResult, earlier: Mapping[str, Any]) -> pd.Series:
         section = result.study.section(self.key)
+        found = store.values("toy")
         return pd.Series(
-            {m: store.get_value("toy", self._key(h, section))["value"]
-             for m, h in result.members["hash"].items()},  # fmt: skip
+            {m: found[self._key(h, section)]["value"] for m, h in result.members["hash"].items()},
             name="toy",
         )
 

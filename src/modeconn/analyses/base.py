@@ -79,10 +79,12 @@ class Analysis(Protocol):
     """One analysis beyond the basins; see the module docstring for each member."""
 
     key: str
-    section: type[BaseModel] | None
     cites: str
     summary: str
     needs_weights: bool
+
+    @property
+    def section(self) -> type[BaseModel] | None: ...
 
     def measure(self, ctx: MeasureContext) -> None: ...
 
