@@ -196,7 +196,7 @@ class Distances:
         return compare_distances(store, result, names, splits)
 
     def sections(self, result: StudyResult, value: DistanceTables) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import heatmap_order, provenance
         from modeconn.report.html import Section
 

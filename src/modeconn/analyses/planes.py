@@ -116,7 +116,7 @@ class Planes:
         return plane_records(store, result)
 
     def sections(self, result: StudyResult, value: list[dict[str, Any]]) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import provenance
         from modeconn.report.html import Section
 

@@ -122,7 +122,7 @@ class Sharpness:
         return series
 
     def sections(self, result: StudyResult, value: pd.Series) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import provenance
         from modeconn.report.html import Section
 

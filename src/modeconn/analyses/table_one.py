@@ -122,7 +122,7 @@ class TableOne:
         return TableOneTables(stats, regressions, predictors, sharp)
 
     def sections(self, result: StudyResult, value: TableOneTables) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import provenance
         from modeconn.report.html import Section
 

@@ -233,7 +233,7 @@ class Trajectory:
         return trajectory_table(store, result)
 
     def sections(self, result: StudyResult, value: pd.DataFrame | None) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import provenance
         from modeconn.report.html import Section
 

@@ -137,7 +137,7 @@ class Uncertainty:
         return UncertaintyTables(uncertainty, stability, tuple(notes))
 
     def sections(self, result: StudyResult, value: UncertaintyTables) -> list[Section]:
-        from modeconn import figures
+        import modeconn.figures as figures
         from modeconn.report.common import heatmap_order, provenance
         from modeconn.report.html import Section
 

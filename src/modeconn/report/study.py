@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modeconn import figures
+import modeconn.figures as figures
 from modeconn.analyses import registry
 from modeconn.report.common import heatmap_order, member_paths, provenance
 from modeconn.report.html import Section, write_report
