@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -315,3 +317,27 @@ def test_unknown_analysis_lists_the_registered_ones(battery) -> None:
     data = dict(battery["data"], analyses={"toy": {}})
     with pytest.raises(ConfigError, match=r"analyses\.toy: unknown analysis.*distances"):
         load_study(_write_study(battery["folder"], data))
+
+
+def test_each_study_reads_its_own_analyses_from_a_shared_store(battery) -> None:
+    # a second study on the same output folder (its store) that asks for no analyses
+    data = json.loads(json.dumps(battery["data"]))
+    data["analyses"] = {}
+    folder = battery["folder"] / "plain"
+    folder.mkdir()
+    plain = StudyRunner(load_study(_write_study(folder, data)), progress=False).analyze()
+    assert list(plain.analyses.values) == ["table_one"]
+    assert "distances" in battery["result"].analyses and "sharpness" in battery["result"].analyses
+
+
+def test_listing_the_analyses_loads_no_torch() -> None:
+    code = (
+        "import argparse, sys\n"
+        "from modeconn.cli import cmd_analyses\n"
+        "cmd_analyses(argparse.Namespace(json=False))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    for key in ("analyses.distances", "analyses.sharpness", "analyses.planes", "table_one"):
+        assert key in run.stdout
