@@ -49,6 +49,7 @@ _LAZY = {
     "load_state_dict": "modeconn.population.members",
     "StudyResult": "modeconn.results",
     "analyze": "modeconn.results",
+    "analyze_study": "modeconn.analyses.run",
     "Store": "modeconn.store",
     "Study": "modeconn.config.study",
     "load_study": "modeconn.config.study",
@@ -56,6 +57,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from modeconn.analyses.run import analyze_study
     from modeconn.config.study import Study, load_study, parse_study
     from modeconn.engine.evaluate import EvalResult, Evaluator
     from modeconn.measures.barriers import auc, barrier_height, convexity_gap, euclidean_distance
@@ -94,6 +96,7 @@ __all__ = [
     "StudyRunner",
     "UnsafeCheckpointError",
     "analyze",
+    "analyze_study",
     "auc",
     "barrier_height",
     "convexity_gap",
