@@ -9,7 +9,8 @@ them all:
 * the report rebuilds from the store alone (``modeconn report STORE --out OTHER``, the
   store file copied to a folder of its own) with the analysis's sections in it;
 * a changed input never reuses a stale record: with one member's weights changed, the
-  analysis measures again (new keys) instead of finding the old member's records.
+  analysis measures again (new keys) instead of finding the old member's records; and
+  with its settings changed (sharpness, planes), likewise.
 
 And adding an analysis is one module plus one registry line: a toy analysis defined
 here (the worked example of docs/architecture.md), registered at run time, is validated
@@ -239,6 +240,28 @@ def test_a_changed_input_never_reuses_a_stale_record(changed, analysis) -> None:
         assert sum(calls[w] for w in WRITES) > 0, "changed weights found old records"
     else:
         assert not any(calls[w] for w in WRITES)
+
+
+# settings that change what an analysis computes (analyses without such settings are absent)
+CHANGED_SETTINGS: dict[str, Any] = {
+    "sharpness": dict(ANALYSES["sharpness"], epsilon=2e-5),
+    "planes": [dict(ANALYSES["planes"][0], resolution=3)],
+}
+
+
+@pytest.fixture(scope="module")
+def resettled(battery, tmp_path_factory) -> dict[str, Counter]:
+    """The same study and store with the settings of CHANGED_SETTINGS changed."""
+    data = json.loads(json.dumps(battery["data"]))
+    data["analyses"].update(CHANGED_SETTINGS)
+    folder = tmp_path_factory.mktemp("resettled")
+    return _measure_each(StudyRunner(load_study(_write_study(folder, data)), progress=False))
+
+
+@pytest.mark.parametrize("key", sorted(CHANGED_SETTINGS))
+def test_changed_settings_never_reuse_a_stale_record(resettled, key) -> None:
+    assert registry.get(key).needs_weights
+    assert resettled[key]["put_value"] > 0, f"{key}: new settings found old records"
 
 
 # ------------------------------------------------------------- adding an analysis: a toy one
