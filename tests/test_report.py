@@ -103,7 +103,7 @@ def test_failed_write_leaves_old_report(tmp_path, monkeypatch, sections: list[Se
         raise OSError("disk full")
 
     monkeypatch.setattr("modeconn.report.html.os.replace", boom)
-    monkeypatch.setattr("modeconn.figures.os.replace", boom)
+    monkeypatch.setattr("modeconn.figures.style.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_report(out, sections, title="Study")
     assert (out / "report.html").read_text() == "old"

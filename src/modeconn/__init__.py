@@ -8,6 +8,7 @@ correlate each model's position between the basins with its out-of-distribution 
 
 from typing import TYPE_CHECKING, Any
 
+from modeconn.config import sections as _sections
 from modeconn.errors import (
     ConfigError,
     DataError,
@@ -16,6 +17,20 @@ from modeconn.errors import (
     StoreError,
     UnsafeCheckpointError,
 )
+
+
+def _analysis_sections() -> Any:
+    """The study sections of every registered analysis (loaded when a study is validated).
+
+    The study format (``config``) sits below the analyses and cannot import them; the
+    package root, above both, connects them here.
+    """
+    from modeconn.analyses.registry import study_sections
+
+    return study_sections()
+
+
+_sections.install(_analysis_sections)
 
 # The rest loads on first use, so `import modeconn` (and the CLI) starts without torch.
 _LAZY = {
@@ -34,6 +49,7 @@ _LAZY = {
     "load_state_dict": "modeconn.population.members",
     "StudyResult": "modeconn.results",
     "analyze": "modeconn.results",
+    "analyze_study": "modeconn.analyses.run",
     "Store": "modeconn.store",
     "Study": "modeconn.config.study",
     "load_study": "modeconn.config.study",
@@ -41,6 +57,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from modeconn.analyses.run import analyze_study
     from modeconn.config.study import Study, load_study, parse_study
     from modeconn.engine.evaluate import EvalResult, Evaluator
     from modeconn.measures.barriers import auc, barrier_height, convexity_gap, euclidean_distance
@@ -80,6 +97,7 @@ __all__ = [
     "StudyRunner",
     "UnsafeCheckpointError",
     "analyze",
+    "analyze_study",
     "auc",
     "barrier_height",
     "convexity_gap",

@@ -20,16 +20,28 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["open_atomic", "temporary_sibling", "write_bytes_atomic", "write_text_atomic"]
+__all__ = [
+    "is_temporary",
+    "open_atomic",
+    "replace_atomic",
+    "temporary_sibling",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name beside ``path`` for its temporary file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    """A fresh hidden name beside ``path`` for its temporary file: ``.<name>.tmp-<pid>-<hex>``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file left by an interrupted write."""
+    return path.name.startswith(".") and ".tmp-" in path.name
 
 
 def _sync_folder(folder: Path) -> None:
@@ -64,6 +76,25 @@ def open_atomic(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+    _sync_folder(target.parent)
+
+
+def replace_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` to write a temporary sibling by name, then move it onto ``path``.
+
+    For writers that take a file name rather than a handle (``safetensors.torch.save_file``,
+    ``DataFrame.to_parquet``). On any error the temporary file is removed.
+    """
+    target = Path(path)
+    tmp = temporary_sibling(target)
+    try:
+        write(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     _sync_folder(target.parent)
 

@@ -1,4 +1,4 @@
-"""The `modeconn` command: run, demo, plan, report, status, export.
+"""The `modeconn` command: run, demo, plan, report, status, analyses, export.
 
 Every error modeconn raises on purpose is printed as one line naming the thing and the
 fix, with exit status 2, and so is an operating-system error (an output path that is a
@@ -91,16 +91,15 @@ def _open_existing(path: str) -> object:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from modeconn.analyses.run import analyze_study
     from modeconn.report.study import write_study_report
-    from modeconn.results import analyze
     from modeconn.store import Store
 
     store = _open_existing(args.store)
     assert isinstance(store, Store)
     with store:
-        result = analyze(store)
-        recorded = json.loads(store.get_meta("study") or "{}").get("report_dir", "report")
-        out = Path(args.out) if args.out else store.path.parent / recorded
+        result = analyze_study(store)
+        out = Path(args.out) if args.out else store.path.parent / result.study.report_dir
         path = write_study_report(store, result, out)
     _print_result(result.with_report(path))
     return 0
@@ -130,6 +129,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     with store:
         for p in store.export(Path(args.out), format=args.format):
             print(p)
+    return 0
+
+
+def cmd_analyses(args: argparse.Namespace) -> int:
+    from modeconn.analyses.base import study_keys
+    from modeconn.analyses.registry import all_analyses
+
+    rows = []
+    for a in all_analyses():
+        keys = list(study_keys(a))
+        rows.append(
+            {
+                "key": ", ".join(f"analyses.{k}" for k in keys) or f"{a.key} (always on)",
+                "computes": a.summary,
+                "reproduces": a.cites,
+                "needs weights": "yes" if a.needs_weights else "no",
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        print(f"{r['key']}  (needs weights: {r['needs weights']})")
+        print(f"    computes:   {r['computes']}")
+        print(f"    reproduces: {r['reproduces']}")
     return 0
 
 
@@ -186,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="results.sqlite, or the study's output folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("analyses", help="list every analysis a study can ask for")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("export", help="write the store's tables as CSV or Parquet")
     p.add_argument("store", help="results.sqlite, or the study's output folder")

@@ -16,13 +16,13 @@ import dataclasses
 import json
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from modeconn.analyses.run import analyze_study
 from modeconn.config.study import Study
 from modeconn.data.text import Example, PreparedSplit, prepare_split, read_examples
 from modeconn.engine.evaluate import Evaluator
@@ -36,7 +36,7 @@ from modeconn.models.hf import (
 )
 from modeconn.population.members import Member, Population
 from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
-from modeconn.results import StudyResult, analyze
+from modeconn.results import StudyResult
 from modeconn.store import Store
 
 if TYPE_CHECKING:
@@ -338,210 +338,45 @@ class StudyRunner:
 
     def analyze(self) -> StudyResult:
         with Store(self.study.store_path(), study=self.study.name, create=False) as store:
-            return analyze(store)
+            return analyze_study(store, self.study)
 
     def report(self, result: StudyResult | None = None) -> Path:
         from modeconn.report.study import write_study_report
 
         with Store(self.study.store_path(), study=self.study.name, create=False) as store:
-            res = result or analyze(store)
+            res = result or analyze_study(store, self.study)
             return write_study_report(store, res, self.study.out_path() / self.study.report_dir)
 
     def measure(self) -> None:
-        """What the analyses need from the weights, kept in the store; done work is skipped.
+        """What the enabled analyses need from the weights, kept in the store.
 
-        Euclidean distances between members (``analyses.distances: [euclidean]``) over the
-        floating-point state entries the engine interpolates; ε-sharpness of every member
-        (``analyses.sharpness``); loss planes (``analyses.planes``).
+        Each analysis's ``measure`` (:mod:`modeconn.analyses`) gets a small context
+        (engine, splits, population, members, store, progress) and skips what is done.
         """
-        a = self.study.analyses
-        if not ("euclidean" in a.distances or a.sharpness or a.planes or a.trajectory):
+        from modeconn.analyses.base import MeasureContext
+        from modeconn.analyses.registry import enabled
+
+        todo = [a for a in enabled(self.study) if a.needs_weights]
+        if not todo:
             return
         pop = self.population()
         refs = self.members()
         with self.open_store() as store:
-            if "euclidean" in a.distances:
-                self._euclidean(store, pop, refs)
-            if a.sharpness is not None:
-                self._sharpness(store, pop, refs)
-            if a.planes:
-                self._planes(store, pop, refs)
-            if a.trajectory is not None:
-                self._trajectory(store, pop, refs)
-
-    def _euclidean(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
-        from modeconn.analyses import euclidean_key
-
-        done = store.values("euclidean")
-        todo = [
-            (a, b)
-            for i, a in enumerate(refs)
-            for b in refs[i + 1 :]
-            if euclidean_key(a.hash, b.hash) not in done
-        ]
-        if not todo:
-            return
-        self.say(f"euclidean distances: {len(todo)} pairs")
-        keys = self.evaluator().keys
-        cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # flat float32 members, LRU
-
-        def vector(mid: str) -> torch.Tensor:
-            if mid in cache:
-                cache.move_to_end(mid)
-                return cache[mid]
-            state = pop.load(mid)
-            cache[mid] = torch.cat([state[k].detach().reshape(-1).float() for k in keys])
-            budget = max(2, (2 << 30) // (cache[mid].numel() * 4))
-            while len(cache) > budget:
-                cache.popitem(last=False)
-            return cache[mid]
-
-        for a, b in todo:  # pairs ordered by A: A stays cached while its row is done
-            diff = vector(a.id).double() - vector(b.id).double()  # float64 accumulation
-            store.put_value(
-                "euclidean",
-                euclidean_key(a.hash, b.hash),
-                {"distance": float(torch.linalg.vector_norm(diff)), "a": a.id, "b": b.id},
-            )
-
-    def _sharpness(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
-        from modeconn.analyses import sharpness_key
-        from modeconn.measures.sharpness import SharpnessConfig, epsilon_sharpness
-
-        section = self.study.analyses.sharpness
-        assert section is not None
-        settings = section.model_dump(exclude={"split"})
-        config = SharpnessConfig.from_dict(settings)
-        split = self.splits()[section.split]
-        done = store.values("sharpness")
-        todo = [m for m in refs if sharpness_key(m.hash, split.key, settings) not in done]
-        if not todo:
-            return
-        self.say(
-            f"ε-sharpness: {len(todo)} members, {config.steps} ascent steps each on "
-            f"'{section.split}' (ε = {config.epsilon:g})"
-        )
-        ev = self.evaluator()
-        from tqdm.auto import tqdm
-
-        for m in tqdm(todo, desc="sharpness", unit="member", disable=not self.progress):
-            point = ev.as_point(pop.load(m.id), name=m.id)
-            res = epsilon_sharpness(ev, point, split, config=config)
-            store.put_value(
-                "sharpness",
-                sharpness_key(m.hash, split.key, settings),
-                {**res.to_dict(), "member": m.id, "split": split.key},
-            )
-
-    def _trajectory(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
-        """Paths from every checkpoint to every final member on the basins' split.
-
-        The units go through the sweep (same engine, same store, same resume): the plan
-        lists the final members then the checkpoints, and its units join checkpoint A to
-        final member B.
-        """
-        from modeconn.engine.paths import alpha_grid, grid_id
-        from modeconn.engine.sweep import unit_key
-
-        folder = self.study.checkpoints_dir()
-        if not folder.is_dir():
-            raise DataError(
-                f"analyses.trajectory: no checkpoints folder {folder}; train with "
-                "train.checkpoints set, or point analyses.trajectory.checkpoints_dir at one"
-            )
-        ckpts = Population.from_dir(folder)
-        reference = self.evaluator().model.state_dict()
-        order = sorted(
-            ckpts, key=lambda m: (str(m.meta.extra.get("checkpoint_of", m.id)), m.meta.step or 0)
-        )
-        ckpt_refs = []
-        for m in order:
-            _check_against(reference, ckpts.load(m.id), m)
-            ckpt_refs.append(MemberRef(m.id, ckpts.hash(m.id)))
-        store.set_meta(
-            "checkpoints",
-            json.dumps(
-                [
-                    {
-                        "id": r.id,
-                        "hash": r.hash,
-                        "step": ckpts[r.id].meta.step,
-                        "of": ckpts[r.id].meta.extra.get("checkpoint_of"),
-                        "arm": ckpts[r.id].meta.arm,
-                    }
-                    for r in ckpt_refs
-                ]
-            ),
-        )
-        name = self.study.basins.split
-        split = self.splits()[name]
-        points = self.study.paths.points
-        members = (*refs, *ckpt_refs)
-        n = len(refs)
-        skeleton = SweepPlan(members, alpha_grid(points), grid_id("linear", points), (), (), 0, 0)
-        member_todo = [
-            (n + c, name)
-            for c, r in enumerate(ckpt_refs)
-            if store.member_point(r.hash, split.key, split.spec.sample_seed, split.n) is None
-        ]
-        done = store.done_units()
-        units = [(n + c, f, name) for c in range(len(ckpt_refs)) for f in range(n)]
-        plan = dataclasses.replace(
-            skeleton,
-            member_todo=tuple(member_todo),
-            unit_todo=tuple(u for u in units if unit_key(skeleton, u[0], u[1], split) not in done),
-            n_units=len(units),
-            n_member_points=len(ckpt_refs),
-        )
-        if not plan.unit_todo and not plan.member_todo:
-            return
-        self.say(
-            f"trajectory: {len(ckpt_refs)} checkpoints × {n} members on '{name}', "
-            f"{len(plan.unit_todo)} of {len(units)} paths to do"
-        )
-        ev = self.evaluator()
-        finals = {r.id for r in refs}
-        run_sweep(
-            plan,
-            ev,
-            lambda mid: ev.as_point((pop if mid in finals else ckpts).load(mid), name=mid),
-            {name: split},
-            store,
-            progress=self.progress,
-        )
-
-    def _planes(self, store: Store, pop: Population, refs: list[MemberRef]) -> None:
-        from modeconn.analyses import plane_key
-        from modeconn.engine.planes import evaluate_plane
-
-        hashes = {r.id: r.hash for r in refs}
-        ev = self.evaluator()
-        for i, section in enumerate(self.study.analyses.planes):
-            missing = [m for m in section.members if m not in hashes]
-            if missing:
-                raise ConfigError(
-                    f"analyses.planes[{i}].members names {missing}, not members of this study "
-                    f"(members: {', '.join(sorted(hashes))})"
-                )
-            split = self.splits()[section.split]
-            settings = section.model_dump()
-            key = plane_key([hashes[m] for m in section.members], split.key, settings)
-            if store.get_value("plane", key) is not None:
-                continue
-            self.say(
-                f"loss plane through {', '.join(section.members)} on '{section.split}': "
-                f"{section.resolution}×{section.resolution} points"
-            )
-            result = evaluate_plane(
-                ev,
-                [ev.as_point(pop.load(m), name=m) for m in section.members],
-                split,
-                members=section.members,
-                resolution=section.resolution,
-                margin=section.margin,
+            ctx = MeasureContext(
+                study=self.study,
+                store=store,
+                evaluator=self.evaluator(),
+                splits=self.splits(),
+                population=pop,
+                members=tuple(refs),
+                check_weights=lambda state, m: _check_against(
+                    self.evaluator().model.state_dict(), state, m
+                ),
                 progress=self.progress,
+                say=self.say,
             )
-            store.put_value("plane", key, {**result.to_dict(), "split_name": section.split})
+            for analysis in todo:
+                analysis.measure(ctx)
 
     def run(self) -> StudyResult:
         """Every stage in order; returns the analysis with the report's path set."""

@@ -1,7 +1,8 @@
 """From a results store to basins: the N×N distance matrix, clusters, scores, correlations.
 
 Everything here reads the store (and the study and member table it records), never
-models, so `modeconn report STORE` rebuilds the analysis on any machine.
+models, so `modeconn report STORE` rebuilds the analysis on any machine. The analyses
+beyond the basins are composed on top of this by :func:`modeconn.analyses.run.analyze_study`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from modeconn.errors import DataError, StoreError
+from modeconn.errors import ConfigError, DataError, StoreError
 from modeconn.measures.barriers import curve_distance
 from modeconn.stats.basins import (
     BasinFit,
@@ -30,14 +31,22 @@ from modeconn.store import ALPHA_DECIMALS, Store
 from modeconn.store.frames import labels
 
 if TYPE_CHECKING:
-    from modeconn.analyses import Analyses
+    from modeconn.config.study import Study
+
+
+class AnalysisValues(Protocol):
+    """What :func:`modeconn.analyses.run.analyze_study` attaches to a result."""
+
+    notes: tuple[str, ...]
+
+    def summary_lines(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
 class StudyResult:
     """What a study found, with what produced it (members, splits, sample seeds, grid)."""
 
-    study: dict[str, Any]
+    study: Study
     members: pd.DataFrame  # one row per member: id, hash, arm, seeds, per-split loss/metrics
     distance: pd.DataFrame  # N×N, indexed by member id
     fit: BasinFit
@@ -49,7 +58,7 @@ class StudyResult:
     splits: dict[str, dict[str, Any]]
     grid: dict[str, Any]
     report: Path | None = None
-    analyses: Analyses | None = None  # alternative distances, Table 1, sharpness, uncertainty
+    analyses: Any = None  # AnalysisValues: what each enabled analysis read (analyses.run)
 
     def with_report(self, path: Path) -> StudyResult:
         return dataclasses.replace(self, report=path)
@@ -60,12 +69,21 @@ class StudyResult:
         off = d[~np.eye(len(d), dtype=bool)]
         return float(off.min()), float(off.max())
 
+    def metric_column(self, split: str) -> str:
+        """The member column of `split`'s metric: ``basins.metric``, else the split's own."""
+        metric = self.study.basins.metric or self.splits[split]["metric"]
+        return metric_column(self.members, split, metric)
+
+    def ood_columns(self) -> dict[str, str]:
+        """``{OOD split: member column}`` for every split of ``basins.ood``."""
+        return {s: self.metric_column(s) for s in self.study.basins.ood}
+
     def summary(self) -> str:
         lo, hi = self.distance_range
-        b = self.study["basins"]
+        b = self.study.basins
         lines = [
-            f"study {self.study['name']}: {len(self.members)} members, "
-            f"{b['distance']} on '{b['split']}' ranges {lo:.4f} – {hi:.4f}",
+            f"study {self.study.name}: {len(self.members)} members, "
+            f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
             f"similarity scale δ = {self.fit.delta:.4g}",
         ]
@@ -107,6 +125,18 @@ def population(store: Store) -> list[dict[str, Any]]:
         _meta_json(store, "members")  # raises, naming the missing record
     assert members is not None
     return members
+
+
+def study_from_store(store: Store) -> Study:
+    """The study a store records (written by the last ``modeconn run``), typed again."""
+    from modeconn.config.study import parse_study  # the study format loads on use
+
+    try:
+        return parse_study(_meta_json(store, "study"), source=f"{store.path} (its 'study' record)")
+    except ConfigError as err:
+        raise StoreError(
+            f"{err}; the store was written by another version of modeconn: rerun the study"
+        ) from None
 
 
 def member_table(store: Store) -> pd.DataFrame:
@@ -230,30 +260,34 @@ def metric_column(members: pd.DataFrame, split: str, metric: str) -> str:
     return col
 
 
-def analyze(store: Store) -> StudyResult:
-    """Distance matrix → basins → scores → correlations, from what the store holds."""
-    study = _meta_json(store, "study")
+def analyze(store: Store, study: Study | None = None) -> StudyResult:
+    """Distance matrix → basins → scores → correlations, from what the store holds.
+
+    ``study`` is the study to read the basins' settings from (a runner passes its own);
+    by default the one the store records. The analyses beyond the basins are not run
+    here: :func:`modeconn.analyses.run.analyze_study` adds them.
+    """
+    study = study if study is not None else study_from_store(store)
     splits = _meta_json(store, "splits")
     grid = _meta_json(store, "grid")
-    b = study["basins"]
+    b = study.basins
     members = member_table(store)
-    distance = distance_matrix(store, split=b["split"], metric=b["distance"])
+    distance = distance_matrix(store, split=b.split, metric=b.distance)
     d = distance.to_numpy()
-    delta = median_delta(d) if b["delta"] == "median" else float(b["delta"])
-    fit = find_basins(d, n_basins=b["n_basins"], delta=delta, seed=b["seed"])
+    delta = median_delta(d) if b.delta == "median" else float(b.delta)
+    fit = find_basins(d, n_basins=b.n_basins, delta=delta, seed=b.seed)
     members["basin"] = fit.labels
     members["score"] = fit.scores
     # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one
     cols = {
-        s: metric_column(members, s, b.get("metric") or splits[s]["metric"])
-        for s in [b["split"], *b["ood"]]
+        s: metric_column(members, s, b.metric or splits[s]["metric"]) for s in [b.split, *b.ood]
     }
     table = basin_table(fit.labels, {c: members[c].to_numpy(dtype=float) for c in cols.values()})
     rows, undefined = [], []
-    for s in b["ood"]:
+    for s in b.ood:
         col = cols[s]
         y = members[col].to_numpy(dtype=float)
-        c = correlate(fit.scores, y, n_boot=b["bootstrap"], seed=b["seed"], constant="undefined")
+        c = correlate(fit.scores, y, n_boot=b.bootstrap, seed=b.seed, constant="undefined")
         if not c.defined:
             flat = (
                 f"every member has the same {col.rsplit('.', 1)[1]} on '{s}' ({y[0]:.4g})"
@@ -279,7 +313,7 @@ def analyze(store: Store) -> StudyResult:
         crosstab = pd.crosstab(members["arm"], members["basin"]).rename_axis(
             index="arm", columns="basin"
         )
-    result = StudyResult(
+    return StudyResult(
         notes=_notes(fit, d, len(members)) + tuple(undefined),
         study=study,
         members=members,
@@ -292,10 +326,6 @@ def analyze(store: Store) -> StudyResult:
         splits=splits,
         grid=grid,
     )
-    from modeconn.analyses import run_analyses
-
-    analyses = run_analyses(store, result)
-    return dataclasses.replace(result, analyses=analyses, notes=result.notes + analyses.notes)
 
 
 def _notes(fit: BasinFit, distance: np.ndarray, n: int) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modeconn.results import study_from_store
 from modeconn.store import Store
 
 
@@ -23,15 +24,15 @@ def store_status(store: Store) -> dict[str, Any]:
     if any(v is None for v in raw.values()):
         out["plan"] = "unknown: no sweep has started on this store"
         return out
-    study = json.loads(raw["study"] or "{}")
+    study = study_from_store(store)
     members = store.population(distinct=False) or []
     splits = json.loads(raw["splits"] or "{}")
     grid = json.loads(raw["grid"] or "{}")["grid"]
     hashes = {m["hash"] for m in members}
     n = len(members)
-    path_splits = study["paths"]["splits"]
+    path_splits = study.paths.splits
     done = store.done_units()
-    out["study"] = study["name"]
+    out["study"] = study.name
     out["members"] = n
     for name, info in splits.items():
         have = store.member_points(split=info["key"])

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modeconn.config import yamlfile
+from modeconn.config import sections, yamlfile
 from modeconn.data.text import SplitSpec
 from modeconn.errors import ConfigError
 from modeconn.population.train import TrainConfig
@@ -101,7 +101,13 @@ class ArmConfig(_Strict):
 
     @model_validator(mode="after")
     def _probe_needs_lp_ft(self) -> ArmConfig:
-        given = {"probe_examples", "probe_lr"} & self.model_fields_set
+        # a value equal to its default is no request (a study read back from a store
+        # carries every field, defaults included)
+        given = {
+            f
+            for f in {"probe_examples", "probe_lr"} & self.model_fields_set
+            if getattr(self, f) != type(self).model_fields[f].default
+        }
         if given and self.recipe != "lp-ft":
             names = " and ".join(sorted(given))
             verb = "is" if len(given) == 1 else "are"
@@ -220,77 +226,6 @@ class BasinsConfig(_Strict):
     )
 
 
-class SharpnessSection(_Strict):
-    """ε-sharpness (Keskar et al. 2017) of every member, the paper's baseline (App. F.4).
-
-    Defaults are the paper's values (ε = 1e-5, 8,192 ascent steps of lr 8e-5 on batches of
-    32 with 4 accumulated per step, 32,768 examples); the built-in demo uses CPU-sized ones.
-    """
-
-    split: str = Field(description="the split whose loss is maximised (e.g. the ID sample)")
-    epsilon: float = Field(default=1e-5, gt=0)
-    steps: int = Field(default=8192, ge=1)
-    lr: float = Field(default=8e-5, gt=0)
-    batch_size: int = Field(default=32, ge=1)
-    accumulate: int = Field(default=4, ge=1)
-    examples: int = Field(default=32768, ge=1)
-    seed: int = 0
-    bucket: int = Field(
-        default=1, ge=1, description="ascent batches grouped by length (1 = the paper's)"
-    )
-
-
-class UncertaintySection(_Strict):
-    """Bootstrap over the evaluation sample: intervals of every distance entry, how often
-    each member keeps its basin, and the basins' stability to the sample size."""
-
-    samples: int = Field(default=200, ge=2, description="bootstrap resamples of the sample")
-    sizes: list[int] = Field(
-        default_factory=list, description="sub-sample sizes to re-cluster at (e.g. [128, 256])"
-    )
-    repeats: int = Field(default=50, ge=1, description="random sub-samples per size")
-    seed: int = 0
-
-
-class PlaneSection(_Strict):
-    """A loss plane through three members (the paper's Fig. 2)."""
-
-    members: list[str] = Field(min_length=3, max_length=3)
-    split: str
-    resolution: int = Field(default=9, ge=2, le=101)
-    margin: float = Field(default=0.3, ge=0)
-
-
-class TrajectorySection(_Strict):
-    """Basins along training (the paper's Fig. 7): every checkpoint of the members is joined
-    by a linear path to every final member on ``basins.split``, then placed in the spectral
-    embedding of the final population. Checkpoints come from ``train.checkpoints`` (or a
-    folder of them)."""
-
-    checkpoints_dir: str | None = Field(
-        default=None, description="folder of checkpoints; default: <members>/checkpoints"
-    )
-
-
-class AnalysesSection(_Strict):
-    """Analyses beyond the basins; each runs after the sweep and keeps its results in the
-    store. ``distances`` lists the clustering distances compared side by side (the paper's
-    Appendix I); ``euclidean`` reads member weights, the others the stored curves."""
-
-    distances: list[Literal["convexity_gap", "barrier_height", "auc", "euclidean"]] = Field(
-        default_factory=list
-    )
-    distance_splits: list[str] = Field(
-        default_factory=list,
-        description="other path splits to cluster on with basins.distance (e.g. the "
-        "validation split beside a training-loss study)",
-    )
-    sharpness: SharpnessSection | None = None
-    uncertainty: UncertaintySection | None = None
-    planes: list[PlaneSection] = Field(default_factory=list)
-    trajectory: TrajectorySection | None = None
-
-
 class EvalConfig(_Strict):
     """How the engine evaluates a point (:class:`~modeconn.engine.evaluate.Evaluator`)::
 
@@ -366,8 +301,21 @@ class Study(_Strict):
     basins: BasinsConfig
     eval: EvalConfig = EvalConfig()
     sweep: SweepConfig = SweepConfig()
-    analyses: AnalysesSection = AnalysesSection()
+    analyses: dict[str, Any] = Field(
+        default_factory=dict,
+        description="one section per analysis, each validated by its own type "
+        "(modeconn.config.sections; `modeconn analyses` lists them)",
+    )
     base_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _analysis_sections(cls, data: Any) -> Any:
+        """Each ``analyses.<key>`` validated by the section type its analysis registered."""
+        if isinstance(data, dict):
+            raw = data.get("analyses")
+            data = {**data, "analyses": sections.validate(raw, _section_error)}
+        return data
 
     @field_validator("splits")
     @classmethod
@@ -378,15 +326,7 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Study:
-        known = set(self.splits)
-
-        def need(field: str, name: str) -> None:
-            if name not in known:
-                raise ValueError(
-                    f"{field} names split '{name}', which is not declared under `splits` "
-                    f"(declared: {', '.join(sorted(known))}); declare it or fix the name"
-                )
-
+        need = self.check_split
         for s in self.paths.splits:
             need("paths.splits", s)
         for s in self.member_splits:
@@ -406,30 +346,18 @@ class Study(_Strict):
                 need(f"train.arms[{arm.name}].data", arm.data)
                 if arm.mix is not None:
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
-        a = self.analyses
-        for s in a.distance_splits:
-            if s not in self.paths.splits:
-                raise ValueError(
-                    f"analyses.distance_splits names '{s}', which is not one of paths.splits "
-                    f"{self.paths.splits}: a distance needs the split's path curves"
-                )
-        if a.sharpness is not None:
-            need("analyses.sharpness.split", a.sharpness.split)
-        for i, plane in enumerate(a.planes):
-            if plane.split not in self.paths.splits + self.member_splits:
-                raise ValueError(
-                    f"analyses.planes[{i}].split '{plane.split}' must be one of paths.splits or "
-                    "member_splits (a plane is evaluated on a prepared split)"
-                )
-        no_checkpoints = self.train is None or not self.train.checkpoints
-        if a.trajectory is not None and a.trajectory.checkpoints_dir is None and no_checkpoints:
-            raise ValueError(
-                "analyses.trajectory needs checkpoints: set train.checkpoints (e.g. "
-                "[0.33, 0.67]) or analyses.trajectory.checkpoints_dir"
-            )
+        sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
+
+    def check_split(self, field: str, name: str) -> None:
+        """Raise ValueError unless split `name` (named by `field`) is declared."""
+        if name not in self.splits:
+            raise ValueError(
+                f"{field} names split '{name}', which is not declared under `splits` "
+                f"(declared: {', '.join(sorted(self.splits))}); declare it or fix the name"
+            )
 
     # ---- resolved paths -------------------------------------------------------------
 
@@ -449,11 +377,13 @@ class Study(_Strict):
         assert self.train is not None
         return _resolve(self.out_path(), self.train.out_dir)
 
-    def checkpoints_dir(self) -> Path:
-        t = self.analyses.trajectory
-        if t is not None and t.checkpoints_dir is not None:
-            return _resolve(self.base, t.checkpoints_dir)
-        return self.members_dir() / "checkpoints"
+    def section(self, key: str) -> Any:
+        """The typed section ``analyses.<key>`` (None, or ``[]`` for a list, if not set)."""
+        return self.analyses.get(key)
+
+    def resolve(self, path: str) -> Path:
+        """A path of the study file, relative to the study's folder."""
+        return _resolve(self.base, path)
 
     def member_paths(self) -> list[Path] | None:
         if self.population is not None and self.population.members is not None:
@@ -489,7 +419,7 @@ class Study(_Strict):
 
     def eval_splits(self) -> list[str]:
         """Every split evaluated per member: path splits first, then member-only splits."""
-        extra = [self.analyses.sharpness.split] if self.analyses.sharpness else []
+        extra = sections.eval_splits(self.analyses)
         return list(
             dict.fromkeys([*self.paths.splits, *self.member_splits, *self.basins.ood, *extra])
         )
@@ -526,10 +456,20 @@ def find_data_root(declared: str | None, base: Path) -> Path:
     )
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def _section_error(err: ValidationError, prefix: str) -> str:
+    return format_validation_error(err, "", prefix=prefix)
+
+
+def format_validation_error(err: ValidationError, source: str, *, prefix: str = "") -> str:
+    """One line per problem: ``source: field.path: what was expected; got …``.
+
+    ``prefix`` names where the validated value sits (``analyses.sharpness``); its fields
+    are then written in full (``analyses.sharpness.epsilon: …``) without a source.
+    """
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts = [str(p) for p in e["loc"] if p != "root"]
+        loc = ".".join([prefix, *parts] if prefix else parts) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field; remove it or check its spelling against the study format"
@@ -540,8 +480,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         got = e.get("input")
         quiet = e["type"] in ("missing", "extra_forbidden", "value_error")
         shown = "" if quiet else f"; got {got!r:.60}"
-        where = f"{loc}: " if e["loc"] else ""
-        lines.append(f"{source}: {where}{msg}{shown}")
+        where = f"{loc}: " if (e["loc"] or prefix) else ""
+        lines.append(f"{source}: {where}{msg}{shown}" if source else f"{where}{msg}{shown}")
     return "; ".join(lines)
 
 

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from modeconn._atomic import write_bytes_atomic, write_text_atomic
+from modeconn._atomic import is_temporary, replace_atomic, write_text_atomic
 from modeconn.data.text import Example, collate
 from modeconn.errors import ConfigError
 
@@ -350,7 +350,7 @@ def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
 def _atomic_save(model: nn.Module, weights: Path, sidecar: Path, meta: dict[str, Any]) -> None:
     """Weights then sidecar, each written atomically (:mod:`modeconn._atomic`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_bytes_atomic(weights, save(state))
+    replace_atomic(weights, lambda tmp: save_file(state, str(tmp)))
     _atomic_write_json(sidecar, meta)
 
 
@@ -551,7 +551,8 @@ def clean_partial(out_dir: Path) -> int:
     removed = 0
     for folder in (out_dir, out_dir / CHECKPOINT_DIR):
         if folder.is_dir():
-            for p in folder.glob(".*.tmp-*"):
-                p.unlink(missing_ok=True)
-                removed += 1
+            for p in folder.glob(".*"):
+                if is_temporary(p):
+                    p.unlink(missing_ok=True)
+                    removed += 1
     return removed

@@ -1,0 +1,212 @@
+"""Uncertainty over the evaluation sample: a bootstrap of the examples every path shares.
+
+The fixed sample of ``basins.split`` is resampled with replacement (one draw shared by
+every pair and α); each draw gives a distance matrix and basins, matched to the full
+sample's: intervals of every distance entry, how often each member keeps its basin, the
+ARI against the full sample, and the interval of the score ↔ OOD correlation; and the
+basins re-clustered on random sub-samples of given sizes (their stability to the sample
+size). The maths is :mod:`modeconn.stats.uncertainty`; this reads the per-example losses
+the sweep stored and needs no weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from modeconn.analyses.base import MeasureContext
+from modeconn.config.sections import SectionModel
+from modeconn.errors import DataError
+from modeconn.results import StudyResult, curves
+from modeconn.stats.uncertainty import SampleUncertainty, sample_uncertainty, size_stability
+from modeconn.store import Store
+
+if TYPE_CHECKING:
+    from modeconn.report.html import Section
+
+
+class UncertaintySection(SectionModel):
+    """Bootstrap over the evaluation sample: intervals of every distance entry, how often
+    each member keeps its basin, and the basins' stability to the sample size."""
+
+    samples: int = Field(default=200, ge=2, description="bootstrap resamples of the sample")
+    sizes: list[int] = Field(
+        default_factory=list, description="sub-sample sizes to re-cluster at (e.g. [128, 256])"
+    )
+    repeats: int = Field(default=50, ge=1, description="random sub-samples per size")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class UncertaintyTables:
+    uncertainty: SampleUncertainty
+    stability: pd.DataFrame | None
+    notes: tuple[str, ...] = ()
+
+
+def example_losses(store: Store, result: StudyResult, split: str) -> tuple[np.ndarray, list]:
+    """(P, A, n) per-example losses of every pair on `split`, and the pairs (i, j)."""
+    ids = list(result.members.index)
+    by_pair = curves(store, split, with_examples=True)  # by the current members' hashes
+    pairs, blocks = [], []
+    for i, a in enumerate(ids):
+        for j in range(i + 1, len(ids)):
+            g = by_pair.get((a, ids[j]))
+            if g is None:
+                raise DataError(
+                    f"no path {a}–{ids[j]} on '{split}' in {store.path}; rerun the sweep"
+                )
+            arrays = list(g["example_losses"])
+            if any(x is None for x in arrays):
+                raise DataError(
+                    f"path {a}–{ids[j]} on '{split}' was stored without per-example losses; "
+                    "the bootstrap over the sample needs them (rerun into a new store)"
+                )
+            pairs.append((i, j))
+            blocks.append(np.stack(arrays))  # (A, n)
+    return np.stack(blocks).astype(np.float64), pairs
+
+
+class Uncertainty:
+    key = "uncertainty"
+    section = UncertaintySection
+    cites = "modeconn's own check (no figure in Juneja et al. 2023): bootstrap over the sample"
+    summary = (
+        "bootstrap over the evaluation sample: distance intervals, basin keeping, ARI vs. "
+        "the full sample, and stability to sub-sample sizes"
+    )
+    needs_weights = False
+
+    def measure(self, ctx: MeasureContext) -> None:
+        return None  # the sweep stores the per-example losses it resamples
+
+    def read(
+        self, store: Store, result: StudyResult, earlier: Mapping[str, Any]
+    ) -> UncertaintyTables:
+        u: UncertaintySection = result.study.section(self.key)
+        b = result.study.basins
+        ex, pairs = example_losses(store, result, b.split)
+        first = next(iter(result.ood_columns().values()), None)
+        uncertainty = sample_uncertainty(
+            ex,
+            pairs,
+            list(result.members.index),
+            result.fit.labels,
+            alphas=result.grid["alphas"],
+            metric=b.distance,
+            n_basins=result.fit.n_basins,
+            delta=b.delta,
+            ood=None if first is None else result.members[first].to_numpy(float),
+            samples=u.samples,
+            seed=u.seed,
+            cluster_seed=b.seed,
+        )
+        notes = []
+        sizes = [s for s in u.sizes if s < ex.shape[2]]
+        if len(sizes) < len(u.sizes):
+            notes.append(
+                f"sub-sample sizes ≥ the stored sample ({ex.shape[2]}) were skipped; raise "
+                f"the sample size of '{b.split}' to study them"
+            )
+        stability = None
+        if sizes:
+            stability = size_stability(
+                ex,
+                pairs,
+                len(result.members),
+                result.fit.labels,
+                sizes=sizes,
+                alphas=result.grid["alphas"],
+                metric=b.distance,
+                n_basins=result.fit.n_basins,
+                delta=b.delta,
+                repeats=u.repeats,
+                seed=u.seed,
+                cluster_seed=b.seed,
+            )
+        return UncertaintyTables(uncertainty, stability, tuple(notes))
+
+    def sections(self, result: StudyResult, value: UncertaintyTables) -> list[Section]:
+        import modeconn.figures as figures
+        from modeconn.report.common import heatmap_order, provenance
+        from modeconn.report.html import Section
+
+        b = result.study.basins
+        u = value.uncertainty
+        summary = u.summary()
+        d = result.distance
+        width = pd.DataFrame(u.distance_hi - u.distance_lo, index=d.index, columns=d.columns)
+        lo, hi = summary["ARI interval"]
+        rlo, rhi = summary["score ↔ OOD r interval"]
+        first = b.ood[0] if b.ood else "-"
+        stats_table = pd.DataFrame(
+            {
+                "draws": [summary["draws"]],
+                "usable": [summary["usable draws"]],
+                "ARI mean": [summary["ARI vs. full sample: mean"]],
+                "ARI lo": [lo],
+                "ARI hi": [hi],
+                "identical basins": [summary["draws with identical basins"]],
+                f"r lo ({first})": [rlo],
+                f"r hi ({first})": [rhi],
+            }
+        )
+        tables = [("Bootstrap over the evaluation sample.", stats_table)]
+        if value.stability is not None:
+            tables.append(
+                (
+                    "Basins re-clustered on random sub-samples of the evaluation sample.",
+                    value.stability,
+                )
+            )
+        order, _ = heatmap_order(result)
+        return [
+            Section(
+                title="Uncertainty over the evaluation sample",
+                text=(
+                    f"The {result.splits[b.split]['sample_size']} examples of "
+                    f"'{b.split}' were resampled with replacement {u.samples} times (one "
+                    "draw shared by every pair and α); each draw gives a distance matrix and "
+                    "basins, matched to the full sample's."
+                ),
+                figures=(
+                    (
+                        "Share of draws in which each member keeps its basin.",
+                        figures.basin_keeping(
+                            pd.Series(u.keep, index=list(u.members)),
+                            result.members["basin"],
+                            draws=u.samples,
+                        ),
+                    ),
+                    (
+                        f"Width of the 95% interval of every {b.distance.replace('_', ' ')} entry.",
+                        figures.distance_heatmap(
+                            width, order_by=order, label="interval width", mask_diagonal=True
+                        ),
+                    ),
+                ),
+                tables=tuple(tables),
+                provenance=provenance(result, b.split),
+            )
+        ]
+
+    def summary_lines(self, value: UncertaintyTables) -> list[str]:
+        u = value.uncertainty.summary()
+        lo, hi = u["ARI interval"]
+        lines = [
+            f"bootstrap over the sample ({u['usable draws']} draws): ARI vs. full sample "
+            f"{u['ARI vs. full sample: mean']:.2f} [{lo:.2f}, {hi:.2f}], least-kept member "
+            f"{u['least-kept member']:.2f}"
+        ]
+        if value.stability is not None:
+            for _, r in value.stability.iterrows():
+                lines.append(
+                    f"sub-samples of {int(r['size'])}: ARI vs. full sample {r['ari_mean']:.2f}, "
+                    f"identical basins in {r['identical']:.0%}"
+                )
+        return lines

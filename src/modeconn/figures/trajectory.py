@@ -1,0 +1,71 @@
+"""Members along training in the basins' embedding (Fig. 7)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from modeconn.figures.style import (
+    BETWEEN_COLOR,
+    COLUMN_WIDTH,
+    NEUTRAL_COLOR,
+    _axes,
+    _legend_below,
+    _require_columns,
+    _style_axes,
+    basin_colors,
+)
+
+
+def cluster_movement(trajectory: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
+    """How members move between basins during training (the paper's Fig. 7).
+
+    ``trajectory`` has one row per model (checkpoint or final member) with columns
+    ``member``, ``step``, ``final``, ``score`` and ``basin``, as
+    :func:`modeconn.analyses.trajectory_table` returns it. Each member is a chain of
+    arrows from its first checkpoint to its final weights, drawn at its training step (x)
+    and its basin score (y): ‖w − c₀‖ − ‖w − c₁‖ in the final population's spectral
+    embedding, negative on basin 0's side and positive on basin 1's. The chain is
+    coloured by the member's final basin; final members are the large dots. (The
+    embedding's own coordinates are in the table; on a small population its first
+    coordinate is nearly constant, so a plane of the two says less than the score.)
+
+    >>> t = pd.DataFrame({"member": ["a", "a", "b", "b"], "step": [10, 20, 10, 20],
+    ...     "final": [False, True, False, True], "score": [-0.1, -0.5, -0.2, 0.4],
+    ...     "basin": [0, 0, 0, 1]})
+    >>> len(cluster_movement(t).axes[0].texts)  # one arrow (an annotation) per member
+    2
+    """
+    _require_columns(trajectory, ["member", "step", "final", "score", "basin"], "`trajectory`")
+    finals = trajectory[trajectory["final"].astype(bool)]
+    colors = basin_colors(pd.Series(finals["basin"].to_numpy(), index=finals["member"]))
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.8 * COLUMN_WIDTH)
+    ax.axhline(0.0, color=BETWEEN_COLOR, linewidth=0.8, linestyle="--")
+    for _, g in trajectory.groupby("member", sort=True):
+        g = g.sort_values(["final", "step"])  # checkpoints by step, the final member last
+        xs, ys = g["step"].to_numpy(float), g["score"].to_numpy(float)
+        final = g[g["final"].astype(bool)]
+        color = NEUTRAL_COLOR
+        if len(final):
+            color = colors.get(int(final["basin"].iloc[0]), NEUTRAL_COLOR)
+        ax.plot(xs[:-1], ys[:-1], "o", color=color, markersize=3, alpha=0.7)
+        for i in range(len(xs) - 1):
+            ax.annotate(
+                "",
+                xy=(xs[i + 1], ys[i + 1]),
+                xytext=(xs[i], ys[i]),
+                arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8, "alpha": 0.7},
+            )
+    for basin in sorted(set(finals["basin"].astype(int))):
+        g = finals[finals["basin"].astype(int) == basin]
+        ax.scatter(
+            g["step"], g["score"], s=36, color=colors[basin], label=f"final basin {basin}",
+            edgecolors="white", linewidths=0.6, zorder=3,
+        )  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("basin score  (< 0: basin 0 side)")
+    ax.set_title("members along training")
+    _legend_below(ax)
+    _style_axes(ax)
+    return fig
