@@ -584,7 +584,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             msg = msg.replace("Input should be", "expected")
         got = e.get("input")
-        quiet = e["type"] in ("missing", "extra_forbidden", "value_error")
+        if e["type"] == "split_kind":
+            msg = (
+                f"unknown split kind {split_kind(got)!r}; known kinds: "
+                f"{', '.join(sorted(SPLIT_KINDS))}"
+            )
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error", "split_kind")
         shown = "" if quiet else f"; got {got!r:.60}"
         where = f"{loc}: " if e["loc"] else ""
         lines.append(f"{source}: {where}{msg}{shown}")

@@ -51,6 +51,17 @@ class SplitInfo(Protocol):
 
 
 @dataclass(frozen=True)
+class SampleInfo:
+    """A plain :class:`SplitInfo` (what the store records), for kinds that need no more."""
+
+    name: str
+    sample_size: int | None = None
+    sample_seed: int = 0
+    metric: str = "accuracy"
+    role: str = "id"
+
+
+@dataclass(frozen=True)
 class ExampleTable:
     """Every example of a split as rows of one table, in batch order (ε-sharpness draws
     random mini-batches from it).
