@@ -51,7 +51,12 @@ class StudyRunner:
         self.study = study
         self.progress = progress
         self.say = say or log.info
-        self.model_dir = resolve_pretrained(study.model.pretrained, base=study.base)
+        # a Hugging Face model is checked now; another kind is resolved by its builder
+        self.model_dir = (
+            resolve_pretrained(study.model.pretrained, base=study.base)
+            if study.model.kind == "hf"
+            else Path(study.model_source())
+        )
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
         self._population: Population | None = None

@@ -71,6 +71,20 @@ class ModelConfig(_Strict):
     label_order: list[str] = Field(min_length=2, description="class name of each model output")
     max_length: int = Field(default=128, ge=8, le=4096)
     num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="settings of the model kind (e.g. a CNN's width)"
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from modeconn.models import MODEL_BUILDERS
+
+        if v not in MODEL_BUILDERS:
+            raise ValueError(
+                f"unknown model kind {v!r}; known kinds: {', '.join(sorted(MODEL_BUILDERS))}"
+            )
+        return v
 
 
 def _split_entry_type() -> Any:
