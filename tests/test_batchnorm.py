@@ -281,3 +281,73 @@ def test_sweep_rows_of_a_batchnorm_model_match_the_reference(
         want = reference_loss(alpha, "reestimate", train, test, batches=4)
         assert loss == pytest.approx(want, abs=FLOAT32_LOSS_ATOL), alpha
     assert np.isfinite(rows["loss"]).all()
+
+
+def test_sweep_workers_build_the_same_batchnorm_engine_from_the_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker builds its engine from the runner's spec: same keys, same rows."""
+    import pickle
+
+    from safetensors.torch import save_file
+    from test_backends import InlinePool
+
+    from modeconn.data import base
+    from modeconn.engine.backends import MemberSource, WorkerSpec, drive
+    from modeconn.engine.spec import BatchNormPolicy, EngineSpec, ModelSource, build_engine
+    from modeconn.engine.sweep import MemberRef, plan_sweep, run_sweep
+    from modeconn.models import MODEL_BUILDERS
+    from modeconn.population.members import weights_hash
+    from modeconn.store import Store
+
+    monkeypatch.setitem(MODEL_BUILDERS, "test-cnn", "test_batchnorm:build_cnn")
+    monkeypatch.setitem(base.SPLIT_BUILDERS, "test-digits", "test_batchnorm:build_digits")
+    spec = EngineSpec(
+        model=ModelSource("test-cnn", "", CLASSES),
+        splits=(DigitsRecipe("test", 1000, 1200), DigitsRecipe("ood", 1400, 1600)),
+        batchnorm=BatchNormPolicy("reestimate", DigitsRecipe("train", 0, 1000), batches=2),
+    )
+    states = {"a": _member(0), "b": _member(1), "c": _member(2)}
+    sources = []
+    for m, state in states.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / f"{m}.safetensors")
+        sources.append(MemberSource(m, str(tmp_path / f"{m}.safetensors"), weights_hash(state)))
+    refs = [MemberRef(s.id, s.hash) for s in sources]
+
+    def sweep(store: Store, parallel: bool) -> None:
+        ev, splits = build_engine(spec)
+        plan = plan_sweep(
+            refs, splits, path_splits=["test"], member_splits=["ood"], points=4, store=store
+        )
+        if not parallel:
+            run_sweep(
+                plan, ev, lambda m: ev.as_point(states[m], name=m), splits, store, progress=False
+            )
+            return
+        worker = WorkerSpec.build(
+            spec,
+            keys=tuple((n, s.key) for n, s in splits.items()),
+            members=tuple(sources),
+            alphas=plan.alphas,
+            threads=1,
+        )
+        assert pickle.loads(pickle.dumps(worker)) == worker
+        drive(plan, InlinePool(worker), splits, store, workers=2, progress=False)
+
+    frames = []
+    for parallel in (False, True):
+        with Store(tmp_path / f"{parallel}.sqlite", study="bn") as store:
+            sweep(store, parallel)
+            frames.append(
+                (
+                    store.path_points(with_examples=True).drop(columns=["created"]),
+                    store.member_points(with_examples=True).drop(columns=["created"]),
+                )
+            )
+    (paths_local, members_local), (paths_par, members_par) = frames
+    assert len(paths_local) == 3 * 4 and len(members_local) == 3 * 2
+    assert all("|bn=reestimate:train#" in k for k in set(paths_local["split"]))
+    for got, want in ((paths_par, paths_local), (members_par, members_local)):
+        assert got.drop(columns=["example_losses"]).equals(want.drop(columns=["example_losses"]))
+        for g, w in zip(got["example_losses"], want["example_losses"], strict=True):
+            np.testing.assert_array_equal(g, w)

@@ -46,6 +46,12 @@ class EvalConfig(_Strict):
     """How the engine evaluates a point (:class:`~modeconn.engine.evaluate.Evaluator`)::
 
         eval: {device: cuda, dtype: bfloat16, compile: false, max_tokens: 4096}
+        eval: {batchnorm: reestimate, batchnorm_split: digits_train, batchnorm_batches: 20}
+
+    ``batchnorm`` applies to models with BatchNorm layers only (see
+    :mod:`modeconn.engine.spec`): ``reestimate`` resets and re-estimates the running
+    statistics at every point over ``batchnorm_split``; ``interpolate`` keeps the
+    interpolated ones. The policy is part of a row's key.
 
     ``dtype`` is not part of a row's key: a results store holds rows of one dtype, and a
     sweep that would add rows of another to it is refused (use a new ``output_dir``).
