@@ -351,3 +351,77 @@ def test_sweep_workers_build_the_same_batchnorm_engine_from_the_spec(
         assert got.drop(columns=["example_losses"]).equals(want.drop(columns=["example_losses"]))
         for g, w in zip(got["example_losses"], want["example_losses"], strict=True):
             np.testing.assert_array_equal(g, w)
+
+
+# ---- a whole study of another kind: registered split and model kinds ------------------
+
+
+@pytest.fixture
+def digits_kinds(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """`kind: test-digits` splits and a `kind: test-cnn` model, registered for one test."""
+    from typing import Literal
+
+    from modeconn.config.splits import SPLIT_KINDS, SplitEntry
+    from modeconn.config.study import refresh_split_kinds
+    from modeconn.data import base
+    from modeconn.data.base import register_split_kind
+    from modeconn.models import MODEL_BUILDERS
+
+    class DigitsEntry(SplitEntry):
+        kind: Literal["test-digits"] = "test-digits"
+        start: int
+        stop: int
+
+        def recipe(self, name: str, study: object) -> DigitsRecipe:
+            return DigitsRecipe(name, self.start, self.stop)
+
+    monkeypatch.setitem(MODEL_BUILDERS, "test-cnn", "test_batchnorm:build_cnn")
+    register_split_kind("test-digits", DigitsEntry, "test_batchnorm:build_digits")
+    yield
+    del SPLIT_KINDS["test-digits"], base.SPLIT_BUILDERS["test-digits"]
+    refresh_split_kinds()
+
+
+def test_a_study_of_another_kind_runs_through_the_pipeline(
+    digits_kinds: None, tmp_path: Path
+) -> None:
+    """No text in the runner: splits, engine, sweep, record, basins and report."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from modeconn.config.study import load_study
+    from modeconn.pipeline import StudyRunner
+    from modeconn.store import Store
+
+    members = tmp_path / "members"
+    members.mkdir()
+    for seed in range(4):
+        state = {k: v.contiguous() for k, v in _member(seed).items()}
+        save_file(state, members / f"cnn-{seed}.safetensors")
+    study = {
+        "name": "digits",
+        "output_dir": str(tmp_path / "out"),
+        "model": {"kind": "test-cnn", "pretrained": "none", "label_order": list(CLASSES)},
+        "population": {"dir": str(members)},
+        "splits": {
+            "train": {"kind": "test-digits", "start": 0, "stop": 1000, "role": "train"},
+            "test": {"kind": "test-digits", "start": 1000, "stop": 1300},
+            "ood": {"kind": "test-digits", "start": 1300, "stop": 1500, "role": "ood"},
+        },
+        "paths": {"points": 4, "splits": ["test"]},
+        "basins": {"split": "test", "ood": ["ood"], "bootstrap": 20},
+        "eval": {"batchnorm_split": "train", "batchnorm_batches": 3},
+    }
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(study))
+    runner = StudyRunner(load_study(path), progress=False)
+    result = runner.run()
+    with Store(runner.study.store_path(), create=False) as store:
+        paths = store.path_points()
+        recorded = store.get_meta("splits")
+    assert len(paths) == 6 * 4  # 4 members: 6 pairs × 4 points
+    assert all("|bn=reestimate:train#" in k and k.endswith(":3") for k in set(paths["split"]))
+    assert recorded is not None and '"sample_size": 300' in recorded
+    assert result.distance.shape == (4, 4)
+    assert result.report is not None and result.report.is_file()
+    assert runner.study.splits["test"].kind == "test-digits"

@@ -467,6 +467,13 @@ class Study(_Strict):
         )
 
 
+def refresh_split_kinds() -> None:
+    """Rebuild the study model after a split kind was added to ``SPLIT_KINDS`` at run time
+    (:func:`modeconn.data.base.register_split_kind`); kinds listed in the source need not."""
+    Study.model_fields["splits"].annotation = dict[str, _split_entry_type()]  # type: ignore[assignment,misc]
+    Study.model_rebuild(force=True)
+
+
 def _resolve(base: Path, p: str) -> Path:
     path = Path(os.path.expandvars(p)).expanduser()
     return path if path.is_absolute() else (base / path)
