@@ -33,18 +33,46 @@ Ray cluster (:mod:`modeconn.engine.backends`); without it the sweep runs in this
 from __future__ import annotations
 
 import os
-import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modeconn.config import sections, yamlfile
-from modeconn.data.text import SplitSpec
+from modeconn.config.engine import EvalConfig, ModelConfig, SweepConfig
+from modeconn.config.splits import (
+    SPLIT_KINDS,
+    SplitConfig,
+    SplitEntry,
+    SplitSpec,
+    split_kind,
+)
+from modeconn.config.splits import resolve_path as _resolve
+
+__all__ = [
+    "EvalConfig",
+    "ModelConfig",
+    "SplitConfig",
+    "SplitSpec",
+    "Study",
+    "SweepConfig",
+    "TrainConfig",
+    "load_study",
+    "parse_study",
+]
+from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError
-from modeconn.population.train import TrainConfig
 
 BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
@@ -53,28 +81,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Strict):
-    pretrained: str = Field(description="Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'")
-    label_order: list[str] = Field(min_length=2, description="class name of each model output")
-    max_length: int = Field(default=128, ge=8, le=4096)
-    num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
+def _split_entry_type() -> Any:
+    """A `splits:` entry: the model registered for its ``kind`` (text when it names none)."""
+    choices = tuple(Annotated[cls, Tag(kind)] for kind, cls in SPLIT_KINDS.items())
+    union = choices[0] if len(choices) == 1 else Union[choices]  # noqa: UP007
+    return Annotated[
+        union,
+        Discriminator(
+            split_kind,
+            custom_error_type="split_kind",
+            custom_error_message=f"unknown split kind; known kinds: {', '.join(SPLIT_KINDS)}",
+        ),
+    ]
 
 
-class SplitConfig(_Strict):
-    path: str
-    text_a: str
-    label: str
-    text_b: str | None = None
-    header_names: list[str] | None = None
-    where: dict[str, list[str]] = Field(default_factory=dict)
-    rows: str | None = None
-    label_values: dict[str, str] = Field(default_factory=dict)
-    classes: dict[str, list[str]] | None = None
-    metric: Literal["accuracy", "f1", "mcc"] = "accuracy"
-    positive_class: str | None = None
-    sample_size: int | None = Field(default=512, ge=1)
-    sample_seed: int = 0
-    role: Literal["id", "ood", "train"] = "id"
+SplitEntryType = _split_entry_type()
 
 
 class MixConfig(_Strict):
@@ -226,63 +247,6 @@ class BasinsConfig(_Strict):
     )
 
 
-class EvalConfig(_Strict):
-    """How the engine evaluates a point (:class:`~modeconn.engine.evaluate.Evaluator`)::
-
-        eval: {device: cuda, dtype: bfloat16, compile: false, max_tokens: 4096}
-
-    ``dtype`` is not part of a row's key: a results store holds rows of one dtype, and a
-    sweep that would add rows of another to it is refused (use a new ``output_dir``).
-    """
-
-    max_tokens: int = Field(default=1024, ge=16, description="token budget per batch")
-    max_batch: int = Field(default=128, ge=1, description="examples per batch at most")
-    threads: int | None = Field(default=None, ge=1, description="torch threads (local sweep)")
-    device: str = Field(
-        default="cpu", description="cpu, cuda, cuda:N or mps; model and batches move there"
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32",
-        description="weights and forward pass; losses are accumulated in fp32/fp64. "
-        "bfloat16/float16 pay off on a GPU only (several times slower on most CPUs)",
-    )
-    compile: bool = Field(
-        default=False, description="torch.compile the skeleton (slow start; GPU runs)"
-    )
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, v: str) -> str:
-        # whether the device exists is checked where the engine starts, not here: a study
-        # may be validated on a machine other than the one that runs it
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
-            raise ValueError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {v!r}")
-        return v
-
-
-class SweepConfig(_Strict):
-    """Where the sweep's evaluations run; see :mod:`modeconn.engine.backends`."""
-
-    backend: Literal["local", "process", "ray"] = Field(
-        default="local", description="local: in this process; process: a local pool; ray"
-    )
-    workers: int = Field(default=2, ge=1, description="worker processes or Ray actors")
-    threads_per_worker: int = Field(default=1, ge=1, description="torch threads per worker")
-    address: str | None = Field(
-        default=None, description="a running Ray cluster (host:port, ray://host:port, auto)"
-    )
-    max_retries: int = Field(default=3, ge=0, description="retries of a failed or lost task")
-
-    @model_validator(mode="after")
-    def _address_needs_ray(self) -> SweepConfig:
-        if self.address is not None and self.backend != "ray":
-            raise ValueError(
-                f"sweep.address is only used by backend 'ray' (backend is '{self.backend}'); "
-                "remove the address or set `backend: ray`"
-            )
-        return self
-
-
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str
@@ -291,7 +255,7 @@ class Study(_Strict):
     )
     data_root: str | None = None
     model: ModelConfig
-    splits: dict[str, SplitConfig]
+    splits: dict[str, SplitEntryType]  # type: ignore[valid-type]
     train: TrainSection | None = None
     population: PopulationConfig | None = None
     paths: PathsConfig
@@ -319,7 +283,7 @@ class Study(_Strict):
 
     @field_validator("splits")
     @classmethod
-    def _some_splits(cls, v: dict[str, SplitConfig]) -> dict[str, SplitConfig]:
+    def _some_splits(cls, v: dict[str, SplitEntry]) -> dict[str, SplitEntry]:
         if not v:
             raise ValueError("declare at least one split")
         return v
@@ -329,6 +293,8 @@ class Study(_Strict):
         need = self.check_split
         for s in self.paths.splits:
             need("paths.splits", s)
+        if self.eval.batchnorm_split is not None:
+            need("eval.batchnorm_split", self.eval.batchnorm_split)
         for s in self.member_splits:
             need("member_splits", s)
         need("basins.split", self.basins.split)
@@ -393,29 +359,43 @@ class Study(_Strict):
     def data_path(self) -> Path:
         return find_data_root(self.data_root, self.base)
 
-    def split_spec(self, name: str) -> SplitSpec:
+    def split_entry(self, name: str) -> SplitEntry:
         if name not in self.splits:
             raise ConfigError(
                 f"unknown split '{name}'; this study declares: {', '.join(sorted(self.splits))}"
             )
-        c = self.splits[name]
-        return SplitSpec(
-            name=name,
-            path=_resolve(self.data_path(), c.path),
-            text_a=c.text_a,
-            text_b=c.text_b,
-            label=c.label,
-            header_names=tuple(c.header_names) if c.header_names else None,
-            where={k: tuple(v) for k, v in c.where.items()},
-            rows=c.rows,
-            label_values=dict(c.label_values),
-            classes={k: tuple(v) for k, v in c.classes.items()} if c.classes else None,
-            metric=c.metric,
-            positive_class=c.positive_class,
-            sample_size=c.sample_size,
-            sample_seed=c.sample_seed,
-            role=c.role,
-        )
+        entry: SplitEntry = self.splits[name]
+        return entry
+
+    def split_spec(self, name: str) -> SplitSpec:
+        """A text split's spec (what training and the text engine read)."""
+        entry = self.split_entry(name)
+        if not isinstance(entry, SplitConfig):
+            raise ConfigError(
+                f"split '{name}' is of kind '{entry.kind}', not a text split; this step reads "
+                "text splits only"
+            )
+        return entry.spec(name, self.data_path())
+
+    def split_recipe(self, name: str) -> Any:
+        """The frozen recipe the engine prepares split `name` from (any kind)."""
+        return self.split_entry(name).recipe(name, self)
+
+    def model_source(self) -> str:
+        """The model's source for a worker: a ``builtin:`` name, else an absolute path."""
+        p = self.model.pretrained
+        if p.lower().startswith("builtin:"):
+            return p
+        return str(_resolve(self.base, p).resolve())
+
+    def batchnorm_split(self) -> str | None:
+        """The split BatchNorm statistics are re-estimated on (``eval.batchnorm_split``,
+        else the first training arm's data), or None."""
+        if self.eval.batchnorm_split is not None:
+            return self.eval.batchnorm_split
+        if self.train is not None:
+            return self.train.arms[0].data
+        return None
 
     def eval_splits(self) -> list[str]:
         """Every split evaluated per member: path splits first, then member-only splits."""
@@ -425,9 +405,11 @@ class Study(_Strict):
         )
 
 
-def _resolve(base: Path, p: str) -> Path:
-    path = Path(os.path.expandvars(p)).expanduser()
-    return path if path.is_absolute() else (base / path)
+def refresh_split_kinds() -> None:
+    """Rebuild the study model after a split kind was added to ``SPLIT_KINDS`` at run time
+    (:func:`modeconn.data.base.register_split_kind`); kinds listed in the source need not."""
+    Study.model_fields["splits"].annotation = dict[str, _split_entry_type()]  # type: ignore[assignment,misc]
+    Study.model_rebuild(force=True)
 
 
 def find_data_root(declared: str | None, base: Path) -> Path:
@@ -468,8 +450,11 @@ def format_validation_error(err: ValidationError, source: str, *, prefix: str = 
     """
     lines = []
     for e in err.errors():
-        parts = [str(p) for p in e["loc"] if p != "root"]
-        loc = ".".join([prefix, *parts] if prefix else parts) or "(top level)"
+        parts = [p for p in e["loc"] if p != "root"]
+        if len(parts) >= 3 and parts[0] == "splits" and parts[2] in SPLIT_KINDS:
+            del parts[2]  # the kind's tag, which the entry itself names
+        names = [str(p) for p in parts]
+        loc = ".".join([prefix, *names] if prefix else names) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field; remove it or check its spelling against the study format"
@@ -478,7 +463,12 @@ def format_validation_error(err: ValidationError, source: str, *, prefix: str = 
         else:
             msg = msg.replace("Input should be", "expected")
         got = e.get("input")
-        quiet = e["type"] in ("missing", "extra_forbidden", "value_error")
+        if e["type"] == "split_kind":
+            msg = (
+                f"unknown split kind {split_kind(got)!r}; known kinds: "
+                f"{', '.join(sorted(SPLIT_KINDS))}"
+            )
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error", "split_kind")
         shown = "" if quiet else f"; got {got!r:.60}"
         where = f"{loc}: " if (e["loc"] or prefix) else ""
         lines.append(f"{source}: {where}{msg}{shown}" if source else f"{where}{msg}{shown}")

@@ -18,6 +18,7 @@ on a pool of worker processes or on Ray, and its one writer builds rows with the
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeconn.data.text import PreparedSplit
+from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
+from modeconn.errors import PopulationError
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
 
 PointLoader = Callable[[str], list[torch.Tensor]]
@@ -68,9 +70,7 @@ class SweepStats:
     per_split: dict[str, int] = field(default_factory=dict)
 
 
-def unit_key(
-    plan: SweepPlan, a: int, b: int, split: PreparedSplit, *, path: str = "linear"
-) -> UnitKey:
+def unit_key(plan: SweepPlan, a: int, b: int, split: Split, *, path: str = "linear") -> UnitKey:
     ma, mb = plan.members[a], plan.members[b]
     return UnitKey(
         hash_a=ma.hash,
@@ -87,7 +87,7 @@ def unit_key(
 
 def plan_sweep(
     members: Sequence[MemberRef],
-    splits: Mapping[str, PreparedSplit],
+    splits: Mapping[str, Split],
     *,
     path_splits: Sequence[str],
     member_splits: Sequence[str],
@@ -125,6 +125,19 @@ def plan_sweep(
     )
 
 
+def plan_cost(plan: SweepPlan, splits: Mapping[str, Split]) -> int:
+    """The work `plan` lists, in its splits' cost unit (one pass per point)."""
+    interior = len(plan.alphas) - 2
+    total = sum(splits[s].cost for _, s in plan.member_todo)
+    return total + sum(interior * splits[s].cost for _, _, s in plan.unit_todo)
+
+
+def cost_unit(splits: Mapping[str, Split]) -> str:
+    """The progress unit of `splits` ("tok", "img", …; "pass" when kinds differ)."""
+    units = {s.cost_unit for s in splits.values()}
+    return units.pop() if len(units) == 1 else "pass"
+
+
 class _PointCache:
     """Members' flat parameter lists within a byte budget (at least 2 members), LRU."""
 
@@ -149,8 +162,22 @@ class _PointCache:
         return point
 
 
+def check_finite(res: EvalResult, what: str, split: Split, alpha: float | None = None) -> None:
+    """Raise PopulationError naming `what` (a member or a pair), the split and α when a
+    point's mean loss is NaN or infinite, before any of its rows is written."""
+    if math.isfinite(res.loss):
+        return
+    at = "" if alpha is None else f" at α = {alpha:g}"
+    raise PopulationError(
+        f"{what} gives a non-finite loss ({res.loss}) on split '{split.name}'{at}: its "
+        "weights overflow the forward pass (diverged or huge weights, or a half-precision "
+        "eval.dtype); nothing of it was written; retrain or remove the member, or evaluate "
+        "in float32"
+    )
+
+
 def _member_point(
-    ref: MemberRef, split: PreparedSplit, res: EvalResult, keep_examples: bool
+    ref: MemberRef, split: Split, res: EvalResult, keep_examples: bool
 ) -> MemberPoint:
     return MemberPoint(
         member_id=ref.id,
@@ -223,7 +250,7 @@ def run_sweep(
     plan: SweepPlan,
     evaluator: Evaluator,
     load_point: PointLoader,
-    splits: Mapping[str, PreparedSplit],
+    splits: Mapping[str, Split],
     store: Store,
     *,
     keep_examples: bool = True,
@@ -236,13 +263,16 @@ def run_sweep(
     stats = SweepStats()
     start = time.perf_counter()
     cache = _PointCache(load_point, cache_bytes)
-    # the bar counts padded tokens, not points: a point's cost is its split's token count,
-    # and splits differ (HANS pairs are half as long as MNLI pairs), so the ETA holds
-    interior = len(plan.alphas) - 2
-    total = sum(splits[s].n_padded for _, s in plan.member_todo)
-    total += sum(interior * splits[s].n_padded for _, _, s in plan.unit_todo)
+    # the bar counts each split's cost (padded tokens, images), not points: splits differ
+    # (HANS pairs are half as long as MNLI pairs), so the ETA holds
+    total = plan_cost(plan, splits)
     bar = tqdm(
-        total=total, desc="sweep", unit="tok", unit_scale=True, disable=not progress, smoothing=0.05
+        total=total,
+        desc="sweep",
+        unit=cost_unit(splits),
+        unit_scale=True,
+        disable=not progress,
+        smoothing=0.05,
     )
 
     # endpoints: each member once per split, evaluated when the member is first loaded
@@ -261,10 +291,11 @@ def run_sweep(
         for s in names:
             bar.set_postfix_str(f"{ref.id} on {s}")
             res = evaluator.evaluate_member(point, splits[s], per_example=keep_examples)
+            check_finite(res, f"member '{ref.id}'", splits[s])
             rows.append(_member_point(ref, splits[s], res, keep_examples))
             stats.member_evaluations += 1
             stats.per_split[s] = stats.per_split.get(s, 0) + 1
-            bar.update(splits[s].n_padded)
+            bar.update(splits[s].cost)
         store.write_member_points(rows)
 
     # paths: interior α of every pending unit; α = 0 and 1 come from the member points
@@ -281,9 +312,10 @@ def run_sweep(
         results = []
         for alpha in plan.alphas[1:-1]:
             res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
+            check_finite(res, f"path {key.member_a}–{key.member_b}", split, alpha)
             results.append(res)
             stats.path_evaluations += 1
-            bar.update(split.n_padded)
+            bar.update(split.cost)
         rows = unit_rows(key, plan.alphas, end_a, end_b, results, keep_examples=keep_examples)
         store.write_unit(key, rows)
         stats.units_written += 1
