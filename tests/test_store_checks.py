@@ -316,3 +316,16 @@ def test_modeconn_errors_are_the_builtins_users_catch(tmp_path: Path) -> None:
         Store(text)
     err = errors.StoreError("store x is locked")
     assert str(err) == "store x is locked" and err.errno is None
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["modeconn.store", "modeconn.store.schema", "modeconn.config.yamlfile", "modeconn.errors",
+     "modeconn.stats.inference", "modeconn.population.weights"],
+)  # fmt: skip
+def test_doctests(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
