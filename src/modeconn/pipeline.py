@@ -24,16 +24,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from modeconn.config.study import Study
-from modeconn.data.text import Example, PreparedSplit, prepare_split, read_examples
+from modeconn.data.base import Split
+from modeconn.data.text import Example, read_examples
 from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
-from modeconn.models.hf import (
-    classifier_skeleton,
-    load_classifier,
-    load_tokenizer,
-    resolve_pretrained,
-)
+from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population.members import Member, Population
 from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
 from modeconn.results import StudyResult, analyze
@@ -56,7 +53,7 @@ class StudyRunner:
         self.say = say or log.info
         self.model_dir = resolve_pretrained(study.model.pretrained, base=study.base)
         self._tokenizer: Any = None
-        self._splits: dict[str, PreparedSplit] | None = None
+        self._splits: dict[str, Split] | None = None
         self._population: Population | None = None
         self._evaluator: Evaluator | None = None
         self._members: list[MemberRef] | None = None
@@ -75,22 +72,19 @@ class StudyRunner:
     def label_order(self) -> list[str]:
         return list(self.study.model.label_order)
 
-    def splits(self) -> dict[str, PreparedSplit]:
-        """Every evaluation split, sampled, tokenized and collated once."""
-        if self._splits is None:
-            ev = self.study.eval
-            self._splits = {
-                name: prepare_split(
-                    self.study.split_spec(name),
-                    self.tokenizer,
-                    self.label_order,
-                    max_length=self.study.model.max_length,
-                    max_tokens=ev.max_tokens,
-                    max_batch=ev.max_batch,
-                )
-                for name in self.study.eval_splits()
-            }
-        return self._splits
+    def engine_spec(self) -> EngineSpec:
+        """The engine this study asks for; the sweep workers build from the same spec."""
+        return engine_spec(self.study)
+
+    def _engine(self) -> tuple[Evaluator, dict[str, Split]]:
+        if self._evaluator is None or self._splits is None:
+            self._evaluator, self._splits = build_engine(self.engine_spec())
+        return self._evaluator, self._splits
+
+    def splits(self) -> dict[str, Split]:
+        """Every evaluation split, sampled, encoded and collated once (keyed for the
+        engine's BatchNorm policy when the model has BatchNorm)."""
+        return self._engine()[1]
 
     def member_plans(self) -> list[MemberPlan]:
         """The members a study's `train` section asks for, with their data and seeds."""
@@ -194,15 +188,7 @@ class StudyRunner:
         return self._population
 
     def evaluator(self) -> Evaluator:
-        if self._evaluator is None:
-            skeleton = classifier_skeleton(
-                self.model_dir, self.label_order, num_layers=self.study.model.num_layers
-            )
-            ev = self.study.eval
-            self._evaluator = Evaluator(
-                skeleton, device=ev.device, dtype=ev.dtype, compile=ev.compile
-            )
-        return self._evaluator
+        return self._engine()[0]
 
     def members(self) -> list[MemberRef]:
         """Members with their weight hashes, each checked against the model's architecture.
@@ -282,33 +268,22 @@ class StudyRunner:
     def worker_spec(self, plan: SweepPlan) -> WorkerSpec:
         """What a sweep worker needs to rebuild this runner's splits and engine by itself.
 
-        Paths are made absolute (a worker's working directory is not ours); a `builtin:`
-        model is resolved by each worker from its own installed package.
+        The runner's own :class:`~modeconn.engine.spec.EngineSpec` with data paths made
+        absolute (a worker's working directory is not ours) and the worker's thread
+        count, the keys the plan used, and the members by path.
         """
         from modeconn.engine.backends import MemberSource, WorkerSpec
 
-        study, pop, splits = self.study, self.population(), self.splits()
-        pretrained = study.model.pretrained
-        builtin = pretrained.lower().startswith("builtin:")
-        return WorkerSpec(
-            model=pretrained if builtin else str(self.model_dir.resolve()),
-            label_order=tuple(self.label_order),
-            num_layers=study.model.num_layers,
-            splits=tuple(
-                (dataclasses.replace(s.spec, path=s.spec.path.resolve()), s.key)
-                for s in splits.values()
-            ),
+        pop, splits = self.population(), self.splits()
+        spec = self.engine_spec()
+        return WorkerSpec.build(
+            spec,
+            keys=tuple((name, s.key) for name, s in splits.items()),
             members=tuple(
                 MemberSource(m.id, str(pop[m.id].source.resolve()), m.hash) for m in plan.members
             ),
             alphas=plan.alphas,
-            max_length=study.model.max_length,
-            max_tokens=study.eval.max_tokens,
-            max_batch=study.eval.max_batch,
-            device=study.eval.device,
-            dtype=study.eval.dtype,
-            compile=study.eval.compile,
-            threads=study.sweep.threads_per_worker,
+            threads=self.study.sweep.threads_per_worker,
         )
 
     def _record(self, store: Store, plan: SweepPlan) -> None:

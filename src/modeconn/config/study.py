@@ -36,14 +36,25 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from modeconn.data.text import SplitSpec
+from modeconn.config.splits import SPLIT_KINDS, SplitConfig, SplitEntry, SplitSpec, split_kind
+
+__all__ = ["SplitConfig", "SplitSpec", "Study", "TrainConfig", "load_study", "parse_study"]
+from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError
-from modeconn.population.train import TrainConfig
 
 BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
@@ -53,27 +64,30 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
+    kind: str = Field(
+        default="hf", description="model kind (modeconn.models.MODEL_BUILDERS): hf, …"
+    )
     pretrained: str = Field(description="Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'")
     label_order: list[str] = Field(min_length=2, description="class name of each model output")
     max_length: int = Field(default=128, ge=8, le=4096)
     num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
 
 
-class SplitConfig(_Strict):
-    path: str
-    text_a: str
-    label: str
-    text_b: str | None = None
-    header_names: list[str] | None = None
-    where: dict[str, list[str]] = Field(default_factory=dict)
-    rows: str | None = None
-    label_values: dict[str, str] = Field(default_factory=dict)
-    classes: dict[str, list[str]] | None = None
-    metric: Literal["accuracy", "f1", "mcc"] = "accuracy"
-    positive_class: str | None = None
-    sample_size: int | None = Field(default=512, ge=1)
-    sample_seed: int = 0
-    role: Literal["id", "ood", "train"] = "id"
+def _split_entry_type() -> Any:
+    """A `splits:` entry: the model registered for its ``kind`` (text when it names none)."""
+    choices = tuple(Annotated[cls, Tag(kind)] for kind, cls in SPLIT_KINDS.items())
+    union = choices[0] if len(choices) == 1 else Union[choices]  # noqa: UP007
+    return Annotated[
+        union,
+        Discriminator(
+            split_kind,
+            custom_error_type="split_kind",
+            custom_error_message=f"unknown split kind; known kinds: {', '.join(SPLIT_KINDS)}",
+        ),
+    ]
+
+
+SplitEntryType = _split_entry_type()
 
 
 class MixConfig(_Strict):
@@ -313,6 +327,19 @@ class EvalConfig(_Strict):
     compile: bool = Field(
         default=False, description="torch.compile the skeleton (slow start; GPU runs)"
     )
+    batchnorm: Literal["reestimate", "interpolate"] = Field(
+        default="reestimate",
+        description="models with BatchNorm: re-estimate the running statistics at every "
+        "point over batchnorm_split, or interpolate them (ignored without BatchNorm)",
+    )
+    batchnorm_split: str | None = Field(
+        default=None,
+        description="split whose batches re-estimate BatchNorm statistics (default: the "
+        "first training arm's data)",
+    )
+    batchnorm_batches: int | None = Field(
+        default=None, ge=1, description="batches of batchnorm_split to use (default: all)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -355,7 +382,7 @@ class Study(_Strict):
     )
     data_root: str | None = None
     model: ModelConfig
-    splits: dict[str, SplitConfig]
+    splits: dict[str, SplitEntryType]  # type: ignore[valid-type]
     train: TrainSection | None = None
     population: PopulationConfig | None = None
     paths: PathsConfig
@@ -370,7 +397,7 @@ class Study(_Strict):
 
     @field_validator("splits")
     @classmethod
-    def _some_splits(cls, v: dict[str, SplitConfig]) -> dict[str, SplitConfig]:
+    def _some_splits(cls, v: dict[str, SplitEntry]) -> dict[str, SplitEntry]:
         if not v:
             raise ValueError("declare at least one split")
         return v
@@ -388,6 +415,8 @@ class Study(_Strict):
 
         for s in self.paths.splits:
             need("paths.splits", s)
+        if self.eval.batchnorm_split is not None:
+            need("eval.batchnorm_split", self.eval.batchnorm_split)
         for s in self.member_splits:
             need("member_splits", s)
         need("basins.split", self.basins.split)
@@ -462,29 +491,43 @@ class Study(_Strict):
     def data_path(self) -> Path:
         return find_data_root(self.data_root, self.base)
 
-    def split_spec(self, name: str) -> SplitSpec:
+    def split_entry(self, name: str) -> SplitEntry:
         if name not in self.splits:
             raise ConfigError(
                 f"unknown split '{name}'; this study declares: {', '.join(sorted(self.splits))}"
             )
-        c = self.splits[name]
-        return SplitSpec(
-            name=name,
-            path=_resolve(self.data_path(), c.path),
-            text_a=c.text_a,
-            text_b=c.text_b,
-            label=c.label,
-            header_names=tuple(c.header_names) if c.header_names else None,
-            where={k: tuple(v) for k, v in c.where.items()},
-            rows=c.rows,
-            label_values=dict(c.label_values),
-            classes={k: tuple(v) for k, v in c.classes.items()} if c.classes else None,
-            metric=c.metric,
-            positive_class=c.positive_class,
-            sample_size=c.sample_size,
-            sample_seed=c.sample_seed,
-            role=c.role,
-        )
+        entry: SplitEntry = self.splits[name]
+        return entry
+
+    def split_spec(self, name: str) -> SplitSpec:
+        """A text split's spec (what training and the text engine read)."""
+        entry = self.split_entry(name)
+        if not isinstance(entry, SplitConfig):
+            raise ConfigError(
+                f"split '{name}' is of kind '{entry.kind}', not a text split; this step reads "
+                "text splits only"
+            )
+        return entry.spec(name, self.data_path())
+
+    def split_recipe(self, name: str) -> Any:
+        """The frozen recipe the engine prepares split `name` from (any kind)."""
+        return self.split_entry(name).recipe(name, self)
+
+    def model_source(self) -> str:
+        """The model's source for a worker: a ``builtin:`` name, else an absolute path."""
+        p = self.model.pretrained
+        if p.lower().startswith("builtin:"):
+            return p
+        return str(_resolve(self.base, p).resolve())
+
+    def batchnorm_split(self) -> str | None:
+        """The split BatchNorm statistics are re-estimated on (``eval.batchnorm_split``,
+        else the first training arm's data), or None."""
+        if self.eval.batchnorm_split is not None:
+            return self.eval.batchnorm_split
+        if self.train is not None:
+            return self.train.arms[0].data
+        return None
 
     def eval_splits(self) -> list[str]:
         """Every split evaluated per member: path splits first, then member-only splits."""
@@ -528,6 +571,10 @@ def find_data_root(declared: str | None, base: Path) -> Path:
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
+        parts = list(e["loc"])
+        if len(parts) >= 3 and parts[0] == "splits" and parts[2] in SPLIT_KINDS:
+            del parts[2]  # the kind's tag, which the entry itself names
+        e["loc"] = tuple(parts)
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -537,7 +584,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             msg = msg.replace("Input should be", "expected")
         got = e.get("input")
-        quiet = e["type"] in ("missing", "extra_forbidden", "value_error")
+        if e["type"] == "split_kind":
+            msg = (
+                f"unknown split kind {split_kind(got)!r}; known kinds: "
+                f"{', '.join(sorted(SPLIT_KINDS))}"
+            )
+        quiet = e["type"] in ("missing", "extra_forbidden", "value_error", "split_kind")
         shown = "" if quiet else f"; got {got!r:.60}"
         where = f"{loc}: " if e["loc"] else ""
         lines.append(f"{source}: {where}{msg}{shown}")

@@ -20,46 +20,19 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
+from modeconn.config.splits import SplitSpec, TextRecipe
+from modeconn.data.base import ExampleTable
 from modeconn.errors import ConfigError, DataError
 from modeconn.measures.task_metrics import METRIC_FUNCS
-
-MetricName = Literal["accuracy", "f1", "mcc"]
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Where a split's examples come from and how a model is scored on them.
-
-    ``columns`` name the text and label columns; files without a header (CoLA) name
-    them by position with ``header_names``. ``where`` keeps rows whose column value is in
-    the given list. ``rows`` is a Python slice "start:stop" over the filtered rows, used to
-    carve disjoint train / evaluation parts out of one file. ``label_values`` maps raw
-    label values to class names (CoLA: {"1": "acceptable", "0": "unacceptable"}).
-    """
-
-    name: str
-    path: Path
-    text_a: str
-    label: str
-    text_b: str | None = None
-    header_names: tuple[str, ...] | None = None
-    where: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    rows: str | None = None
-    label_values: Mapping[str, str] = field(default_factory=dict)
-    classes: Mapping[str, tuple[str, ...]] | None = None
-    metric: MetricName = "accuracy"
-    positive_class: str | None = None
-    sample_size: int | None = 512
-    sample_seed: int = 0
-    role: Literal["id", "ood", "train"] = "id"
 
 
 @dataclass(frozen=True)
@@ -102,6 +75,13 @@ class PreparedSplit:
         """The split's key in the store: name plus a fingerprint of the sampled data."""
         return f"{self.spec.name}#{self.fingerprint}"
 
+    @property
+    def cost(self) -> int:
+        """Padded tokens of one pass: padding, not arithmetic, sets the cost of a batch."""
+        return self.n_padded
+
+    cost_unit = "tok"
+
     def batch_labels(self) -> list[torch.Tensor]:
         sizes = [int(b["input_ids"].shape[0]) for b in self.batches]
         return list(torch.split(self.labels, sizes))
@@ -119,6 +99,30 @@ class PreparedSplit:
             self.n_padded,
             self.fingerprint,
         )
+
+    def example_table(self) -> ExampleTable:
+        """Every example as one row of a padded table (batch order), with its real length.
+
+        The pad token is whatever the split used where the attention mask is 0.
+        """
+        if not self.batches or "attention_mask" not in self.batches[0]:
+            raise DataError(
+                f"split '{self.name}': its rows cannot be re-collated without an "
+                "`attention_mask`; prepare it with modeconn.data.text.prepare_split"
+            )
+        masks = [b["attention_mask"].cpu() for b in self.batches]
+        width = max(int(m.shape[1]) for m in masks)
+        pad_id = 0
+        for b, m in zip(self.batches, masks, strict=True):
+            if bool((m == 0).any()):
+                pad_id = int(b["input_ids"].cpu()[m == 0][0])
+                break
+        table = {}
+        for key in self.batches[0]:
+            fill = pad_id if key == "input_ids" else 0
+            parts = [b[key].cpu() for b in self.batches]
+            table[key] = torch.cat([F.pad(p, (0, width - p.shape[1]), value=fill) for p in parts])
+        return ExampleTable(table, table["attention_mask"].sum(dim=1))
 
     def map_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(batch, model outputs) → (batch, split classes): max over each class's group."""
@@ -331,4 +335,23 @@ def prepare_split(
         n_tokens=sum(lengths),
         n_padded=n_padded,
         fingerprint=digest.hexdigest()[:12],
+    )
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(source: str) -> Any:
+    from modeconn.models.hf import load_tokenizer, resolve_pretrained
+
+    return load_tokenizer(resolve_pretrained(source))
+
+
+def build_split(recipe: TextRecipe, model_labels: Sequence[str]) -> PreparedSplit:
+    """The ``text`` kind's builder (:data:`modeconn.data.base.SPLIT_BUILDERS`)."""
+    return prepare_split(
+        recipe.spec,
+        _tokenizer(recipe.tokenizer),
+        model_labels,
+        max_length=recipe.max_length,
+        max_tokens=recipe.max_tokens,
+        max_batch=recipe.max_batch,
     )

@@ -22,8 +22,14 @@ Options (the study's ``eval:`` section sets them):
 * ``compile`` — ``torch.compile`` the skeleton's forward. The first batches of each
   shape compile (tens of seconds); later points reuse the compiled code.
 
+* ``batchnorm`` — for a model with BatchNorm layers, ``reestimate`` (the default) resets
+  and re-estimates the running statistics at every point over ``batchnorm_split``;
+  ``interpolate`` keeps the written float buffers (see :mod:`modeconn.engine.spec`).
+
 Every path, plane, curve and sweep evaluates through :class:`Evaluator`; its
 ``counts`` record how many member (endpoint) and path evaluations ran per split.
+Splits are anything that follows :class:`~modeconn.data.base.Split`: the engine feeds
+``model(**batch)`` and reads nothing kind-specific.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from modeconn.data.text import PreparedSplit
+from modeconn.data.base import Split
 from modeconn.errors import ConfigError, PopulationError
 
 ForwardFn = Callable[[nn.Module, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], Any]
@@ -123,6 +129,44 @@ def hf_logits(
     return out.logits if hasattr(out, "logits") else out
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of `model` that keep running statistics."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return bool(batchnorm_layers(model))
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]) -> None:
+    """Reset `model`'s BatchNorm statistics and re-estimate them over `batches`.
+
+    As Lubana et al.'s ``reset_bn_stats``: ``momentum = None`` (the running statistics
+    become the cumulative average over the batches), ``reset_running_stats()``, forward
+    passes in train mode without gradients; the model is left in eval mode and the
+    layers' momenta are restored. Statistics are written in place into the layers'
+    buffers (the engine's resident tensors).
+    """
+    layers = batchnorm_layers(model)
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = None
+        m.reset_running_stats()
+    try:
+        model.train()
+        for batch in batches:
+            model(**batch)
+    finally:
+        model.eval()
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Mean loss and task metrics of one parameter point on one split."""
@@ -155,7 +199,14 @@ class Evaluator:
         dtype: str | torch.dtype = "float32",
         compile: bool = False,
         forward: ForwardFn = module_logits,
+        batchnorm: str = "reestimate",
+        batchnorm_split: Split | None = None,
+        batchnorm_batches: int | None = None,
     ) -> None:
+        if batchnorm not in ("reestimate", "interpolate"):
+            raise ConfigError(
+                f"eval.batchnorm must be 'reestimate' or 'interpolate'; got {batchnorm!r}"
+            )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -175,7 +226,63 @@ class Evaluator:
         self._buffers = [state[k] for k in self.keys]
         self.point: dict[str, torch.Tensor] = dict(zip(self.keys, self._buffers, strict=True))
         self.counts: Counter[tuple[str, str]] = Counter()
-        self._on_device: dict[int, tuple[PreparedSplit, PreparedSplit]] = {}
+        self._on_device: dict[int, tuple[Split, Split]] = {}
+        # BatchNorm: None for a model without it (the policy is ignored, keys unchanged)
+        self.batchnorm: str | None = batchnorm if has_batchnorm(self.model) else None
+        self.batchnorm_split = batchnorm_split if self.batchnorm == "reestimate" else None
+        self.batchnorm_batches = batchnorm_batches
+        if self.batchnorm == "reestimate" and batchnorm_split is None:
+            raise ConfigError(
+                "the model has BatchNorm layers and eval.batchnorm is 'reestimate', but no "
+                "split was given to re-estimate their statistics on; set "
+                "eval.batchnorm_split, or `eval.batchnorm: interpolate`"
+            )
+        self._stale = True  # the running statistics are not yet those of the point
+
+    @property
+    def key_suffix(self) -> str:
+        """What a point's rows are keyed by beyond the split's data: the BatchNorm policy.
+
+        Empty for a model without BatchNorm; ``|bn=reestimate:<split key>[:batches]`` or
+        ``|bn=interpolate`` for one with it.
+        """
+        if self.batchnorm is None:
+            return ""
+        if self.batchnorm == "interpolate":
+            return "|bn=interpolate"
+        assert self.batchnorm_split is not None
+        count = "" if self.batchnorm_batches is None else f":{self.batchnorm_batches}"
+        return f"|bn=reestimate:{self.batchnorm_split.key}{count}"
+
+    def keyed(self, split: Split) -> Split:
+        """`split` with its key carrying this engine's BatchNorm policy (if the model has
+        BatchNorm; otherwise `split` itself)."""
+        from modeconn.engine.spec import KeyedSplit
+
+        suffix = self.key_suffix
+        return KeyedSplit(split, suffix) if suffix else split
+
+    def refresh_batchnorm(self) -> None:
+        """Re-estimate the BatchNorm statistics of the current point if the policy asks.
+
+        Called by :meth:`evaluate` after a new point was written; code that changes the
+        weights in place without ``set_*`` (an ascent) calls :meth:`mark_changed`.
+        """
+        if not self._stale:
+            return
+        self._stale = False
+        if self.batchnorm != "reestimate":
+            return
+        assert self.batchnorm_split is not None
+        split = self.prepared(self.batchnorm_split)
+        batches = split.batches
+        if self.batchnorm_batches is not None:
+            batches = batches[: self.batchnorm_batches]
+        reestimate_batchnorm(self.model, batches)
+
+    def mark_changed(self) -> None:
+        """The resident weights changed: re-estimate BatchNorm before the next evaluation."""
+        self._stale = True
 
     def as_point(self, state: Mapping[str, torch.Tensor], *, name: str) -> list[torch.Tensor]:
         """A member's state dict as a point (tensor list in ``keys`` order, on device)."""
@@ -198,6 +305,7 @@ class Evaluator:
     @torch.no_grad()
     def set_point(self, point: Sequence[torch.Tensor]) -> None:
         torch._foreach_copy_(self._buffers, list(point))
+        self._stale = True
 
     @torch.no_grad()
     def set_lerp(
@@ -215,6 +323,7 @@ class Evaluator:
         weight = float(alpha)
         for buf, b, a in zip(self._buffers, point_b, point_a, strict=True):
             torch.lerp(b, a, weight, out=buf)
+        self._stale = True
 
     @torch.no_grad()
     def set_combination(
@@ -247,10 +356,11 @@ class Evaluator:
             torch.add(o, du, alpha=wx, out=buf)
             if wy != 0.0:
                 buf.add_(dv, alpha=wy)
+        self._stale = True
 
-    def prepared(self, split: PreparedSplit) -> PreparedSplit:
+    def prepared(self, split: Split) -> Split:
         """`split` with its batches and labels on the engine's device (moved once)."""
-        if split.batches and split.batches[0]["input_ids"].device == self.device:
+        if split.batches and next(iter(split.batches[0].values())).device == self.device:
             return split
         hit = self._on_device.get(id(split))
         if hit is None or hit[0] is not split:
@@ -261,10 +371,11 @@ class Evaluator:
 
     @torch.inference_mode()
     def evaluate(
-        self, split: PreparedSplit, *, kind: str = "path", per_example: bool = False
+        self, split: Split, *, kind: str = "path", per_example: bool = False
     ) -> EvalResult:
         """Mean cross-entropy and metrics of the current point on `split`."""
         self.counts[(kind, split.name)] += 1
+        self.refresh_batchnorm()
         split = self.prepared(split)
         losses = []
         preds = []
@@ -288,7 +399,7 @@ class Evaluator:
         )
 
     def evaluate_member(
-        self, point: Sequence[torch.Tensor], split: PreparedSplit, *, per_example: bool = False
+        self, point: Sequence[torch.Tensor], split: Split, *, per_example: bool = False
     ) -> EvalResult:
         self.set_point(point)
         return self.evaluate(split, kind="member", per_example=per_example)
@@ -298,7 +409,7 @@ class Evaluator:
         point_a: Sequence[torch.Tensor],
         point_b: Sequence[torch.Tensor],
         alpha: float,
-        split: PreparedSplit,
+        split: Split,
         *,
         per_example: bool = False,
     ) -> EvalResult:

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modeconn.data.text import PreparedSplit
+from modeconn.data.base import Split
 from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
 
@@ -501,7 +501,7 @@ class PlaneResult:
 def evaluate_plane(
     evaluator: Evaluator,
     points: Sequence[Sequence[torch.Tensor]],
-    split: PreparedSplit,
+    split: Split,
     *,
     members: Sequence[str] = DEFAULT_MEMBERS,
     resolution: int = DEFAULT_RESOLUTION,

@@ -338,6 +338,9 @@ def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
         return dict.fromkeys(names)
     out: dict[str, int | None] = {}
     for name in names:
+        if study.split_entry(name).kind != "text":
+            out[name] = None  # other kinds are not counted from a file here
+            continue
         spec = study.split_spec(name)
         out[name] = len(read_examples(spec)) if spec.path.is_file() else None
     return out
@@ -361,7 +364,7 @@ def plan_study(
         points=study.paths.points,
         path_splits=tuple(study.paths.splits),
         eval_splits=tuple(names),
-        sample_sizes={s: study.splits[s].sample_size for s in names},
+        sample_sizes={s: study.split_entry(s).sample_size for s in names},
         row_counts=split_rows(study, names),
         throughput=throughput,
         workers=workers,

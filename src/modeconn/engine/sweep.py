@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeconn.data.text import PreparedSplit
+from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
@@ -68,9 +68,7 @@ class SweepStats:
     per_split: dict[str, int] = field(default_factory=dict)
 
 
-def unit_key(
-    plan: SweepPlan, a: int, b: int, split: PreparedSplit, *, path: str = "linear"
-) -> UnitKey:
+def unit_key(plan: SweepPlan, a: int, b: int, split: Split, *, path: str = "linear") -> UnitKey:
     ma, mb = plan.members[a], plan.members[b]
     return UnitKey(
         hash_a=ma.hash,
@@ -87,7 +85,7 @@ def unit_key(
 
 def plan_sweep(
     members: Sequence[MemberRef],
-    splits: Mapping[str, PreparedSplit],
+    splits: Mapping[str, Split],
     *,
     path_splits: Sequence[str],
     member_splits: Sequence[str],
@@ -125,6 +123,19 @@ def plan_sweep(
     )
 
 
+def plan_cost(plan: SweepPlan, splits: Mapping[str, Split]) -> int:
+    """The work `plan` lists, in its splits' cost unit (one pass per point)."""
+    interior = len(plan.alphas) - 2
+    total = sum(splits[s].cost for _, s in plan.member_todo)
+    return total + sum(interior * splits[s].cost for _, _, s in plan.unit_todo)
+
+
+def cost_unit(splits: Mapping[str, Split]) -> str:
+    """The progress unit of `splits` ("tok", "img", …; "pass" when kinds differ)."""
+    units = {s.cost_unit for s in splits.values()}
+    return units.pop() if len(units) == 1 else "pass"
+
+
 class _PointCache:
     """Members' flat parameter lists within a byte budget (at least 2 members), LRU."""
 
@@ -150,7 +161,7 @@ class _PointCache:
 
 
 def _member_point(
-    ref: MemberRef, split: PreparedSplit, res: EvalResult, keep_examples: bool
+    ref: MemberRef, split: Split, res: EvalResult, keep_examples: bool
 ) -> MemberPoint:
     return MemberPoint(
         member_id=ref.id,
@@ -223,7 +234,7 @@ def run_sweep(
     plan: SweepPlan,
     evaluator: Evaluator,
     load_point: PointLoader,
-    splits: Mapping[str, PreparedSplit],
+    splits: Mapping[str, Split],
     store: Store,
     *,
     keep_examples: bool = True,
@@ -236,13 +247,16 @@ def run_sweep(
     stats = SweepStats()
     start = time.perf_counter()
     cache = _PointCache(load_point, cache_bytes)
-    # the bar counts padded tokens, not points: a point's cost is its split's token count,
-    # and splits differ (HANS pairs are half as long as MNLI pairs), so the ETA holds
-    interior = len(plan.alphas) - 2
-    total = sum(splits[s].n_padded for _, s in plan.member_todo)
-    total += sum(interior * splits[s].n_padded for _, _, s in plan.unit_todo)
+    # the bar counts each split's cost (padded tokens, images), not points: splits differ
+    # (HANS pairs are half as long as MNLI pairs), so the ETA holds
+    total = plan_cost(plan, splits)
     bar = tqdm(
-        total=total, desc="sweep", unit="tok", unit_scale=True, disable=not progress, smoothing=0.05
+        total=total,
+        desc="sweep",
+        unit=cost_unit(splits),
+        unit_scale=True,
+        disable=not progress,
+        smoothing=0.05,
     )
 
     # endpoints: each member once per split, evaluated when the member is first loaded
@@ -264,7 +278,7 @@ def run_sweep(
             rows.append(_member_point(ref, splits[s], res, keep_examples))
             stats.member_evaluations += 1
             stats.per_split[s] = stats.per_split.get(s, 0) + 1
-            bar.update(splits[s].n_padded)
+            bar.update(splits[s].cost)
         store.write_member_points(rows)
 
     # paths: interior α of every pending unit; α = 0 and 1 come from the member points
@@ -283,7 +297,7 @@ def run_sweep(
             res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
             results.append(res)
             stats.path_evaluations += 1
-            bar.update(split.n_padded)
+            bar.update(split.cost)
         rows = unit_rows(key, plan.alphas, end_a, end_b, results, keep_examples=keep_examples)
         store.write_unit(key, rows)
         stats.units_written += 1

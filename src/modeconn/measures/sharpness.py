@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeconn.data.text import PreparedSplit
+from modeconn.data.base import Split
 from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError, require_keys
 
@@ -255,14 +255,15 @@ def box_radius(point: Sequence[torch.Tensor], epsilon: float) -> list[torch.Tens
 class _AscentBatches:
     """Seeded mini-batches re-collated from a prepared split's rows, on `device`.
 
-    The split's length-sorted batches are padded into one (n, width) table per input;
-    a batch is a set of rows of that table trimmed to its longest row. Every tensor is
+    The split's rows come from its :meth:`~modeconn.data.base.Split.example_table`: for
+    text, one (n, width) padded table per input, and a batch is a set of rows trimmed to
+    its longest row; for fixed-size inputs (images), a set of rows. Every tensor is
     created here, outside inference mode, so autograd may save it for backward.
     """
 
     def __init__(
         self,
-        split: PreparedSplit,
+        split: Split,
         device: torch.device,
         *,
         batch_size: int,
@@ -270,25 +271,10 @@ class _AscentBatches:
         seed: int,
         bucket: int = 1,
     ) -> None:
-        if not split.batches or "attention_mask" not in split.batches[0]:
-            raise DataError(
-                f"split '{split.name}': ε-sharpness re-collates the split's rows into random "
-                "batches and needs its `attention_mask`; prepare it with "
-                "modeconn.data.text.prepare_split"
-            )
         self.generator = torch.Generator().manual_seed(seed)
-        masks = [b["attention_mask"].cpu() for b in split.batches]
-        width = max(int(m.shape[1]) for m in masks)
-        pad_id = 0  # the pad token is whatever the split used where the mask is 0
-        for b, m in zip(split.batches, masks, strict=True):
-            if bool((m == 0).any()):
-                pad_id = int(b["input_ids"].cpu()[m == 0][0])
-                break
-        table = {}
-        for key in split.batches[0]:
-            fill = pad_id if key == "input_ids" else 0
-            parts = [b[key].cpu() for b in split.batches]
-            table[key] = torch.cat([F.pad(p, (0, width - p.shape[1]), value=fill) for p in parts])
+        # every example as a row: (n, width) padded tokens, or (n, …) fixed-size inputs
+        rows = split.example_table()
+        table = rows.inputs
         n = split.n
         if examples < n:  # the ascent's pool: a seeded subset of the split
             keep = torch.randperm(n, generator=self.generator)[:examples]
@@ -296,8 +282,8 @@ class _AscentBatches:
             keep = torch.arange(n)
         self.n = int(keep.numel())
         self.batch_size = min(batch_size, self.n)
-        # (pool,) real tokens per row, kept on the CPU
-        self.lengths = table["attention_mask"].sum(dim=1)[keep]
+        # (pool,) real tokens per row, kept on the CPU; None for fixed-size inputs
+        self.lengths = None if rows.lengths is None else rows.lengths[keep]
         self.table = {k: v[keep].clone().to(device) for k, v in table.items()}
         self.labels = split.labels.cpu()[keep].clone().to(device)
         self.device = device
@@ -318,7 +304,7 @@ class _AscentBatches:
         chunk = size * self.bucket
         for start in range(0, self.n, chunk):
             part = perm[start : start + chunk]
-            if self.bucket > 1:  # stable sort: ties keep the random order
+            if self.bucket > 1 and self.lengths is not None:  # stable: ties keep the order
                 part = part[torch.sort(self.lengths[part], stable=True).indices]
             batches += list(part.split(size))
         if self.bucket > 1:
@@ -334,9 +320,12 @@ class _AscentBatches:
         if not self._queue:
             self._queue = self._epoch()
         rows = self._queue.pop()
-        width = int(self.lengths[rows].max())  # on the CPU: no device sync
         idx = rows.to(self.device)
-        batch = {k: v[:, :width].index_select(0, idx) for k, v in self.table.items()}
+        if self.lengths is None:  # fixed-size inputs: nothing to trim
+            batch = {k: v.index_select(0, idx) for k, v in self.table.items()}
+        else:
+            width = int(self.lengths[rows].max())  # on the CPU: no device sync
+            batch = {k: v[:, :width].index_select(0, idx) for k, v in self.table.items()}
         return batch, self.labels.index_select(0, idx)
 
 
@@ -420,7 +409,7 @@ def _parameters(evaluator: Evaluator) -> tuple[list[nn.Parameter], list[int | No
 def _ascend(
     evaluator: Evaluator,
     point: Sequence[torch.Tensor],
-    split: PreparedSplit,
+    split: Split,
     config: SharpnessConfig,
     saved: Sequence[torch.Tensor],
 ) -> tuple[list[torch.Tensor], list[int | None]]:
@@ -483,7 +472,7 @@ def _ascend(
 def ascent_perturbation(
     evaluator: Evaluator,
     point: Sequence[torch.Tensor],
-    split: PreparedSplit,
+    split: Split,
     *,
     config: SharpnessConfig,
 ) -> list[torch.Tensor]:
@@ -504,7 +493,7 @@ def ascent_perturbation(
 def epsilon_sharpness(
     evaluator: Evaluator,
     point: Sequence[torch.Tensor],
-    split: PreparedSplit,
+    split: Split,
     *,
     config: SharpnessConfig,
 ) -> SharpnessResult:
@@ -522,6 +511,7 @@ def epsilon_sharpness(
         evaluator.set_point(point)
         base = evaluator.evaluate(split, kind="sharpness")
         _ascend(evaluator, point, split, config, saved)  # leaves the weights at x + y
+        evaluator.mark_changed()  # BatchNorm statistics, if re-estimated, follow x + y
         top = evaluator.evaluate(split, kind="sharpness")
     pool = min(split.n, config.examples)
     return SharpnessResult(

