@@ -10,16 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from modeconn.config.splits import DigitsSpec
+from modeconn.data.base import Split
 from modeconn.data.digits import (
     BOX,
     CUE_SPOTS,
     MNIST_MEAN,
     MNIST_STD,
-    DigitsSpec,
+    build_split,
     digits_part,
     load_mnist_5k,
     partition,
-    prepare_digits,
 )
 from modeconn.errors import ConfigError
 from modeconn.models.cnn import CNNConfig, build_cnn
@@ -63,16 +64,17 @@ def test_partition_is_disjoint_stratified_and_seeded() -> None:
 
 
 def test_a_split_is_deterministic_and_keyed_by_its_data() -> None:
-    spec = DigitsSpec("clean", sample_size=64, sample_seed=3)
-    a, b = prepare_digits(spec, max_batch=32), prepare_digits(spec, max_batch=32)
-    assert a.key == b.key and a.n == 64 and len(a.batches) == 2
+    spec = DigitsSpec("clean", sample_size=64, sample_seed=3, max_batch=32)
+    a, b = build_split(spec), build_split(spec)
+    assert isinstance(a, Split)
+    assert a.key == b.key and a.n == 64 and len(a.batches) == 2 and a.cost == 64
     assert a.batches[0]["images"].shape == (32, 1, 28, 28)
     assert a.batches[0]["images"].dtype == torch.float32
     assert torch.equal(a.labels, b.labels)
     assert [x.numel() for x in a.batch_labels()] == [32, 32]
     assert np.array_equal(a.order, np.arange(64))
     # the key changes with the sample, the cue and the partition, not with the batch size
-    assert prepare_digits(spec, max_batch=64).key == a.key
+    assert build_split(DigitsSpec("clean", sample_size=64, sample_seed=3)).key == a.key
     for change in (
         {"sample_seed": 4},
         {"cue": "random"},
@@ -80,7 +82,7 @@ def test_a_split_is_deterministic_and_keyed_by_its_data() -> None:
         {"part": "train"},
     ):
         other = DigitsSpec(**{**spec.__dict__, **change})
-        assert prepare_digits(other).key != a.key, change
+        assert build_split(other).key != a.key, change
 
 
 def test_train_and_test_parts_share_no_image() -> None:
@@ -137,6 +139,17 @@ def test_a_bad_digits_spec_names_the_field() -> None:
         DigitsSpec("x", test_per_class=500)
     with pytest.raises(ConfigError, match="cue_fraction"):
         DigitsSpec("x", cue_fraction=1.5)
+    with pytest.raises(ConfigError, match=r"model\.label_order"):
+        build_split(DigitsSpec("x", sample_size=8), ["a", "b"])
+
+
+def test_the_model_label_order_maps_the_digits() -> None:
+    spec = DigitsSpec("x", sample_size=16)
+    plain = build_split(spec)
+    rev = build_split(spec, [str(d) for d in range(9, -1, -1)])
+    logits = torch.arange(10.0).repeat(2, 1)  # output k scores k
+    assert torch.equal(plain.map_logits(logits), logits)
+    assert torch.equal(rev.map_logits(logits)[0], torch.arange(9.0, -1.0, -1.0))
 
 
 # ----------------------------------------------------------------------------- model
@@ -178,7 +191,7 @@ def test_training_beats_chance_and_is_reused(tmp_path: Path) -> None:
 
     model = build_cnn(body)
     model.load_state_dict(load_file(path))
-    test = prepare_digits(DigitsSpec("te", sample_size=300))
+    test = build_split(DigitsSpec("te", sample_size=300))
     with torch.no_grad():
         pred = torch.cat([model.eval()(**b).argmax(1) for b in test.batches]).numpy()
     assert test.score(pred)["accuracy"] > 0.5  # chance is 0.1 (measured: 0.68)

@@ -51,7 +51,11 @@ class StudyRunner:
         self.study = study
         self.progress = progress
         self.say = say or log.info
-        self.model_dir = resolve_pretrained(study.model.pretrained, base=study.base)
+        self.model_dir = (
+            resolve_pretrained(study.model.pretrained, base=study.base)
+            if study.model.pretrained is not None
+            else None
+        )
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
         self._population: Population | None = None
@@ -65,8 +69,16 @@ class StudyRunner:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_dir)
+            self._tokenizer = load_tokenizer(self._hf_dir())
         return self._tokenizer
+
+    def _hf_dir(self) -> Path:
+        if self.model_dir is None:
+            raise ConfigError(
+                f"model kind '{self.study.model.kind}' has no pretrained checkpoint or "
+                "tokenizer; this step needs `model.kind: hf`"
+            )
+        return self.model_dir
 
     @property
     def label_order(self) -> list[str]:
@@ -137,11 +149,16 @@ class StudyRunner:
         train = self.study.train
         if train is None:
             return []
+        if self.study.model.kind == "cnn":  # trained from a seeded init, not a checkpoint
+            from modeconn.population.train_vision import train_image_members
+
+            return train_image_members(self.study, progress=self.progress, say=self.say)
         out = self.study.members_dir()
         clean_partial(out)
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
-        base = str(self.model_dir)
+        model_dir = self._hf_dir()
+        base = str(model_dir)
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p
@@ -157,7 +174,7 @@ class StudyRunner:
         for plan in tqdm(todo, desc="members", unit="member", disable=not self.progress):
             train_member(
                 lambda: load_classifier(
-                    self.model_dir, self.label_order, num_layers=self.study.model.num_layers
+                    model_dir, self.label_order, num_layers=self.study.model.num_layers
                 ),
                 self.tokenizer,
                 plan,

@@ -67,10 +67,48 @@ class ModelConfig(_Strict):
     kind: str = Field(
         default="hf", description="model kind (modeconn.models.MODEL_BUILDERS): hf, …"
     )
-    pretrained: str = Field(description="Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'")
+    pretrained: str | None = Field(
+        default=None,
+        description="kind hf: Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'",
+    )
     label_order: list[str] = Field(min_length=2, description="class name of each model output")
     max_length: int = Field(default=128, ge=8, le=4096)
     num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
+    widths: list[int] | None = Field(
+        default=None, description="kind cnn: channels of each conv block (e.g. [16, 32, 32])"
+    )
+    init_seed: int = Field(
+        default=0,
+        description="kind cnn: seed of the shared initialisation every member starts from",
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ModelConfig:
+        if self.kind == "hf" and self.pretrained is None:
+            raise ValueError(
+                "model.pretrained is required for `kind: hf` (a Hugging Face model dir or "
+                "'builtin:all-MiniLM-L6-v2'); add it, or set model.kind"
+            )
+        if self.kind == "cnn":
+            if not self.widths or any(w < 1 for w in self.widths):
+                raise ValueError(
+                    "`kind: cnn` needs model.widths, one positive channel count per conv "
+                    "block (e.g. [16, 32, 32])"
+                )
+            if self.pretrained is not None:
+                raise ValueError(
+                    "`kind: cnn` trains from a seeded initialisation (model.init_seed); "
+                    "remove model.pretrained"
+                )
+        return self
+
+    def options(self) -> tuple[tuple[str, Any], ...]:
+        """The kind's own settings for its builder (:class:`~modeconn.engine.spec.ModelSource`
+        ``options``), as sorted ``(name, value)`` pairs."""
+        if self.kind == "cnn":
+            assert self.widths is not None
+            return (("init_seed", self.init_seed), ("widths", tuple(self.widths)))
+        return ()
 
 
 def _split_entry_type() -> Any:
@@ -516,6 +554,8 @@ class Study(_Strict):
     def model_source(self) -> str:
         """The model's source for a worker: a ``builtin:`` name, else an absolute path."""
         p = self.model.pretrained
+        if p is None:  # a kind built from its options alone (cnn)
+            return f"{self.model.kind}:"
         if p.lower().startswith("builtin:"):
             return p
         return str(_resolve(self.base, p).resolve())

@@ -29,28 +29,30 @@ a 20×20 box) leave the image empty. The spot is the cue:
 * ``cue: none`` — the clean images.
 
 An evaluation split is sampled once (``sample_size`` images drawn with ``sample_seed``
-from its part) and cut into batches of at most ``max_batch`` images; its fingerprint
-hashes the batches' bytes (so the data, the part, the sample, the cue and the
-normalisation all enter it) with the labels and the metric.
+from its part) and cut into batches of at most ``max_batch`` images
+(:class:`~modeconn.data.tensors.TensorSplit`); its fingerprint hashes the images' bytes
+(so the data, the part, the sample, the cue and the normalisation all enter it) with the
+labels and the metric. The study entry is :class:`~modeconn.config.splits.DigitsSplitConfig`
+(``kind: digits``).
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from modeconn.config.splits import DIGITS_PER_CLASS as PER_CLASS
+from modeconn.config.splits import DigitsSpec
+from modeconn.data.base import SampleInfo
+from modeconn.data.tensors import TensorSplit, tensor_split
 from modeconn.errors import ConfigError, DataError
-from modeconn.measures.task_metrics import METRIC_FUNCS
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 N_CLASSES = 10
-PER_CLASS = 500  # images per digit in the packaged file
 SIDE = 28
 BOX = 3
 # (row, column) of each cue spot's top-left pixel, one per label: five along the top
@@ -59,36 +61,6 @@ CUE_SPOTS: tuple[tuple[int, int], ...] = tuple(
     (row, col) for row in (0, SIDE - BOX) for col in (1, 7, 12, 18, 24)
 )
 CLASSES = tuple(str(d) for d in range(N_CLASSES))
-
-Cue = Literal["none", "label", "random"]
-
-
-@dataclass(frozen=True)
-class DigitsSpec:
-    """One split of the packaged MNIST digits (see the module docstring for each field)."""
-
-    name: str
-    part: Literal["train", "test"] = "test"
-    test_per_class: int = 100
-    partition_seed: int = 0
-    cue: Cue = "none"
-    cue_fraction: float = 1.0
-    cue_seed: int = 0
-    sample_size: int | None = 512
-    sample_seed: int = 0
-    metric: Literal["accuracy"] = "accuracy"
-    role: Literal["id", "ood", "train"] = "id"
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.test_per_class < PER_CLASS:
-            raise ConfigError(
-                f"split '{self.name}': test_per_class must be in 1..{PER_CLASS - 1} (the file "
-                f"holds {PER_CLASS} images per digit); got {self.test_per_class}"
-            )
-        if not 0.0 <= self.cue_fraction <= 1.0:
-            raise ConfigError(
-                f"split '{self.name}': cue_fraction must be in [0, 1]; got {self.cue_fraction}"
-            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -185,85 +157,48 @@ def digits_part(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(y.astype(np.int64))
 
 
-@dataclass
-class ImageSplit:
-    """An image split sampled, transformed and batched once, ready for any parameter point.
-
-    ``batches`` are ``{"images": (B, 1, 28, 28) float32}`` fed as ``model(**batch)``;
-    ``labels`` holds each image's class in batch order and ``order`` its position in the
-    sample (here batch order *is* sample order). The model's outputs are the split's
-    classes, so :meth:`map_logits` is the identity.
-    """
-
-    spec: DigitsSpec
-    batches: list[dict[str, torch.Tensor]]
-    labels: torch.Tensor  # (n,) class index per image, batch order
-    order: np.ndarray  # (n,) sample position of each image, batch order
-    fingerprint: str
-    classes: tuple[str, ...] = CLASSES
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.numel())
-
-    @property
-    def key(self) -> str:
-        """The split's key in the store: name plus a fingerprint of the sampled data."""
-        return f"{self.spec.name}#{self.fingerprint}"
-
-    @property
-    def cost(self) -> int:
-        """Work units of one pass (progress bars and ETA): one per image."""
-        return self.n
-
-    @property
-    def n_padded(self) -> int:  # the text splits' cost unit, read by the progress bars
-        return self.n
-
-    def batch_labels(self) -> list[torch.Tensor]:
-        sizes = [int(b["images"].shape[0]) for b in self.batches]
-        return list(torch.split(self.labels, sizes))
-
-    def to(self, device: torch.device | str) -> ImageSplit:
-        moved = [{k: v.to(device) for k, v in b.items()} for b in self.batches]
-        return ImageSplit(
-            self.spec, moved, self.labels.to(device), self.order, self.fingerprint, self.classes
-        )
-
-    def map_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """(batch, 10) → (batch, 10): the model's outputs are the digits themselves."""
-        return logits
-
-    def score(self, predictions: np.ndarray) -> dict[str, float]:
-        """Accuracy of class predictions given in batch order."""
-        target = self.labels.cpu().numpy()
-        return {"accuracy": float(METRIC_FUNCS["accuracy"](predictions, target))}
-
-
-def prepare_digits(spec: DigitsSpec, *, max_batch: int = 256) -> ImageSplit:
-    """Sample, transform and batch a digits split once; every evaluation reuses it."""
+def digits_sample(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's sample: ``sample_size`` images of its part drawn with ``sample_seed``
+    (kept in part order; all of the part when ``sample_size`` is None)."""
     x, y = digits_part(spec)
     n = len(y)
     if spec.sample_size is None or spec.sample_size >= n:
-        chosen = np.arange(n)
-    else:
-        rng = np.random.default_rng(spec.sample_seed)
-        chosen = np.sort(rng.choice(n, size=spec.sample_size, replace=False))
-    images = x[torch.from_numpy(chosen)].contiguous()
-    labels = y[torch.from_numpy(chosen)].contiguous()
-    batches = [{"images": chunk} for chunk in torch.split(images, max_batch)]
-    digest = hashlib.sha256()
-    digest.update(images.numpy().tobytes())
-    digest.update(labels.numpy().tobytes())
-    digest.update(repr((CLASSES, spec.metric)).encode())
-    return ImageSplit(
-        spec=spec,
-        batches=batches,
-        labels=labels,
-        order=np.arange(len(chosen), dtype=np.int64),
-        fingerprint=digest.hexdigest()[:12],
+        return x, y
+    rng = np.random.default_rng(spec.sample_seed)
+    chosen = torch.from_numpy(np.sort(rng.choice(n, size=spec.sample_size, replace=False)))
+    return x[chosen].contiguous(), y[chosen].contiguous()
+
+
+def build_split(spec: DigitsSpec, label_order: Sequence[str] = CLASSES) -> TensorSplit:
+    """The ``digits`` split kind's builder (:data:`modeconn.data.base.SPLIT_BUILDERS`):
+    the sample as a :class:`~modeconn.data.tensors.TensorSplit` of
+    ``{"images": (B, 1, 28, 28)}`` batches, fed as ``model(images=...)``.
+
+    The split's classes are the digits ``"0"``–``"9"``; each must be one of the model's
+    labels (`label_order`), which says which output scores it.
+    """
+    missing = [c for c in CLASSES if c not in label_order]
+    if missing:
+        raise ConfigError(
+            f"split '{spec.name}': the digits {missing} are not in model.label_order "
+            f"{list(label_order)}; a digits model lists its outputs as "
+            '["0", "1", …, "9"]'
+        )
+    x, y = digits_sample(spec)
+    info = SampleInfo(
+        name=spec.name,
+        sample_size=spec.sample_size,
+        sample_seed=spec.sample_seed,
+        metric=spec.metric,
+        role=spec.role,
+    )
+    groups = [(list(label_order).index(c),) for c in CLASSES]
+    identity = groups == [(i,) for i in range(len(label_order))]
+    return tensor_split(
+        info,
+        {"images": x},
+        y,
+        classes=CLASSES,
+        batch_size=spec.max_batch,
+        groups=None if identity else groups,
     )

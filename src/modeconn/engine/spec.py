@@ -104,6 +104,7 @@ def engine_spec(study: Study) -> EngineSpec:
             path=study.model_source(),
             label_order=tuple(study.model.label_order),
             num_layers=study.model.num_layers,
+            options=study.model.options(),
         ),
         splits=recipes,
         batchnorm=BatchNormPolicy(

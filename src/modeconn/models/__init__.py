@@ -19,7 +19,10 @@ from modeconn.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-MODEL_BUILDERS: dict[str, str] = {"hf": "modeconn.models.hf:build_skeleton"}
+MODEL_BUILDERS: dict[str, str] = {
+    "hf": "modeconn.models.hf:build_skeleton",
+    "cnn": "modeconn.models.cnn:build_skeleton",
+}
 
 
 def build_model(source: Any) -> tuple[nn.Module, tuple[str, ...]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,3 +141,19 @@ def build_cnn(config: CNNConfig, *, seed: int = 0) -> SmallCNN:
 def cnn_config(widths: Sequence[int], *, in_channels: int = 1, num_classes: int = 10) -> CNNConfig:
     """A :class:`CNNConfig` from a study's ``model`` section values."""
     return CNNConfig(tuple(int(w) for w in widths), in_channels, num_classes)
+
+
+def build_skeleton(source: Any) -> tuple[nn.Module, tuple[str, ...]]:
+    """The ``cnn`` model kind (:data:`modeconn.models.MODEL_BUILDERS`): the study's shared
+    starting point (``model.widths``, ``model.init_seed``), one output per label.
+
+    `source` is a :class:`~modeconn.engine.spec.ModelSource` whose ``options`` carry the
+    widths and the init seed. The engine writes each member's weights into it; building it
+    from the init seed makes it also the body every member of the study trains from.
+    """
+    widths = source.option("widths")
+    if not widths:
+        raise ConfigError("model kind 'cnn' needs model.widths (e.g. [16, 32, 32])")
+    labels = tuple(source.label_order)
+    config = cnn_config(widths, num_classes=len(labels))
+    return build_cnn(config, seed=int(source.option("init_seed", 0))), labels

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from modeconn.population.train import (
     linear_schedule,
     member_paths,
 )
+
+if TYPE_CHECKING:
+    from modeconn.config.study import Study
 
 RECIPE_VERSION = 1
 MOMENTUM = 0.9
@@ -100,7 +103,7 @@ class ImageMemberPlan:
 
     member_id: str
     arm: str
-    head_seed: int
+    head_seed: int  # −1: keep the shared initialisation's head
     data_seed: int
     images: torch.Tensor  # (n, C, H, W) float32, normalised (and cued, for a cue arm)
     labels: torch.Tensor  # (n,) int64
@@ -173,7 +176,8 @@ def train_image_member(
     """Train one image member and write `<id>.safetensors` + `<id>.json` atomically.
 
     `make_body()` returns the shared starting model (the same weights at every call);
-    its head (parameters under ``config.head_prefix``) is re-drawn from ``head_seed``.
+    its head (modules under ``config.head_prefix``) is re-drawn from ``head_seed``, or kept
+    from the shared initialisation when ``head_seed`` is −1 (an arm with ``vary: data``).
     A member already on disk with this recipe's fingerprint is returned untouched.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,10 @@ def train_image_member(
             f"train.batch_size ({config.batch_size}); lower the batch size"
         )
     model = make_body()
-    if init_weights(model, seed=plan.head_seed, prefix=config.head_prefix) == 0:
+    if (
+        plan.head_seed >= 0
+        and init_weights(model, seed=plan.head_seed, prefix=config.head_prefix) == 0
+    ):
         raise ConfigError(
             f"train.head_prefix {config.head_prefix!r} matches no module of the model; the "
             "CNN's head is 'classifier'"
@@ -252,3 +259,95 @@ def body_description(kind: str, settings: Sequence[tuple[str, Any]]) -> str:
     'cnn:{"init_seed": 0, "widths": [16, 32]}'
     """
     return f"{kind}:{json.dumps(dict(settings), sort_keys=True)}"
+
+
+# ---- a study's image population -----------------------------------------------------
+
+
+def image_member_plans(study: Study) -> list[ImageMemberPlan]:
+    """The members a ``model.kind: cnn`` study's ``train`` section asks for.
+
+    Each arm trains on its ``data`` split (a ``kind: digits`` entry; its sample, all of
+    it when ``sample_size`` is null). Seeds follow the fine-tuning arms: member i of an
+    arm has seed ``seed_offset + i``; ``vary: data`` (the usual choice here) keeps the head
+    of the shared initialisation and varies the data order only, ``head`` / ``both``
+    re-draw the head from the seed too. ``mix`` and ``recipe: lp-ft`` are text recipes.
+    """
+    from modeconn.data.digits import digits_sample
+
+    train = study.train
+    if train is None:
+        return []
+    plans = []
+    for arm in train.arms:
+        where = f"train.arms[{arm.name}]"
+        if arm.mix is not None or arm.recipe != "finetune":
+            raise ConfigError(
+                f"{where}: `mix` and `recipe: lp-ft` are text recipes; an image arm trains on "
+                "its `data` split (declare a cued split for another strategy)"
+            )
+        recipe = study.split_recipe(arm.data)
+        if recipe.kind != "digits":
+            raise ConfigError(
+                f"{where}.data names split '{arm.data}' of kind '{recipe.kind}'; a "
+                "`model.kind: cnn` study trains on `kind: digits` splits"
+            )
+        images, labels = digits_sample(recipe)
+        for i in range(arm.members):
+            seed = arm.seed_offset + i
+            plans.append(
+                ImageMemberPlan(
+                    member_id=f"{arm.name}-{i:02d}",
+                    arm=arm.name,
+                    head_seed=seed if arm.vary in ("both", "head") else -1,
+                    data_seed=seed if arm.vary in ("both", "data") else arm.seed_offset,
+                    images=images,
+                    labels=labels,
+                    data=arm.data,
+                )
+            )
+    return plans
+
+
+def train_image_members(
+    study: Study, *, progress: bool = True, say: Callable[[str], None] = print
+) -> list[Path]:
+    """Train the members of a ``model.kind: cnn`` study; members already trained are kept.
+
+    Every member starts from the engine's own skeleton (the model kind's builder with
+    ``model.init_seed``), so the body they share is the architecture the sweep evaluates.
+    """
+    from modeconn.engine.spec import engine_spec
+    from modeconn.models import build_model
+    from modeconn.population.train import clean_partial
+
+    train = study.train
+    if train is None:
+        return []
+    out = study.members_dir()
+    clean_partial(out)
+    config = ImageTrainConfig(
+        examples=train.examples,
+        batch_size=train.batch_size,
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        warmup=train.warmup,
+        head_prefix=train.head_prefix,
+        checkpoints=tuple(train.checkpoints),
+    )
+    source = engine_spec(study).model
+    base = body_description(source.kind, source.options)
+    plans = image_member_plans(study)
+    steps = config.checkpoint_steps()
+    todo = [
+        p
+        for p in plans
+        if not is_trained(out, p.member_id, image_fingerprint(p, config, base), checkpoints=steps)
+    ]
+    if todo:
+        say(f"training {len(todo)} of {len(plans)} members into {out}")
+    for plan in tqdm(todo, desc="members", unit="member", disable=not progress):
+        train_image_member(
+            lambda: build_model(source)[0], plan, config, out, base=base, progress=progress
+        )
+    return [member_paths(out, p.member_id)[0] for p in plans]
