@@ -281,3 +281,147 @@ def test_sweep_rows_of_a_batchnorm_model_match_the_reference(
         want = reference_loss(alpha, "reestimate", train, test, batches=4)
         assert loss == pytest.approx(want, abs=FLOAT32_LOSS_ATOL), alpha
     assert np.isfinite(rows["loss"]).all()
+
+
+def test_sweep_workers_build_the_same_batchnorm_engine_from_the_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker builds its engine from the runner's spec: same keys, same rows."""
+    import pickle
+
+    from safetensors.torch import save_file
+    from test_backends import InlinePool
+
+    from modeconn.data import base
+    from modeconn.engine.backends import MemberSource, WorkerSpec, drive
+    from modeconn.engine.spec import BatchNormPolicy, EngineSpec, ModelSource, build_engine
+    from modeconn.engine.sweep import MemberRef, plan_sweep, run_sweep
+    from modeconn.models import MODEL_BUILDERS
+    from modeconn.population.members import weights_hash
+    from modeconn.store import Store
+
+    monkeypatch.setitem(MODEL_BUILDERS, "test-cnn", "test_batchnorm:build_cnn")
+    monkeypatch.setitem(base.SPLIT_BUILDERS, "test-digits", "test_batchnorm:build_digits")
+    spec = EngineSpec(
+        model=ModelSource("test-cnn", "", CLASSES),
+        splits=(DigitsRecipe("test", 1000, 1200), DigitsRecipe("ood", 1400, 1600)),
+        batchnorm=BatchNormPolicy("reestimate", DigitsRecipe("train", 0, 1000), batches=2),
+    )
+    states = {"a": _member(0), "b": _member(1), "c": _member(2)}
+    sources = []
+    for m, state in states.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / f"{m}.safetensors")
+        sources.append(MemberSource(m, str(tmp_path / f"{m}.safetensors"), weights_hash(state)))
+    refs = [MemberRef(s.id, s.hash) for s in sources]
+
+    def sweep(store: Store, parallel: bool) -> None:
+        ev, splits = build_engine(spec)
+        plan = plan_sweep(
+            refs, splits, path_splits=["test"], member_splits=["ood"], points=4, store=store
+        )
+        if not parallel:
+            run_sweep(
+                plan, ev, lambda m: ev.as_point(states[m], name=m), splits, store, progress=False
+            )
+            return
+        worker = WorkerSpec.build(
+            spec,
+            keys=tuple((n, s.key) for n, s in splits.items()),
+            members=tuple(sources),
+            alphas=plan.alphas,
+            threads=1,
+        )
+        assert pickle.loads(pickle.dumps(worker)) == worker
+        drive(plan, InlinePool(worker), splits, store, workers=2, progress=False)
+
+    frames = []
+    for parallel in (False, True):
+        with Store(tmp_path / f"{parallel}.sqlite", study="bn") as store:
+            sweep(store, parallel)
+            frames.append(
+                (
+                    store.path_points(with_examples=True).drop(columns=["created"]),
+                    store.member_points(with_examples=True).drop(columns=["created"]),
+                )
+            )
+    (paths_local, members_local), (paths_par, members_par) = frames
+    assert len(paths_local) == 3 * 4 and len(members_local) == 3 * 2
+    assert all("|bn=reestimate:train#" in k for k in set(paths_local["split"]))
+    for got, want in ((paths_par, paths_local), (members_par, members_local)):
+        assert got.drop(columns=["example_losses"]).equals(want.drop(columns=["example_losses"]))
+        for g, w in zip(got["example_losses"], want["example_losses"], strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+# ---- a whole study of another kind: registered split and model kinds ------------------
+
+
+@pytest.fixture
+def digits_kinds(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """`kind: test-digits` splits and a `kind: test-cnn` model, registered for one test."""
+    from typing import Literal
+
+    from modeconn.config.splits import SPLIT_KINDS, SplitEntry
+    from modeconn.config.study import refresh_split_kinds
+    from modeconn.data import base
+    from modeconn.data.base import register_split_kind
+    from modeconn.models import MODEL_BUILDERS
+
+    class DigitsEntry(SplitEntry):
+        kind: Literal["test-digits"] = "test-digits"
+        start: int
+        stop: int
+
+        def recipe(self, name: str, study: object) -> DigitsRecipe:
+            return DigitsRecipe(name, self.start, self.stop)
+
+    monkeypatch.setitem(MODEL_BUILDERS, "test-cnn", "test_batchnorm:build_cnn")
+    register_split_kind("test-digits", DigitsEntry, "test_batchnorm:build_digits")
+    yield
+    del SPLIT_KINDS["test-digits"], base.SPLIT_BUILDERS["test-digits"]
+    refresh_split_kinds()
+
+
+def test_a_study_of_another_kind_runs_through_the_pipeline(
+    digits_kinds: None, tmp_path: Path
+) -> None:
+    """No text in the runner: splits, engine, sweep, record, basins and report."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from modeconn.config.study import load_study
+    from modeconn.pipeline import StudyRunner
+    from modeconn.store import Store
+
+    members = tmp_path / "members"
+    members.mkdir()
+    for seed in range(4):
+        state = {k: v.contiguous() for k, v in _member(seed).items()}
+        save_file(state, members / f"cnn-{seed}.safetensors")
+    study = {
+        "name": "digits",
+        "output_dir": str(tmp_path / "out"),
+        "model": {"kind": "test-cnn", "pretrained": "none", "label_order": list(CLASSES)},
+        "population": {"dir": str(members)},
+        "splits": {
+            "train": {"kind": "test-digits", "start": 0, "stop": 1000, "role": "train"},
+            "test": {"kind": "test-digits", "start": 1000, "stop": 1300},
+            "ood": {"kind": "test-digits", "start": 1300, "stop": 1500, "role": "ood"},
+        },
+        "paths": {"points": 4, "splits": ["test"]},
+        "basins": {"split": "test", "ood": ["ood"], "bootstrap": 20},
+        "eval": {"batchnorm_split": "train", "batchnorm_batches": 3},
+    }
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(study))
+    runner = StudyRunner(load_study(path), progress=False)
+    result = runner.run()
+    with Store(runner.study.store_path(), create=False) as store:
+        paths = store.path_points()
+        recorded = store.get_meta("splits")
+    assert len(paths) == 6 * 4  # 4 members: 6 pairs × 4 points
+    assert all("|bn=reestimate:train#" in k and k.endswith(":3") for k in set(paths["split"]))
+    assert recorded is not None and '"sample_size": 300' in recorded
+    assert result.distance.shape == (4, 4)
+    assert result.report is not None and result.report.is_file()
+    assert runner.study.splits["test"].kind == "test-digits"

@@ -85,3 +85,47 @@ def test_changed_sample_never_reuses_stale_rows(tiny_study: Path, drop: str) -> 
     # the new sample of hans_lo is evaluated afresh; other splits are reused
     assert stats.member_evaluations == n
     assert stats.path_evaluations == n * (n - 1) // 2 * (runner.study.paths.points - 2)
+
+
+def test_a_non_finite_loss_names_the_member_and_split_and_writes_nothing(
+    tiny_study: Path,
+) -> None:
+    import torch
+
+    from modeconn.engine.sweep import run_sweep
+    from modeconn.errors import PopulationError
+
+    runner = StudyRunner(load_study(tiny_study), progress=False)
+    pop, ev = runner.population(), runner.evaluator()
+    bad = sorted(m.id for m in pop)[1]
+
+    def load(mid: str) -> list[torch.Tensor]:
+        state = dict(pop.load(mid))
+        if mid == bad:  # finite but huge: a neutral example's loss 3e38 − (−3e38) overflows
+            state["classifier.weight"] = torch.zeros_like(state["classifier.weight"])
+            state["classifier.bias"] = torch.tensor([3e38, -3e38, 0.0])
+        return ev.as_point(state, name=mid)
+
+    with runner.open_store() as store:
+        plan = runner.plan(store)
+        with pytest.raises(PopulationError) as err:
+            run_sweep(plan, ev, load, runner.splits(), store, progress=False)
+        message = str(err.value)
+        assert f"member '{bad}'" in message and "split 'mnli'" in message
+        assert "non-finite loss" in message and "\n" not in message
+        hashes = {m.id: m.hash for m in plan.members}
+        assert bad not in set(store.member_points()["member_id"])
+        done = store.done_units()
+        assert not any(hashes[bad] in (u.hash_a, u.hash_b) for u in done)
+
+
+def test_a_non_finite_path_point_names_the_pair_split_and_alpha(tiny_study: Path) -> None:
+    from modeconn.engine.evaluate import EvalResult
+    from modeconn.engine.sweep import check_finite
+    from modeconn.errors import PopulationError
+
+    split = StudyRunner(load_study(tiny_study), progress=False).splits()["hans_lo"]
+    check_finite(EvalResult("hans_lo", 0.7, {}, 3), "path a–b", split, 0.5)  # finite: fine
+    pattern = r"path a–b .*\(inf\) on split 'hans_lo' at α = 0\.25"
+    with pytest.raises(PopulationError, match=pattern):
+        check_finite(EvalResult("hans_lo", float("inf"), {}, 3), "path a–b", split, 0.25)

@@ -35,9 +35,8 @@ def tiny_digits_study(out: Path, *, members: int = 2, points: int = 3) -> dict[s
         "output_dir": str(out),
         "model": {
             "kind": "cnn",
-            "widths": [8, 16, 16],
-            "init_seed": 0,
             "label_order": [str(d) for d in range(10)],
+            "options": {"widths": [8, 16, 16], "init_seed": 0},
         },
         "splits": {
             "train_clean": {**digits, "part": "train", "sample_size": 256, "role": "train"},

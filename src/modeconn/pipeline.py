@@ -51,9 +51,10 @@ class StudyRunner:
         self.study = study
         self.progress = progress
         self.say = say or log.info
+        # a Hugging Face model is checked now; another kind is resolved by its builder
         self.model_dir = (
             resolve_pretrained(study.model.pretrained, base=study.base)
-            if study.model.pretrained is not None
+            if study.model.kind == "hf" and study.model.pretrained is not None
             else None
         )
         self._tokenizer: Any = None

@@ -33,7 +33,6 @@ Ray cluster (:mod:`modeconn.engine.backends`); without it the sweep runs in this
 from __future__ import annotations
 
 import os
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -50,9 +49,20 @@ from pydantic import (
     model_validator,
 )
 
+from modeconn.config.engine import EvalConfig, ModelConfig, SweepConfig
 from modeconn.config.splits import SPLIT_KINDS, SplitConfig, SplitEntry, SplitSpec, split_kind
 
-__all__ = ["SplitConfig", "SplitSpec", "Study", "TrainConfig", "load_study", "parse_study"]
+__all__ = [
+    "EvalConfig",
+    "ModelConfig",
+    "SplitConfig",
+    "SplitSpec",
+    "Study",
+    "SweepConfig",
+    "TrainConfig",
+    "load_study",
+    "parse_study",
+]
 from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError
 
@@ -61,54 +71,6 @@ BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelConfig(_Strict):
-    kind: str = Field(
-        default="hf", description="model kind (modeconn.models.MODEL_BUILDERS): hf, …"
-    )
-    pretrained: str | None = Field(
-        default=None,
-        description="kind hf: Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'",
-    )
-    label_order: list[str] = Field(min_length=2, description="class name of each model output")
-    max_length: int = Field(default=128, ge=8, le=4096)
-    num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
-    widths: list[int] | None = Field(
-        default=None, description="kind cnn: channels of each conv block (e.g. [16, 32, 32])"
-    )
-    init_seed: int = Field(
-        default=0,
-        description="kind cnn: seed of the shared initialisation every member starts from",
-    )
-
-    @model_validator(mode="after")
-    def _fields_of_kind(self) -> ModelConfig:
-        if self.kind == "hf" and self.pretrained is None:
-            raise ValueError(
-                "model.pretrained is required for `kind: hf` (a Hugging Face model dir or "
-                "'builtin:all-MiniLM-L6-v2'); add it, or set model.kind"
-            )
-        if self.kind == "cnn":
-            if not self.widths or any(w < 1 for w in self.widths):
-                raise ValueError(
-                    "`kind: cnn` needs model.widths, one positive channel count per conv "
-                    "block (e.g. [16, 32, 32])"
-                )
-            if self.pretrained is not None:
-                raise ValueError(
-                    "`kind: cnn` trains from a seeded initialisation (model.init_seed); "
-                    "remove model.pretrained"
-                )
-        return self
-
-    def options(self) -> tuple[tuple[str, Any], ...]:
-        """The kind's own settings for its builder (:class:`~modeconn.engine.spec.ModelSource`
-        ``options``), as sorted ``(name, value)`` pairs."""
-        if self.kind == "cnn":
-            assert self.widths is not None
-            return (("init_seed", self.init_seed), ("widths", tuple(self.widths)))
-        return ()
 
 
 def _split_entry_type() -> Any:
@@ -342,76 +304,6 @@ class AnalysesSection(_Strict):
     trajectory: TrajectorySection | None = None
 
 
-class EvalConfig(_Strict):
-    """How the engine evaluates a point (:class:`~modeconn.engine.evaluate.Evaluator`)::
-
-        eval: {device: cuda, dtype: bfloat16, compile: false, max_tokens: 4096}
-
-    ``dtype`` is not part of a row's key: a results store holds rows of one dtype, and a
-    sweep that would add rows of another to it is refused (use a new ``output_dir``).
-    """
-
-    max_tokens: int = Field(default=1024, ge=16, description="token budget per batch")
-    max_batch: int = Field(default=128, ge=1, description="examples per batch at most")
-    threads: int | None = Field(default=None, ge=1, description="torch threads (local sweep)")
-    device: str = Field(
-        default="cpu", description="cpu, cuda, cuda:N or mps; model and batches move there"
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32",
-        description="weights and forward pass; losses are accumulated in fp32/fp64. "
-        "bfloat16/float16 pay off on a GPU only (several times slower on most CPUs)",
-    )
-    compile: bool = Field(
-        default=False, description="torch.compile the skeleton (slow start; GPU runs)"
-    )
-    batchnorm: Literal["reestimate", "interpolate"] = Field(
-        default="reestimate",
-        description="models with BatchNorm: re-estimate the running statistics at every "
-        "point over batchnorm_split, or interpolate them (ignored without BatchNorm)",
-    )
-    batchnorm_split: str | None = Field(
-        default=None,
-        description="split whose batches re-estimate BatchNorm statistics (default: the "
-        "first training arm's data)",
-    )
-    batchnorm_batches: int | None = Field(
-        default=None, ge=1, description="batches of batchnorm_split to use (default: all)"
-    )
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, v: str) -> str:
-        # whether the device exists is checked where the engine starts, not here: a study
-        # may be validated on a machine other than the one that runs it
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
-            raise ValueError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {v!r}")
-        return v
-
-
-class SweepConfig(_Strict):
-    """Where the sweep's evaluations run; see :mod:`modeconn.engine.backends`."""
-
-    backend: Literal["local", "process", "ray"] = Field(
-        default="local", description="local: in this process; process: a local pool; ray"
-    )
-    workers: int = Field(default=2, ge=1, description="worker processes or Ray actors")
-    threads_per_worker: int = Field(default=1, ge=1, description="torch threads per worker")
-    address: str | None = Field(
-        default=None, description="a running Ray cluster (host:port, ray://host:port, auto)"
-    )
-    max_retries: int = Field(default=3, ge=0, description="retries of a failed or lost task")
-
-    @model_validator(mode="after")
-    def _address_needs_ray(self) -> SweepConfig:
-        if self.address is not None and self.backend != "ray":
-            raise ValueError(
-                f"sweep.address is only used by backend 'ray' (backend is '{self.backend}'); "
-                "remove the address or set `backend: ray`"
-            )
-        return self
-
-
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str
@@ -575,6 +467,13 @@ class Study(_Strict):
         return list(
             dict.fromkeys([*self.paths.splits, *self.member_splits, *self.basins.ood, *extra])
         )
+
+
+def refresh_split_kinds() -> None:
+    """Rebuild the study model after a split kind was added to ``SPLIT_KINDS`` at run time
+    (:func:`modeconn.data.base.register_split_kind`); kinds listed in the source need not."""
+    Study.model_fields["splits"].annotation = dict[str, _split_entry_type()]  # type: ignore[assignment,misc]
+    Study.model_rebuild(force=True)
 
 
 def _resolve(base: Path, p: str) -> Path:

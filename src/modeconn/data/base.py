@@ -148,6 +148,19 @@ SPLIT_BUILDERS: dict[str, str] = {
 }
 
 
+def register_split_kind(kind: str, entry: type, builder: str) -> None:
+    """Add a split kind at run time: its study entry model (a subclass of
+    :class:`~modeconn.config.splits.SplitEntry` with ``kind: Literal[kind]``) and its
+    builder (``"module:function"``). A kind that ships with modeconn is instead one line in
+    each of :data:`~modeconn.config.splits.SPLIT_KINDS` and :data:`SPLIT_BUILDERS`."""
+    from modeconn.config.splits import SPLIT_KINDS
+    from modeconn.config.study import refresh_split_kinds
+
+    SPLIT_KINDS[kind] = entry
+    SPLIT_BUILDERS[kind] = builder
+    refresh_split_kinds()
+
+
 def split_builder(kind: str) -> SplitBuilder:
     """The function that prepares splits of `kind` (imported on first use)."""
     target = SPLIT_BUILDERS.get(kind)

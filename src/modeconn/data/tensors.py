@@ -117,8 +117,8 @@ def tensor_split(
     """A :class:`TensorSplit` of the (already sampled) examples in `inputs` and `labels`.
 
     Every input has the examples along dim 0; the fingerprint covers the inputs' bytes,
-    the labels, the classes and the metric, so another sample, resolution or labelling
-    gets another key.
+    the labels, the classes, the metric and the batch size, so another sample,
+    resolution, labelling or batching gets another key.
     """
     n = int(labels.numel())
     if not inputs or any(int(v.shape[0]) != n for v in inputs.values()):
@@ -137,7 +137,8 @@ def tensor_split(
         digest.update(inputs[k].detach().cpu().contiguous().numpy().tobytes())
     digest.update(labels.numpy().tobytes())
     group_t = None if groups is None else tuple(tuple(int(i) for i in g) for g in groups)
-    digest.update(repr((tuple(classes), group_t, spec.metric)).encode())
+    # the batching too: BatchNorm statistics re-estimated over a split depend on it
+    digest.update(repr((tuple(classes), group_t, spec.metric, batch_size)).encode())
     batches = [
         {k: v[i : i + batch_size].contiguous() for k, v in inputs.items()}
         for i in range(0, n, batch_size)

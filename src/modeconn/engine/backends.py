@@ -84,6 +84,7 @@ from modeconn.engine.sweep import (
     SweepPlan,
     SweepStats,
     _member_point,
+    check_finite,
     cost_unit,
     unit_key,
     unit_rows,
@@ -143,6 +144,12 @@ class _Writer:
 
     def accept(self, result: TaskResult) -> None:
         by_member: dict[int, list[MemberPoint]] = {}
+        for i, s, res in result.member_points:
+            check_finite(res, f"member '{self.plan.members[i].id}'", self.splits[s])
+        for a, b, s, results in result.units:
+            names = f"path {self.plan.members[a].id}–{self.plan.members[b].id}"
+            for alpha, res in zip(self.plan.alphas[1:-1], results, strict=True):
+                check_finite(res, names, self.splits[s], alpha)
         for i, s, res in result.member_points:
             ref, split = self.plan.members[i], self.splits[s]
             by_member.setdefault(i, []).append(_member_point(ref, split, res, self.keep_examples))

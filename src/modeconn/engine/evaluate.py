@@ -7,7 +7,7 @@ over memory), and the skeleton is then called directly. No model is copied, no
 ``load_state_dict`` runs per point and no per-batch re-parametrisation
 (``functional_call``) runs: the only Python work that scales with the number of
 parameter tensors happens once per point. Splits arrive pre-collated
-(:mod:`modeconn.data.text`) and are moved to the engine's device once, so a point
+(:mod:`modeconn.data.base`) and are moved to the engine's device once, so a point
 costs one forward pass over the sample.
 
 Options (the study's ``eval:`` section sets them):

@@ -104,7 +104,7 @@ def engine_spec(study: Study) -> EngineSpec:
             path=study.model_source(),
             label_order=tuple(study.model.label_order),
             num_layers=study.model.num_layers,
-            options=study.model.options(),
+            options=tuple(sorted(study.model.options.items())),
         ),
         splits=recipes,
         batchnorm=BatchNormPolicy(

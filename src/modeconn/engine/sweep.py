@@ -18,6 +18,7 @@ on a pool of worker processes or on Ray, and its one writer builds rows with the
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
+from modeconn.errors import PopulationError
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
 
 PointLoader = Callable[[str], list[torch.Tensor]]
@@ -160,6 +162,20 @@ class _PointCache:
         return point
 
 
+def check_finite(res: EvalResult, what: str, split: Split, alpha: float | None = None) -> None:
+    """Raise PopulationError naming `what` (a member or a pair), the split and α when a
+    point's mean loss is NaN or infinite, before any of its rows is written."""
+    if math.isfinite(res.loss):
+        return
+    at = "" if alpha is None else f" at α = {alpha:g}"
+    raise PopulationError(
+        f"{what} gives a non-finite loss ({res.loss}) on split '{split.name}'{at}: its "
+        "weights overflow the forward pass (diverged or huge weights, or a half-precision "
+        "eval.dtype); nothing of it was written; retrain or remove the member, or evaluate "
+        "in float32"
+    )
+
+
 def _member_point(
     ref: MemberRef, split: Split, res: EvalResult, keep_examples: bool
 ) -> MemberPoint:
@@ -275,6 +291,7 @@ def run_sweep(
         for s in names:
             bar.set_postfix_str(f"{ref.id} on {s}")
             res = evaluator.evaluate_member(point, splits[s], per_example=keep_examples)
+            check_finite(res, f"member '{ref.id}'", splits[s])
             rows.append(_member_point(ref, splits[s], res, keep_examples))
             stats.member_evaluations += 1
             stats.per_split[s] = stats.per_split.get(s, 0) + 1
@@ -295,6 +312,7 @@ def run_sweep(
         results = []
         for alpha in plan.alphas[1:-1]:
             res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
+            check_finite(res, f"path {key.member_a}–{key.member_b}", split, alpha)
             results.append(res)
             stats.path_evaluations += 1
             bar.update(split.cost)

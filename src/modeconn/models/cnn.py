@@ -50,7 +50,7 @@ class CNNConfig:
     def __post_init__(self) -> None:
         if not self.widths or any(w < 1 for w in self.widths):
             raise ConfigError(
-                f"model.widths must list one positive channel count per conv block (e.g. "
+                f"model.options.widths must list one positive channel count per conv block (e.g. "
                 f"[16, 32, 32]); got {list(self.widths)}"
             )
         if self.num_classes < 2:
@@ -145,7 +145,7 @@ def cnn_config(widths: Sequence[int], *, in_channels: int = 1, num_classes: int 
 
 def build_skeleton(source: Any) -> tuple[nn.Module, tuple[str, ...]]:
     """The ``cnn`` model kind (:data:`modeconn.models.MODEL_BUILDERS`): the study's shared
-    starting point (``model.widths``, ``model.init_seed``), one output per label.
+    starting point (``model.options``: ``widths``, ``init_seed``), one output per label.
 
     `source` is a :class:`~modeconn.engine.spec.ModelSource` whose ``options`` carry the
     widths and the init seed. The engine writes each member's weights into it; building it
@@ -153,7 +153,7 @@ def build_skeleton(source: Any) -> tuple[nn.Module, tuple[str, ...]]:
     """
     widths = source.option("widths")
     if not widths:
-        raise ConfigError("model kind 'cnn' needs model.widths (e.g. [16, 32, 32])")
+        raise ConfigError("model kind 'cnn' needs model.options.widths (e.g. [16, 32, 32])")
     labels = tuple(source.label_order)
     config = cnn_config(widths, num_classes=len(labels))
     return build_cnn(config, seed=int(source.option("init_seed", 0))), labels

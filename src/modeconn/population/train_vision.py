@@ -3,7 +3,7 @@
 The recipe mirrors the fine-tuning one (:mod:`modeconn.population.train`) so that a
 vision population has the structure the paper's populations have: every member starts
 from **one shared body** (Juneja et al. fine-tune one pretrained BERT; here the body is a
-seeded random initialisation, ``model.init_seed``, the same for every member), its
+seeded random initialisation, ``model.options.init_seed``, the same for every member), its
 **classifier head** is re-initialised from ``head_seed``, and ``data_seed`` decides the
 order of the training images. An arm's ``data`` split decides *what* it learns from:
 clean digits, or digits carrying the box cue (:mod:`modeconn.data.digits`).
@@ -315,7 +315,7 @@ def train_image_members(
     """Train the members of a ``model.kind: cnn`` study; members already trained are kept.
 
     Every member starts from the engine's own skeleton (the model kind's builder with
-    ``model.init_seed``), so the body they share is the architecture the sweep evaluates.
+    ``model.options.init_seed``), so the body they share is the architecture the sweep evaluates.
     """
     from modeconn.engine.spec import engine_spec
     from modeconn.models import build_model
