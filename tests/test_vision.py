@@ -170,6 +170,23 @@ def test_cnn_is_seeded_and_has_batchnorm() -> None:
         CNNConfig(widths=())
 
 
+def test_a_cnn_model_section_is_checked_with_the_study() -> None:
+    from modeconn.config.engine import ModelConfig
+
+    labels = [str(d) for d in range(10)]
+    ok = ModelConfig(kind="cnn", label_order=labels, options={"widths": [4, 8]})
+    assert ok.pretrained is None
+    for options, match in (
+        ({}, "needs model.options.widths"),
+        ({"widths": [4, 0]}, "needs model.options.widths"),
+        ({"widths": [4], "depth": 3}, r"\['depth'\] are not options"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ModelConfig(kind="cnn", label_order=labels, options=options)
+    with pytest.raises(ValueError, match=r"model\.pretrained is required for `kind: hf`"):
+        ModelConfig(label_order=labels)
+
+
 # ----------------------------------------------------------------------------- training
 
 
