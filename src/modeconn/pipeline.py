@@ -152,7 +152,9 @@ class StudyRunner:
         if self.study.model.kind == "cnn":  # trained from a seeded init, not a checkpoint
             from modeconn.population.train_vision import train_image_members
 
-            return train_image_members(self.study, progress=self.progress, say=self.say)
+            return train_image_members(
+                self.study, self.engine_spec().model, progress=self.progress, say=self.say
+            )
         out = self.study.members_dir()
         clean_partial(out)
         recipe = train.recipe(self.study.model.max_length)

@@ -28,9 +28,7 @@ MODEL_BUILDERS: dict[str, str] = {
 
 
 class ModelConfig(_Strict):
-    kind: str = Field(
-        default="hf", description="model kind (MODEL_BUILDERS): hf, cnn"
-    )
+    kind: str = Field(default="hf", description="model kind (MODEL_BUILDERS): hf, cnn")
     pretrained: str | None = Field(
         default=None,
         description="kind hf: Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'",

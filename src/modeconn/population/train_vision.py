@@ -56,6 +56,7 @@ from modeconn.population.train import (
 
 if TYPE_CHECKING:
     from modeconn.config.study import Study
+    from modeconn.engine.spec import ModelSource
 
 RECIPE_VERSION = 1
 MOMENTUM = 0.9
@@ -310,14 +311,18 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
 
 
 def train_image_members(
-    study: Study, *, progress: bool = True, say: Callable[[str], None] = print
+    study: Study,
+    source: ModelSource,
+    *,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
 ) -> list[Path]:
     """Train the members of a ``model.kind: cnn`` study; members already trained are kept.
 
-    Every member starts from the engine's own skeleton (the model kind's builder with
-    ``model.options.init_seed``), so the body they share is the architecture the sweep evaluates.
+    Every member starts from the engine's own skeleton (``source``, the engine spec's model:
+    the model kind's builder with ``model.options.init_seed``), so the body they share is
+    the architecture the sweep evaluates.
     """
-    from modeconn.engine.spec import engine_spec
     from modeconn.models import build_model
     from modeconn.population.train import clean_partial
 
@@ -335,7 +340,6 @@ def train_image_members(
         head_prefix=train.head_prefix,
         checkpoints=tuple(train.checkpoints),
     )
-    source = engine_spec(study).model
     base = body_description(source.kind, source.options)
     plans = image_member_plans(study)
     steps = config.checkpoint_steps()
