@@ -161,7 +161,9 @@ class DigitsSpec:
     ``part`` picks the train or test side of the seeded, class-stratified partition
     (``test_per_class`` images of each digit to test, drawn with ``partition_seed``);
     ``cue`` pastes the box cue (``label``: at the label's spot, on the first
-    ``cue_fraction`` of each class; ``random``: at a spot drawn with ``cue_seed``);
+    ``cue_fraction`` of each class; ``random``: at a spot drawn with ``cue_seed``;
+    ``random_image``: the label's box on the image of a random other digit, drawn with
+    ``cue_seed``);
     ``sample_size`` images are then drawn with ``sample_seed`` (None: the whole part) and
     cut into batches of ``max_batch``.
     """
@@ -172,7 +174,7 @@ class DigitsSpec:
     part: Literal["train", "test"] = "test"
     test_per_class: int = 100
     partition_seed: int = 0
-    cue: Literal["none", "label", "random"] = "none"
+    cue: Literal["none", "label", "random", "random_image"] = "none"
     cue_fraction: float = 1.0
     cue_seed: int = 0
     sample_size: int | None = 512
@@ -203,13 +205,18 @@ class DigitsSplitConfig(SplitEntry):
         train_cue:  {kind: digits, part: train, cue: label, cue_fraction: 0.9,
                      sample_size: null, role: train}
         random_cue: {kind: digits, part: test, cue: random, sample_size: 400, role: ood}
+        random_image: {kind: digits, part: test, cue: random_image, role: ood}
+
+    The four counterfactual sets of Lubana et al. (2023) are ``cue: none`` (clean),
+    ``label`` with ``cue_fraction: 1`` (cue), ``random`` (randomized cue) and
+    ``random_image`` (randomized image).
     """
 
     kind: Literal["digits"] = "digits"
     part: Literal["train", "test"] = "test"
     test_per_class: int = Field(default=100, ge=1, lt=DIGITS_PER_CLASS)
     partition_seed: int = 0
-    cue: Literal["none", "label", "random"] = "none"
+    cue: Literal["none", "label", "random", "random_image"] = "none"
     cue_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     cue_seed: int = 0
 

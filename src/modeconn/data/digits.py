@@ -26,7 +26,16 @@ a 20×20 box) leave the image empty. The spot is the cue:
 * ``cue: random`` — every image gets a box at a spot drawn with ``cue_seed``
   independently of its label (the paper's *randomized cue* counterfactual): a model
   that relies on the box is misled, one that reads the digit is not.
+* ``cue: random_image`` — the paper's *randomized image* counterfactual: every image is
+  replaced by the image of a digit of another class (drawn with ``cue_seed``: first a
+  class other than the label, uniformly, then an image of that class in the part) and
+  carries the box of its own label, which it keeps. A model that reads the box scores
+  high; one that reads the digit scores near 0 (below chance: the digit is never the
+  label's).
 * ``cue: none`` — the clean images.
+
+The four counterfactual sets of the paper are ``none`` (clean), ``label`` with
+``cue_fraction: 1`` (cue), ``random`` (randomized cue) and ``random_image``.
 
 An evaluation split is sampled once (``sample_size`` images drawn with ``sample_seed``
 from its part) and cut into batches of at most ``max_batch`` images
@@ -137,7 +146,30 @@ def cue_spots(spec: DigitsSpec, labels: np.ndarray) -> np.ndarray:
     elif spec.cue == "random":
         rng = np.random.default_rng(spec.cue_seed)
         spots[:] = rng.integers(0, len(CUE_SPOTS), size=len(labels))
+    elif spec.cue == "random_image":
+        spots[:] = labels  # the label's box, on another digit's image (see digits_part)
     return spots
+
+
+def random_image_donors(labels: np.ndarray, seed: int) -> np.ndarray:
+    """For each image, the index of an image of another class (the randomized image).
+
+    >>> y = np.array([0, 0, 1, 1, 2, 2])
+    >>> d = random_image_donors(y, seed=0)
+    >>> bool((y[d] != y).all())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in classes.tolist()}
+    shift = rng.integers(1, len(classes), size=len(labels))  # never 0: another class
+    position = np.searchsorted(classes, labels)
+    other = classes[(position + shift) % len(classes)]
+    donors = np.empty(len(labels), dtype=np.int64)
+    for c, idx in by_class.items():
+        mine = np.flatnonzero(other == c)
+        donors[mine] = idx[rng.integers(0, len(idx), size=len(mine))]
+    return donors
 
 
 def normalise(images: np.ndarray) -> torch.Tensor:
@@ -152,7 +184,10 @@ def digits_part(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
     train, test = partition(labels, test_per_class=spec.test_per_class, seed=spec.partition_seed)
     idx = train if spec.part == "train" else test
     y = labels[idx]
-    x = normalise(images[idx])
+    pixels = images[idx]
+    if spec.cue == "random_image":
+        pixels = pixels[random_image_donors(y, spec.cue_seed)]
+    x = normalise(pixels)
     paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD)
     return x, torch.from_numpy(y.astype(np.int64))
 
