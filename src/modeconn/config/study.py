@@ -61,16 +61,20 @@ from modeconn.config.splits import (
 from modeconn.config.splits import resolve_path as _resolve
 
 __all__ = [
+    "ArmConfig",
     "EvalConfig",
+    "MixConfig",
     "ModelConfig",
     "SplitConfig",
     "SplitSpec",
     "Study",
     "SweepConfig",
     "TrainConfig",
+    "TrainSection",
     "load_study",
     "parse_study",
 ]
+from modeconn.config.arms import IMAGE_RECIPES, ArmConfig, MixConfig, TrainSection
 from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError
 
@@ -96,112 +100,6 @@ def _split_entry_type() -> Any:
 
 
 SplitEntryType = _split_entry_type()
-
-
-class MixConfig(_Strict):
-    split: str
-    fraction: float = Field(gt=0.0, lt=1.0)
-    label_map: dict[str, str] = Field(default_factory=dict)
-
-
-class ArmConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    members: int = Field(ge=1)
-    data: str
-    mix: MixConfig | None = None
-    seed_offset: int = 0
-    vary: Literal["both", "head", "data"] = "both"
-    recipe: Literal["finetune", "lp-ft"] = Field(
-        default="finetune",
-        description="finetune; or lp-ft: linear probe of the head, then full fine-tuning",
-    )
-    probe_examples: int | None = Field(
-        default=None, ge=1, description="lp-ft: examples seen by the probe (default: examples)"
-    )
-    probe_lr: float = Field(default=1e-3, gt=0, description="lp-ft: the probe's learning rate")
-
-    @model_validator(mode="after")
-    def _probe_needs_lp_ft(self) -> ArmConfig:
-        # a value equal to its default is no request (a study read back from a store
-        # carries every field, defaults included)
-        given = {
-            f
-            for f in {"probe_examples", "probe_lr"} & self.model_fields_set
-            if getattr(self, f) != type(self).model_fields[f].default
-        }
-        if given and self.recipe != "lp-ft":
-            names = " and ".join(sorted(given))
-            verb = "is" if len(given) == 1 else "are"
-            raise ValueError(
-                f"{names} of arm '{self.name}' {verb} used only with `recipe: lp-ft` (the "
-                f"arm's recipe is '{self.recipe}'); add `recipe: lp-ft` or remove {names}"
-            )
-        return self
-
-
-class TrainSection(_Strict):
-    """How to train the population (:mod:`modeconn.population.train`), one entry per arm::
-
-        train:
-          examples: 3200
-          checkpoints: [0.25, 0.5]     # also keep the weights at 25 % and 50 % of the steps
-          arms:
-            - {name: ft, members: 10, data: mnli_train}
-            - {name: lpft, members: 10, data: mnli_train, recipe: lp-ft,
-               probe_examples: 3200, probe_lr: 1.0e-3}
-
-    ``recipe: lp-ft`` (Kumar et al. 2022) trains the head alone on the frozen body for
-    ``probe_examples`` examples (default: ``examples``) at ``probe_lr`` first. Checkpoints
-    go to ``<out_dir>/checkpoints/<member>@<step>.safetensors``, a population of their own.
-    """
-
-    out_dir: str = "members"
-    examples: int = Field(default=3200, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=2e-5, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup: float = Field(default=0.1, ge=0, lt=1)
-    bucket: int = Field(default=8, ge=1)
-    head_prefix: str = "classifier"
-    checkpoints: list[float] = Field(
-        default_factory=list,
-        description="fractions of the steps, each in (0, 1), to also save weights at",
-    )
-    arms: list[ArmConfig] = Field(min_length=1)
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        bad = [f for f in v if not 0.0 < f < 1.0]
-        if bad:
-            raise ValueError(
-                "fractions of the training steps, each strictly between 0 and 1 (the final "
-                f"weights are the member itself); got {bad[0]!r}: write e.g. [0.25, 0.5]"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _probe_takes_a_step(self) -> TrainSection:
-        for arm in self.arms:
-            if arm.probe_examples is not None and arm.probe_examples < self.batch_size:
-                raise ValueError(
-                    f"train.arms[{arm.name}].probe_examples ({arm.probe_examples}) must be at "
-                    f"least train.batch_size ({self.batch_size}): the probe would take no step"
-                )
-        return self
-
-    def recipe(self, max_length: int) -> TrainConfig:
-        return TrainConfig(
-            examples=self.examples,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            warmup=self.warmup,
-            max_length=max_length,
-            bucket=self.bucket,
-            head_prefix=self.head_prefix,
-            checkpoints=tuple(self.checkpoints),
-        )
 
 
 class PopulationConfig(_Strict):
@@ -312,6 +210,19 @@ class Study(_Strict):
                 need(f"train.arms[{arm.name}].data", arm.data)
                 if arm.mix is not None:
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
+                if arm.cue_data is not None:
+                    need(f"train.arms[{arm.name}].cue_data", arm.cue_data)
+                image = self.model.kind == "cnn"
+                if not image and (arm.recipe in IMAGE_RECIPES and arm.recipe != "lp-ft"):
+                    raise ValueError(
+                        f"train.arms[{arm.name}].recipe '{arm.recipe}' is an image recipe "
+                        "(model.kind: cnn); a text arm's recipe is finetune or lp-ft"
+                    )
+                if not image and arm.from_ is not None:
+                    raise ValueError(
+                        f"train.arms[{arm.name}].from: a text arm starts from the pretrained "
+                        "model; `from` is for image recipes (model.kind: cnn)"
+                    )
         sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")

@@ -272,7 +272,8 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
     it when ``sample_size`` is null). Seeds follow the fine-tuning arms: member i of an
     arm has seed ``seed_offset + i``; ``vary: data`` (the usual choice here) keeps the head
     of the shared initialisation and varies the data order only, ``head`` / ``both``
-    re-draw the head from the seed too. ``mix`` and ``recipe: lp-ft`` are text recipes.
+    re-draw the head from the seed too (``recipe: cue`` is this recipe by another name). ``mix``
+    is a text option; arms with ``from`` are trained by :mod:`modeconn.population.recipes`.
     """
     from modeconn.data.digits import digits_sample
 
@@ -282,10 +283,12 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
     plans = []
     for arm in train.arms:
         where = f"train.arms[{arm.name}]"
-        if arm.mix is not None or arm.recipe != "finetune":
+        if arm.from_ is not None:
+            continue  # a fine-tuning recipe's arm (modeconn.population.recipes)
+        if arm.mix is not None or arm.recipe not in ("finetune", "cue"):
             raise ConfigError(
-                f"{where}: `mix` and `recipe: lp-ft` are text recipes; an image arm trains on "
-                "its `data` split (declare a cued split for another strategy)"
+                f"{where}: `mix` is a text option and recipe '{arm.recipe}' starts from trained "
+                "members (name their arm with `from`); an image arm trains on its `data` split"
             )
         recipe = study.split_recipe(arm.data)
         if recipe.kind != "digits":
@@ -354,4 +357,7 @@ def train_image_members(
         train_image_member(
             lambda: build_model(source)[0], plan, config, out, base=base, progress=progress
         )
-    return [member_paths(out, p.member_id)[0] for p in plans]
+    from modeconn.population.recipes import train_recipe_members
+
+    tuned = train_recipe_members(study, source, base=base, progress=progress, say=say)
+    return [member_paths(out, p.member_id)[0] for p in plans] + tuned

@@ -1,0 +1,63 @@
+"""Last-layer retraining (LLRT; Kirichenko et al. 2022, as Lubana et al. 2023 run it): a
+fresh linear head trained on the frozen features of D_NC.
+
+The body is frozen in eval mode (BatchNorm uses its running statistics), so the features
+of D_NC are computed once; the head — re-initialised from the member's seed with PyTorch's
+default uniform rule — is then trained on them with SGD, momentum 0.9, weight decay 1e-4,
+cosine schedule. The paper trains it 200 epochs at lr 30 (their VGG's features); the
+arm's ``examples`` and ``lr`` set ours. Only the head changes: the member keeps θ_C's
+features, and so whatever cue they encode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from modeconn.population.recipes.base import (
+    RecipePlan,
+    cosine,
+    epoch_batches,
+    features_of,
+    head_of,
+    sgd,
+)
+
+
+def retrain_head(
+    model: nn.Module, plan: RecipePlan, *, examples: int, lr: float, seed: int
+) -> float:
+    """Re-draw the head from `seed` and train it on the frozen features of D_NC."""
+    head = head_of(model)
+    model.eval()
+    with torch.no_grad():
+        z = features_of(model)(plan.images)  # (n, d), computed once: the body is frozen
+        gen = torch.Generator().manual_seed(seed)
+        bound = 1.0 / head.in_features**0.5
+        head.weight.copy_((torch.rand(head.weight.shape, generator=gen) * 2 - 1) * bound)
+        head.bias.copy_((torch.rand(head.bias.shape, generator=gen) * 2 - 1) * bound)
+    steps = max(examples // plan.config.batch_size, 1)
+    opt = sgd(head.parameters(), plan.config, lr=lr)
+    sched = cosine(opt, steps)
+    running = math.nan
+    for idx in epoch_batches(len(z), steps=steps, batch_size=plan.config.batch_size, seed=seed):
+        loss = nn.functional.cross_entropy(head(z[idx]), plan.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+    return running
+
+
+class LLRT:
+    """``llrt``: a fresh head on frozen features, ``examples`` examples at the arm's lr."""
+
+    name = "llrt"
+
+    def train(self, model: nn.Module, plan: RecipePlan, *, progress: bool = False) -> float:
+        return retrain_head(
+            model, plan, examples=plan.config.examples, lr=plan.config.lr, seed=plan.seed
+        )
