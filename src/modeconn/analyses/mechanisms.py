@@ -202,7 +202,7 @@ class Mechanisms:
                      "members": len(g)}
                 )  # fmt: skip
         table = pd.DataFrame(rows)
-        hashes = members["hash"].to_dict()
+        hashes: dict[str, str] = {str(k): str(v) for k, v in members["hash"].items()}
         found = store.values(KIND)
         paths, curves = [], []
         for source, member in path_pairs(result.study, list(hashes)):

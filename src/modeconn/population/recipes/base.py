@@ -183,7 +183,7 @@ def features_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
             f"recipes llrt, lp-ft and cbft need a model with penultimate features "
             f"(`features(images)`); {type(model).__name__} has none: use model.kind: cnn"
         )
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def head_of(model: nn.Module, prefix: str = "classifier") -> nn.Linear:

@@ -44,6 +44,7 @@ from modeconn.population.recipes.base import (
     cosine,
     epoch_batches,
     features_of,
+    head_of,
     sgd,
 )
 
@@ -116,7 +117,7 @@ class CBFT:
         lam = float(plan.setting("lambda", LAMBDA))
         anchor = {k: v.detach().clone() for k, v in model.state_dict().items()}  # θ_C
         feats = features_of(model)
-        head = model.classifier
+        head = head_of(model)
         opt = sgd(model.parameters(), config)
         sched = cosine(opt, config.steps)
         n = len(plan.labels)
