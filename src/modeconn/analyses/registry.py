@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modeconn.analyses import distances, planes, sharpness, table_one, trajectory, uncertainty
+from modeconn.analyses import (
+    curvature,
+    distances,
+    planes,
+    sharpness,
+    table_one,
+    trajectory,
+    uncertainty,
+)
 from modeconn.analyses.base import Analysis, is_enabled, study_keys
 from modeconn.config import sections as _sections
 from modeconn.errors import ConfigError
@@ -26,6 +34,7 @@ ANALYSES: list[Analysis] = [
     uncertainty.Uncertainty(),  # bootstrap over the evaluation sample
     planes.Planes(),  # loss planes, Fig. 2
     trajectory.Trajectory(),  # basins along training, Fig. 7
+    curvature.Curvature(),  # barrier prediction from curvature (Singh et al. 2024)
 ]
 
 
