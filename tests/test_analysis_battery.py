@@ -57,6 +57,7 @@ ANALYSES: dict[str, Any] = {
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 2}],
     "trajectory": {},
     "curvature": {"split": "mnli", "points": 3, "bootstrap": 50},
+    "layerwise": {"split": "mnli", "depth": 2, "points": 3},
 }
 WRITES = ("put_value", "write_unit", "write_member_points")
 ENGINE = ("as_point", "evaluate", "evaluate_member", "evaluate_lerp")
@@ -248,6 +249,7 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "sharpness": dict(ANALYSES["sharpness"], epsilon=2e-5),
     "planes": [dict(ANALYSES["planes"][0], resolution=3)],
     "curvature": dict(ANALYSES["curvature"], points=5),
+    "layerwise": dict(ANALYSES["layerwise"], depth=1),
 }
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from modeconn.analyses import (
     curvature,
     distances,
+    layerwise,
     planes,
     sharpness,
     table_one,
@@ -35,6 +36,7 @@ ANALYSES: list[Analysis] = [
     planes.Planes(),  # loss planes, Fig. 2
     trajectory.Trajectory(),  # basins along training, Fig. 7
     curvature.Curvature(),  # barrier prediction from curvature (Singh et al. 2024)
+    layerwise.Layerwise(),  # layer-wise LMC (Adilova et al. 2024)
 ]
 
 
