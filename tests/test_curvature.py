@@ -327,3 +327,22 @@ def test_finite_difference_step_must_be_positive() -> None:
     assert curvature_fd(terms, ta, [tb[0] - ta[0]], 0.5, h=1e-3) == pytest.approx(
         curvature_along(terms, ta, [tb[0] - ta[0]], 0.5), rel=1e-5
     )
+
+
+def test_the_toy_double_well_by_hand(tmp_path) -> None:
+    import importlib.util
+
+    from modeconn.figures.landscape import toy_barrier
+
+    toy = bf.double_well(101)
+    assert (toy["measured"], toy["midpoint"], toy["endpoint"]) == (1.0, 2.0, 4.0)
+    assert abs(toy["exact"] - 1.0) <= toy["exact_error"]
+    fig = toy_barrier(toy)
+    assert {c.get_gid() for c in fig.axes[0].collections} >= {"exact", "midpoint"}
+    path = Path(__file__).resolve().parents[1] / "examples" / "toy_barrier.py"
+    spec = importlib.util.spec_from_file_location("toy_barrier", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path / "toy.png"), "--points", "21"]) == 0
+    assert (tmp_path / "toy.png").stat().st_size > 0

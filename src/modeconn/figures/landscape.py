@@ -132,3 +132,38 @@ def layerwise_barriers(
         cx.legend(fontsize="small")
         _style_axes(cx)
     return fig
+
+
+def toy_barrier(toy: dict[str, object], *, ax: Axes | None = None) -> Figure:
+    """The toy double well (:func:`modeconn.measures.barrier_forms.double_well`): f(s) along
+    the path, its chord, and the barrier each form predicts, drawn at s = ½ above the chord.
+
+    >>> from modeconn.measures.barrier_forms import double_well
+    >>> fig = toy_barrier(double_well(21))
+    >>> sorted(c.get_gid() for c in fig.axes[0].collections)
+    ['endpoint', 'exact', 'measured', 'midpoint']
+    """
+    s = np.asarray(toy["s"], dtype=float)
+    f = np.asarray(toy["f"], dtype=float)
+    fig, ax = _axes(ax, COLUMN_WIDTH, 0.8 * COLUMN_WIDTH)
+    ax.plot(s, f, color="0.2", linewidth=1.4, label="f(s) = L(θA + sΔ)")
+    ax.plot([0, 1], [f[0], f[-1]], linestyle="--", color="0.5", linewidth=1, label="chord")
+    chord = 0.5 * (f[0] + f[-1])
+    for i, form in enumerate(("measured", "exact", "midpoint", "endpoint")):
+        value = float(toy[form])  # type: ignore[arg-type]
+        sc = ax.scatter(
+            [0.5],
+            [chord + value],
+            marker=FORM_MARKERS.get(form, "D"),
+            s=30,
+            color=BASIN_PALETTE[i % len(BASIN_PALETTE)],
+            zorder=3,
+            label=f"{form}: B = {value:.3g}",
+        )
+        sc.set_gid(form)
+    ax.set_xlabel("s (0 = A, 1 = B)")
+    ax.set_ylabel("loss")
+    ax.set_title("a ridge between two wells: the three forms")
+    _legend_below(ax)
+    _style_axes(ax)
+    return fig

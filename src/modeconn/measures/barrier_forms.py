@@ -33,6 +33,7 @@ from modeconn.errors import DataError
 
 __all__ = [
     "FORMS",
+    "double_well",
     "endpoint_form",
     "exact_form",
     "exact_form_error",
@@ -150,3 +151,39 @@ def exact_form_error(s: ArrayLike, f2: ArrayLike) -> float:
             return math.inf
         second.append(np.abs(np.diff(half, 2)) / (h * h))
     return h * h / 24.0 * float(max(v.max() for v in second))
+
+
+def double_well(points: int = 101) -> dict[str, object]:
+    """The toy landscape L(x, y) = (x² − 1)² + y² along A = (−1, 0) → B = (1, 0).
+
+    Two minima (L = 0) and a ridge at x = 0 (L = 1) between them. With x = 2s − 1, y = 0:
+
+        f(s)   = 16 s²(s − 1)²,  f(0) = f(1) = 0,  f(½) = 1   → measured B = 1
+        f'(s)  = 32 (s² − s)(2s − 1),  f'(0) = f'(1) = 0
+        f''(s) = 32 (2s − 1)² + 64 (s² − s),  f''(0) = f''(1) = 32,  f''(½) = −16
+        f''''  = 384 (constant)
+
+    so the exact form gives −½∫ min(s, 1 − s) f'' ds = 1, the midpoint form −⅛·(−16) = 2
+    (off by f''''/384 = 1) and the endpoint form (1/16)(32 + 32) = 4 (off by 3): the local
+    forms see the curvature of the wells, not the height of the ridge between them.
+    Returns the grid ``s``, ``f``, ``f2`` and the three forms plus the measured barrier.
+
+    >>> toy = double_well()
+    >>> toy["measured"], toy["midpoint"], toy["endpoint"], round(toy["exact"], 3)
+    (1.0, 2.0, 4.0, 1.0)
+    """
+    s = uniform_grid(points)
+    f = 16.0 * s**2 * (s - 1.0) ** 2
+    f1 = 32.0 * (s**2 - s) * (2.0 * s - 1.0)
+    f2 = 32.0 * (2.0 * s - 1.0) ** 2 + 64.0 * (s**2 - s)
+    mid = points // 2
+    return {
+        "s": s,
+        "f": f,
+        "f2": f2,
+        "measured": measured_barrier(f[0], f[mid], f[-1]),
+        "exact": exact_form(s, f2),
+        "exact_error": exact_form_error(s, f2),
+        "midpoint": midpoint_form(f2[mid]),
+        "endpoint": endpoint_form(f1[0], f1[-1], f2[0], f2[-1]),
+    }
