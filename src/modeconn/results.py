@@ -85,7 +85,8 @@ class StudyResult:
             f"study {self.study.name}: {len(self.members)} members, "
             f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
-            f"similarity scale δ = {self.fit.delta:.4g}",
+            f"similarity scale δ = {self.fit.delta:.4g}, clustering seed {self.fit.seed}, "
+            f"{self.fit.centroids_from} centroids; ties in the basin score: {self.fit.ties}",
         ]
         if self.recovery is not None and self.arms is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
@@ -274,8 +275,7 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     members = member_table(store)
     distance = distance_matrix(store, split=b.split, metric=b.distance)
     d = distance.to_numpy()
-    delta = median_delta(d) if b.delta == "median" else float(b.delta)
-    fit = find_basins(d, n_basins=b.n_basins, delta=delta, seed=b.seed)
+    fit = find_basins(d, **b.fit_options())
     members["basin"] = fit.labels
     members["score"] = fit.scores
     # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one

@@ -88,8 +88,7 @@ def euclidean_matrix(store: Store, result: StudyResult) -> pd.DataFrame:
 
 
 def _fit(d: np.ndarray, b: BasinsConfig) -> BasinFit:
-    delta = median_delta(d) if b.delta == "median" else float(b.delta)
-    return find_basins(d, n_basins=b.n_basins, delta=delta, seed=b.seed)
+    return find_basins(d, **b.fit_options())
 
 
 def compare_distances(

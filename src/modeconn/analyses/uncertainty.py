@@ -105,6 +105,7 @@ class Uncertainty:
             samples=u.samples,
             seed=u.seed,
             cluster_seed=b.seed,
+            centroids=b.centroids,
         )
         notes = []
         sizes = [s for s in u.sizes if s < ex.shape[2]]
@@ -128,6 +129,7 @@ class Uncertainty:
                 repeats=u.repeats,
                 seed=u.seed,
                 cluster_seed=b.seed,
+                centroids=b.centroids,
             )
         return UncertaintyTables(uncertainty, stability, tuple(notes))
 

@@ -19,14 +19,25 @@ out-of-distribution accuracy (e.g. on HANS) measures how well the basin predicts
 generalization strategy (§4.2, Fig. 5); Table 1 reports per-basin means and deviations,
 which :func:`basin_table` gives.
 
-Choices that differ from the paper's code, each one option away:
+Choices that differ from the paper's code, each one option away (``basins.preset: paper``
+in a study restores all of them at once; docs/method.md has the table):
 
-- ``n_basins=None`` (the default of :func:`find_basins`) picks k with the eigengap
-  heuristic (:func:`choose_n_basins`); the paper fixes ``n_basins=2``.
-- Centroids are the mean embedding of each basin's members; the paper's code takes k-means
-  centres on the embedding, which coincide when k-means agrees with the labels.
+- ``n_basins=None`` picks k with the eigengap heuristic (:func:`choose_n_basins`); the
+  paper fixes ``n_basins=2`` (so does a study's default).
+- ``delta="median"`` (a study's default) puts δ at the median off-diagonal distance
+  (:func:`median_delta`); the paper fixes δ = 1.
+- ``centroids="mean"`` (the default) takes each basin's mean embedding; the paper's code
+  (``get_sc_centroid_dists`` in aNOnWhyMooS/connectivity) takes k-means centres on the
+  embedding, ``k_means(se, k, random_state=42)`` — ``centroids="kmeans"``. The two
+  coincide when k-means agrees with the spectral-clustering labels.
+- ``seed`` defaults to 0; the paper's code fixes ``random_state=42`` for the clustering,
+  the embedding and k-means.
 - Basins are relabelled so that basin 0 is the largest (ties: lowest member index), then
-  basin 1, and so on; the score is always relative to basins 0 and 1.
+  basin 1, and so on; the score is always relative to basins 0 and 1. (The paper's code
+  orders the centres as k-means returns them, so its score's sign is arbitrary.)
+- Scores equal within a relative 1e-9 are made exact ties
+  (:func:`modeconn.stats.ties.merge_ties`): members that sit on their centroid share a
+  score up to the last bits, and ranks must not follow that noise.
 
 This module is pure numpy/scipy/scikit-learn: no torch, no plotting, no I/O.
 """
@@ -37,19 +48,21 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.sparse.csgraph import laplacian
-from sklearn.cluster import SpectralClustering
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import SpectralClustering, k_means
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from modeconn.errors import ConfigError, DataError, ModeconnError, require_keys
 from modeconn.stats._validate import label_vector, member_vector, two_clusters
+from modeconn.stats.ties import count_ties, merge_ties
 
 # Correlations and regressions moved to modeconn.stats.inference; imported here so that
 # `from modeconn.stats.basins import correlate` keeps working.
@@ -245,6 +258,8 @@ class BasinFit:
         seed: random seed given to scikit-learn.
         n_basins_from: ``"eigengap"`` if k was chosen by :func:`choose_n_basins`,
             ``"argument"`` if the caller fixed it.
+        centroids_from: ``"mean"`` (each basin's mean embedding) or ``"kmeans"`` (the
+            paper's code: k-means centres on the embedding, matched to the basins).
     """
 
     labels: NDArray[np.int64]
@@ -256,6 +271,7 @@ class BasinFit:
     delta: float
     seed: int
     n_basins_from: str = "argument"
+    centroids_from: str = "mean"
 
     def __post_init__(self) -> None:
         # Frozen means frozen: copy the arrays and make them read-only.
@@ -267,6 +283,11 @@ class BasinFit:
     def sizes(self) -> NDArray[np.int64]:
         """(k,) number of members in each basin."""
         return np.bincount(self.labels, minlength=self.n_basins).astype(np.int64)
+
+    @property
+    def ties(self) -> int:
+        """How many members share their basin score with another member (exact ties)."""
+        return count_ties(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (lists and Python scalars)."""
@@ -280,6 +301,7 @@ class BasinFit:
             "delta": float(self.delta),
             "seed": int(self.seed),
             "n_basins_from": self.n_basins_from,
+            "centroids_from": self.centroids_from,
         }
 
     @classmethod
@@ -297,6 +319,7 @@ class BasinFit:
             delta=float(d["delta"]),
             seed=int(d["seed"]),
             n_basins_from=str(d.get("n_basins_from", "argument")),
+            centroids_from=str(d.get("centroids_from", "mean")),
         )
 
 
@@ -311,12 +334,31 @@ def _relabel_by_size(labels: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.array([mapping[int(b)] for b in labels], dtype=np.int64)
 
 
+def _kmeans_centroids(
+    embedding: FloatArray, labels: NDArray[np.int64], k: int, seed: int
+) -> FloatArray:
+    """The paper's centroids: k-means centres on the embedding, row b matched to basin b.
+
+    ``k_means(embedding, k, random_state=seed, n_init=10)`` as in the paper's code (whose
+    scikit-learn ran 10 restarts by default); centre j goes to the basin its k-means
+    cluster overlaps most (a one-to-one assignment), so row 0 is basin 0's centre.
+    """
+    centres, km, _ = k_means(embedding, k, random_state=int(seed), n_init=10)
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (labels, np.asarray(km, dtype=np.int64)), 1.0)
+    rows, cols = linear_sum_assignment(-overlap)  # basin rows[i] ↔ k-means centre cols[i]
+    out = np.empty_like(np.asarray(centres, dtype=np.float64))
+    out[rows] = np.asarray(centres, dtype=np.float64)[cols]
+    return out
+
+
 def find_basins(
     distance: ArrayLike,
     *,
     n_basins: int | None = None,
-    delta: float = 1.0,
+    delta: float | Literal["median"] = 1.0,
     seed: int = 0,
+    centroids: Literal["mean", "kmeans"] = "mean",
 ) -> BasinFit:
     """Cluster a population into basins from its barrier-distance matrix.
 
@@ -324,9 +366,14 @@ def find_basins(
     (pass ``n_basins=2`` for the paper's setting); labels from
     ``SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed)``;
     embedding from ``spectral_embedding(S, n_components=k, drop_first=False,
-    random_state=seed)``; centroids as the mean embedding of each basin's members (the
-    paper's code takes k-means centres on the embedding, which coincide when k-means agrees
-    with the labels); basins relabelled largest first; score = ‖w − c₀‖ − ‖w − c₁‖.
+    random_state=seed)``; centroids as the mean embedding of each basin's members, or with
+    ``centroids="kmeans"`` the paper code's k-means centres on the embedding
+    (:func:`_kmeans_centroids`); basins relabelled largest first; score =
+    ‖w − c₀‖ − ‖w − c₁‖, with scores equal within a relative 1e-9 merged into exact ties.
+    ``delta="median"`` uses :func:`median_delta` of the matrix.
+
+    Paper 1's recipe is ``find_basins(D, n_basins=2, delta=1.0, seed=42,
+    centroids="kmeans")``.
 
     Needs at least 3 members; ``n_basins`` must lie in [2, N − 1].
 
@@ -336,6 +383,12 @@ def find_basins(
     >>> fit.labels.tolist(), bool(np.all(fit.scores[:3] < 0) and np.all(fit.scores[3:] > 0))
     ([0, 0, 0, 1, 1], True)
     """
+    if centroids not in ("mean", "kmeans"):
+        raise ConfigError(f"centroids must be 'mean' or 'kmeans'; got {centroids!r}")
+    if isinstance(delta, str):
+        if delta != "median":
+            raise ConfigError(f"delta must be a number > 0 or 'median'; got {delta!r}")
+        delta = median_delta(distance)
     s = affinity(distance, delta=delta)
     n = s.shape[0]
     _n_members(n)
@@ -376,20 +429,25 @@ def find_basins(
             f"spectral clustering put all {n} members in one basin (asked for {k}); the "
             "distance matrix shows no structure at this delta. Try another delta."
         )
-    centroids = np.stack([embedding[labels == b].mean(axis=0) for b in range(found)])  # (k, k)
-    scores = np.linalg.norm(embedding - centroids[0], axis=1) - np.linalg.norm(
-        embedding - centroids[1], axis=1
+    if centroids == "kmeans" and found == k:
+        with threadpool_limits(limits=1):
+            centres = _kmeans_centroids(embedding, labels, k, int(seed))  # (k, k)
+    else:
+        centres = np.stack([embedding[labels == b].mean(axis=0) for b in range(found)])
+    scores = np.linalg.norm(embedding - centres[0], axis=1) - np.linalg.norm(
+        embedding - centres[1], axis=1
     )  # (N,)
     return BasinFit(
         labels=labels,
         embedding=embedding,
-        centroids=centroids,
-        scores=scores,
+        centroids=centres,
+        scores=merge_ties(scores),
         n_basins=found,
         eigenvalues=_laplacian_eigenvalues(s),
         delta=float(delta),
         seed=int(seed),
         n_basins_from=source,
+        centroids_from=centroids if found == k else "mean",
     )
 
 
