@@ -20,7 +20,7 @@ from modeconn.results import StudyResult, curves
 from modeconn.store import Store
 
 ANALYSES: dict[str, Any] = {
-    "distances": ["convexity_gap", "barrier_height", "auc", "euclidean"],
+    "distances": ["convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"],
     "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
     "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
     "trajectory": {},
@@ -65,7 +65,7 @@ def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
     a = result.analyses
     assert a is not None
     assert a.distances["distance"].tolist() == [
-        "convexity_gap", "barrier_height", "auc", "euclidean"
+        "convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"
     ]  # fmt: skip
     with Store(load_study(path).store_path()) as store:
         found = curves(store, "mnli")
@@ -78,6 +78,16 @@ def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
         chord = loss[0] + (loss[-1] - loss[0]) * g["alpha"].to_numpy()
         assert bh.loc[x, y] == pytest.approx(max(0.0, float(np.max(loss - chord))), abs=1e-12)
         assert bh.loc[x, y] == pytest.approx(barrier_height(loss))
+    # the paper's AUC: trapezoid over (L − min L) with step ‖θA − θB‖/(n − 1), by hand
+    ad, eu = a.matrices["auc_distance"], a.matrices["euclidean"]
+    assert "parameter distance" in a.distances.set_index("distance").loc["auc_distance", "form"]
+    for (x, y), g in found.items():
+        if "@" in x:
+            continue
+        lifted = g["loss"].to_numpy() - g["loss"].min()
+        step = eu.loc[x, y] / (len(lifted) - 1)
+        by_hand = sum(step * (lifted[i] + lifted[i + 1]) / 2 for i in range(len(lifted) - 1))
+        assert ad.loc[x, y] == pytest.approx(by_hand, rel=1e-9)
     # the study's own distance agrees with its own basins perfectly
     row = a.distances.set_index("distance").loc["convexity_gap"]
     assert row["ARI vs convexity_gap"] == pytest.approx(1.0)

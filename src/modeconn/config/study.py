@@ -233,7 +233,11 @@ class BasinsConfig(_Strict):
         "(n_basins 2, delta 1.0, seed 42, centroids kmeans); a conflicting explicit value "
         "is an error",
     )
-    distance: Literal["convexity_gap", "barrier_height", "auc", "auc_distance"] = "convexity_gap"
+    distance: Literal["convexity_gap", "barrier_height", "auc"] = Field(
+        default="convexity_gap",
+        description="distance of the basins; 'auc' integrates over α (the paper's AUC over "
+        "parameter distance is `analyses.distances: [auc_distance]`)",
+    )
     n_basins: int | None = Field(default=2, ge=2)
     delta: float | Literal["median"] = Field(
         default="median",
