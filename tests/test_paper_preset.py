@@ -41,10 +41,14 @@ def test_preset_sets_every_paper_choice() -> None:
 
 def test_preset_reproduces_a_direct_scikit_learn_computation() -> None:
     d = _matrix()
-    fit = find_basins(d, **BasinsConfig.model_validate({"split": "m", "preset": "paper"}).fit_options())
+    fit = find_basins(
+        d, **BasinsConfig.model_validate({"split": "m", "preset": "paper"}).fit_options()
+    )
 
     s = np.exp(-(d**2) / 2.0)
-    labels = SpectralClustering(n_clusters=2, affinity="precomputed", random_state=42).fit_predict(s)
+    labels = SpectralClustering(n_clusters=2, affinity="precomputed", random_state=42).fit_predict(
+        s
+    )
     se = spectral_embedding(s, n_components=2, drop_first=False, random_state=42)
     centres, km, _ = k_means(se, 2, random_state=42, n_init=10)
     dists = np.linalg.norm(se[None, :, :] - centres[:, None, :], axis=2)  # (2, N)

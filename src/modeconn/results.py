@@ -328,14 +328,24 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     )
 
 
+# Below this spread of the off-diagonal similarities the spectral clustering works near
+# float precision (S ≈ 1 − D²/2δ² with D²/2δ² under 1e-6). A merely small spread is no
+# sign of noise: the normalised Laplacian sees relative differences, and on every
+# population measured (docs/method.md, "Similarity scale δ") δ = 1 gave the very basins
+# of δ = median while every similarity was above 0.99. Whether the basins are noise is
+# what the bootstrap over the sample measures (analyses.uncertainty, which says so).
+_FLAT_SIMILARITY = 1e-6
+
+
 def _notes(fit: BasinFit, distance: np.ndarray, n: int) -> tuple[str, ...]:
     notes = []
     s = affinity(distance, delta=fit.delta)
     off = s[~np.eye(n, dtype=bool)]
-    if off.size and float(off.max() - off.min()) < 0.01:
+    if off.size and float(off.max() - off.min()) < _FLAT_SIMILARITY:
         notes.append(
-            f"the similarity exp(−D²/2δ²) varies by less than 0.01 across pairs at δ = "
-            f"{fit.delta:.4g}: the basins reflect noise, not structure; try basins.delta: median"
+            f"the similarity exp(−D²/2δ²) varies by less than {_FLAT_SIMILARITY:g} across "
+            f"pairs at δ = {fit.delta:.4g}: the clustering works near float precision; try "
+            "basins.delta: median"
         )
     if min(fit.sizes) < 2:
         notes.append("a basin holds a single member: its mean and spread say little")

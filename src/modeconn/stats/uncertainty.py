@@ -214,7 +214,9 @@ def sample_uncertainty(
     y = None if ood is None else np.asarray(ood, dtype=np.float64)
     for b in range(samples):
         try:
-            fit = _fit(dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids)
+            fit = _fit(
+                dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids
+            )
         except ModeconnError:
             failed += 1
             continue
@@ -272,7 +274,9 @@ def size_stability(
         aris, failed = [], 0
         for r in range(repeats):
             try:
-                fit = _fit(dist[r], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids)
+                fit = _fit(
+                    dist[r], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids
+                )
             except ModeconnError:
                 failed += 1
                 continue
