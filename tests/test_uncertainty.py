@@ -148,8 +148,10 @@ def test_noise_note_fires_on_instability_not_on_a_large_delta() -> None:
                          metric="convexity_gap")[0]  # fmt: skip
     fit = find_basins(d, n_basins=2, delta=1.0)
     assert not any("noise" in note or "precision" in note for note in _notes(fit, d, n))
-    u = sample_uncertainty(clear, pairs, list("abcdef"), fit.labels, alphas=alphas,
-                           metric="convexity_gap", n_basins=2, delta=1.0, samples=30)  # fmt: skip
+    u = sample_uncertainty(
+        clear, pairs, list("abcdef"), fit.labels, alphas=alphas,
+        metric="convexity_gap", n_basins=2, delta=1.0, samples=30,
+    )  # fmt: skip
     assert instability_notes(u, examples=128, split="s") == []
 
     # no structure at all: every pair alike up to the sample's noise; the note fires
@@ -157,7 +159,9 @@ def test_noise_note_fires_on_instability_not_on_a_large_delta() -> None:
     d = distance_samples(flat, np.full((1, 128), 1 / 128), pairs, n, alphas=alphas,
                          metric="convexity_gap")[0]  # fmt: skip
     fit = find_basins(d, n_basins=2, delta="median")
-    u = sample_uncertainty(flat, pairs, list("abcdef"), fit.labels, alphas=alphas,
-                           metric="convexity_gap", n_basins=2, delta="median", samples=30)  # fmt: skip
+    u = sample_uncertainty(
+        flat, pairs, list("abcdef"), fit.labels, alphas=alphas,
+        metric="convexity_gap", n_basins=2, delta="median", samples=30,
+    )  # fmt: skip
     notes = instability_notes(u, examples=128, split="s")
     assert len(notes) == 1 and "noise" in notes[0]

@@ -24,7 +24,6 @@ from modeconn.stats.basins import (
     basin_recovery,
     basin_table,
     find_basins,
-    median_delta,
 )
 from modeconn.stats.inference import correlate
 from modeconn.store import ALPHA_DECIMALS, Store

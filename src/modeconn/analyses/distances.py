@@ -35,7 +35,7 @@ from pydantic import ConfigDict, RootModel
 from modeconn.analyses.base import MeasureContext, value_key
 from modeconn.errors import DataError, ModeconnError
 from modeconn.results import StudyResult, distance_matrix
-from modeconn.stats.basins import BasinFit, basin_recovery, correlate, find_basins, median_delta
+from modeconn.stats.basins import BasinFit, basin_recovery, correlate, find_basins
 from modeconn.store import Store
 
 if TYPE_CHECKING:

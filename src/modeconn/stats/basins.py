@@ -53,8 +53,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy.sparse.csgraph import laplacian
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import SpectralClustering, k_means
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
@@ -62,7 +62,6 @@ from threadpoolctl import threadpool_limits
 
 from modeconn.errors import ConfigError, DataError, ModeconnError, require_keys
 from modeconn.stats._validate import label_vector, member_vector, two_clusters
-from modeconn.stats.ties import count_ties, merge_ties
 
 # Correlations and regressions moved to modeconn.stats.inference; imported here so that
 # `from modeconn.stats.basins import correlate` keeps working.
@@ -73,6 +72,7 @@ from modeconn.stats.inference import (
     membership_regression,
     r_squared,
 )
+from modeconn.stats.ties import count_ties, merge_ties
 
 __all__ = [
     "BasinFit",

@@ -33,7 +33,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from modeconn.errors import ConfigError, DataError, ModeconnError
 from modeconn.measures.barriers import curve_distance
-from modeconn.stats.basins import find_basins, median_delta
+from modeconn.stats.basins import find_basins
 
 FloatArray = NDArray[np.float64]
 Delta = float | Literal["median"]
