@@ -63,12 +63,27 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 (
                     f"Mean loss on '{split}' among the best and among the worst members by "
                     f"{ood_all[0]} {col.rsplit('.', 1)[1]}, and between the two groups "
-                    "(±1 sd bands; the paper's Fig. 1).",
+                    "(±1 sd bands; the paper's Fig. 1(a)).",
                     figures.best_worst_curves(
                         pts, split=split, ood=result.members[col], ood_label=ood_all[0]
                     ),
                 )
             )
+            path_metric = result.splits[split].get("metric", "accuracy")
+            if path_metric in pts.columns and pts[path_metric].notna().any():
+                curve_figs.append(
+                    (
+                        f"Mean {path_metric} on '{split}' along the same paths (the paper's "
+                        "Fig. 1(b)).",
+                        figures.best_worst_curves(
+                            pts,
+                            split=split,
+                            ood=result.members[col],
+                            ood_label=ood_all[0],
+                            metric=path_metric,
+                        ),
+                    )
+                )
     sections.append(
         Section(
             title="Interpolation curves",
