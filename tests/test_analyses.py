@@ -222,3 +222,13 @@ def test_report_shows_every_analysis(ran) -> None:
     ):
         assert title in html, title
     assert "http://" not in html.replace("http://www.w3.org", "")  # opens with no network
+
+
+def test_summary_and_report_show_the_ties_and_the_clustering(ran) -> None:
+    _, result = ran
+    ties = result.fit.ties
+    assert f"ties in the basin score: {ties}" in result.summary()
+    assert f"clustering seed {result.fit.seed}, mean centroids" in result.summary()
+    assert result.report is not None
+    html = result.report.read_text(encoding="utf-8")
+    assert "ties in the basin score" in html and f"{ties} members tie on their score" in html

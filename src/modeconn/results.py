@@ -84,8 +84,10 @@ class StudyResult:
             f"study {self.study.name}: {len(self.members)} members, "
             f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
-            f"similarity scale δ = {self.fit.delta:.4g}, clustering seed {self.fit.seed}, "
-            f"{self.fit.centroids_from} centroids; ties in the basin score: {self.fit.ties}",
+            f"similarity scale δ = {self.fit.delta:.4g}",
+            f"clustering seed {self.fit.seed}, {self.fit.centroids_from} centroids"
+            + (" (basins.preset: paper)" if b.preset == "paper" else "")
+            + f"; ties in the basin score: {self.fit.ties}",
         ]
         if self.recovery is not None and self.arms is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
