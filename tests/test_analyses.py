@@ -23,7 +23,7 @@ ANALYSES: dict[str, Any] = {
     "distances": ["convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"],
     "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
     "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
-    "trajectory": {},
+    "trajectory": {"stages": True},
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 3}],
 }
 
@@ -232,3 +232,32 @@ def test_summary_and_report_show_the_ties_and_the_clustering(ran) -> None:
     assert result.report is not None
     html = result.report.read_text(encoding="utf-8")
     assert "ties in the basin score" in html and f"{ties} members tie on their score" in html
+
+
+def test_trajectory_stages_cluster_each_stage_alone(ran) -> None:
+    """The paper's Fig. 7: one stage's checkpoints clustered among themselves."""
+    from modeconn.measures.barriers import convexity_gap
+    from modeconn.stats.basins import find_basins
+
+    path, result = ran
+    a = result.analyses
+    assert a is not None and a.stages is not None
+    st = a.stages
+    ckpts = st[~st["final"]]
+    assert set(ckpts["stage"]) == {0} and len(ckpts) == len(result.members)
+    assert (st[st["final"]]["stage"] == 1).all()
+    ids = list(ckpts["id"])
+    with Store(load_study(path).store_path()) as store:
+        found = curves(store, "mnli")
+    d = np.zeros((len(ids), len(ids)))
+    for i, x in enumerate(ids):
+        for j in range(i + 1, len(ids)):
+            g = found[(x, ids[j])]  # every pair of the stage was swept
+            d[i, j] = d[j, i] = convexity_gap(g["loss"].to_numpy(), g["alpha"].to_numpy())
+    fit = find_basins(d, **result.study.basins.fit_options())
+    np.testing.assert_allclose(ckpts["score"].to_numpy(float), fit.scores, atol=1e-12)
+    # each checkpoint's OOD accuracy at its stage was evaluated
+    assert ckpts["hans_lo.accuracy"].between(0, 1).all()
+    assert "basins at each training stage (sizes)" in result.summary()
+    html = result.report.read_text(encoding="utf-8") if result.report else ""
+    assert "Basins along training, stage by stage" in html
