@@ -72,3 +72,17 @@ def test_default_differs_only_by_the_documented_switches() -> None:
     # same clusters; the mean and k-means centres agree here, so the scores do too
     assert adjusted_rand_score(paper.labels, mean.labels) == 1.0
     np.testing.assert_allclose(paper.scores, mean.scores, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["paper-mnli-100.yaml", "qqp-paws.yaml"])
+def test_paper_studies_use_the_preset(name: str) -> None:
+    from pathlib import Path
+
+    from modeconn.config.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "examples" / name)
+    b = study.basins
+    assert b.preset == "paper" and b.fit_options() == PAPER_BASINS
+    # the OOD axis is scored on the whole diagnostic set, as the paper scores it
+    for split in b.ood:
+        assert study.splits[split].sample_size is None, split
