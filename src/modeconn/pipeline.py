@@ -56,7 +56,7 @@ class StudyRunner:
             if study.model.kind == "hf" and study.model.pretrained is not None
             else None
         )
-        if study.model.kind == "hf":
+        if self.model_dir is not None:
             check_label_order(self.model_dir, study.model.label_order, what="model.pretrained")
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
