@@ -15,7 +15,7 @@ from sklearn.cluster import SpectralClustering, k_means
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
 
-from modeconn.config.study import PAPER_BASINS, BasinsConfig
+from modeconn.config.basins import PAPER_BASINS, BasinsConfig
 from modeconn.stats.basins import find_basins
 
 
