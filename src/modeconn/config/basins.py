@@ -58,8 +58,8 @@ class BasinsConfig(_Strict):
         for key, value in PAPER_BASINS.items():
             if key in data and data[key] != value:
                 raise ValueError(
-                    f"basins.preset: paper sets basins.{key} to {value!r}; got {data[key]!r}. "
-                    f"Remove basins.{key} or the preset"
+                    f"preset: paper sets {key} to {value!r}; got {data[key]!r}. Remove "
+                    f"basins.{key} or basins.preset"
                 )
         return {**data, **PAPER_BASINS}
 
