@@ -79,12 +79,16 @@ from modeconn.stats.ties import count_ties, merge_ties
 __all__ = [
     "BasinFit",
     "Correlation",
+    "Regression",
     "affinity",
     "basin_recovery",
     "basin_table",
     "choose_n_basins",
+    "cluster_statistics",
     "correlate",
     "find_basins",
+    "membership_regression",
+    "r_squared",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -505,6 +509,3 @@ def basin_table(labels: ArrayLike, values: Mapping[str, ArrayLike]) -> pd.DataFr
         table[f"{name}_std"] = grouped[name].std(ddof=1)
     table.index.name = "basin"
     return table
-
-
-__all__ += ["Regression", "cluster_statistics", "membership_regression", "r_squared"]
