@@ -394,6 +394,29 @@ def _pickled_model(env: Env) -> None:
     env.set("population", DROP)
 
 
+def _member_dir_other_label_order(env: Env) -> None:
+    """A member saved as a Hugging Face directory whose id2label is in another order."""
+    import json
+
+    folder = env.members / "m3"
+    folder.mkdir()
+    state = {k: v + 0.03 if v.is_floating_point() else v for k, v in env.member(2).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    model = Path(yaml.safe_load(env.study.read_text())["model"]["pretrained"])
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"] = {"0": "contradiction", "1": "entailment", "2": "neutral"}
+    config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _reorder_id2label(folder: Path) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "neutral", "1": "entailment", "2": "contradiction"}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def _duplicate_member(env: Env) -> None:
     shutil.copy(env.members / "m2.safetensors", env.members / "m3.safetensors")
 
@@ -458,6 +481,12 @@ CASES = [
         PopulationError, ("m3.txt", "'.txt'")),
     Bad("members-fewer-than-two", _with(_only_one_member), ConfigError,
         ("at least 2 members", "found 1", "{members}")),
+    Bad("member-label-order-differs", _with(_member_dir_other_label_order), ConfigError,
+        ("member 'm3'", "m3/config.json", "[contradiction, entailment, neutral]",
+         "model.label_order is [entailment, neutral, contradiction]")),
+    Bad("model-label-order-differs", _with(lambda env: _model_copy(env, _reorder_id2label)),
+        ConfigError, ("model.pretrained", "model/config.json",
+                      "[neutral, entailment, contradiction]", "model.label_order")),
     Bad("members-same-weights", _with(_duplicate_member), PopulationError,
         ("members 'm2' and 'm3' have the same weights", "remove one"), untouched=False),
     # ---- data
@@ -488,6 +517,9 @@ CASES = [
         ("paths.splits", "'hans_xx'", "declare it")),
     Bad("basins-unknown-split", _with(_set("basins.ood", ["hans_lo", "hans_zz"])), ConfigError,
         ("basins.ood", "'hans_zz'")),
+    Bad("basins-preset-contradicted",
+        _with(_set("basins.preset", "paper"), _set("basins.delta", "median")), ConfigError,
+        ("basins: preset: paper sets delta to 1.0", "'median'", "Remove basins.delta")),
     Bad("study-unknown-field", _with(_set("basins.n_basin", 3)), ConfigError,
         ("basins.n_basin", "unknown field")),
     Bad("study-wrong-field-type", _with(_set("paths.points", "eleven")), ConfigError,

@@ -309,6 +309,26 @@ def test_best_worst_curves_turn_mixed_pairs_toward_the_better_member() -> None:
         best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, k=3)
 
 
+@pytest.mark.parametrize(("n", "k"), [(4, 2), (6, 3), (10, 5), (12, 5), (30, 5)])
+def test_best_worst_groups_are_the_papers_five(n: int, k: int) -> None:
+    """Fig. 1 uses the 5 best and 5 worst members; smaller populations half of them."""
+    from modeconn.figures import best_worst_curves
+
+    ids = [f"m{i:02d}" for i in range(n)]
+    rows = [
+        {"member_a": a, "member_b": b, "split": "s", "alpha": alpha, "loss": 1.0,
+         "accuracy": 0.5 + 0.1 * alpha}
+        for i, a in enumerate(ids) for b in ids[i + 1 :] for alpha in (0.0, 0.5, 1.0)
+    ]  # fmt: skip
+    ood = pd.Series(np.linspace(0, 1, n), index=ids)
+    fig = best_worst_curves(pd.DataFrame(rows), split="s", ood=ood)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert any(f"among the {k} best" in lab and f"n={k * (k - 1) // 2}" in lab for lab in labels)
+    # Fig. 1(b): the same groups drawn on the accuracy along the paths
+    acc = best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, metric="accuracy")
+    assert acc.axes[0].get_ylabel() == "accuracy"
+
+
 def test_heatmap_can_scale_to_the_off_diagonal() -> None:
     ids = ["a", "b", "c"]
     m = pd.DataFrame([[0.0, 5.0, 6.0], [5.0, 0.0, 5.5], [6.0, 5.5, 0.0]], ids, ids)

@@ -30,7 +30,7 @@ from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
-from modeconn.population.members import Member, Population
+from modeconn.population.members import Member, Population, check_label_order
 from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
 from modeconn.results import StudyResult
 from modeconn.store import Store
@@ -56,6 +56,8 @@ class StudyRunner:
             if study.model.kind == "hf" and study.model.pretrained is not None
             else None
         )
+        if self.model_dir is not None:
+            check_label_order(self.model_dir, study.model.label_order, what="model.pretrained")
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
         self._population: Population | None = None
@@ -203,6 +205,10 @@ class StudyRunner:
                     f"a study needs at least 2 members; found {len(pop)} in "
                     f"{self.study.members_dir()}"
                 )
+            # each member's own labels against model.label_order, before anything is written
+            for m in pop:
+                if m.kind == "hf":
+                    check_label_order(m.source, self.label_order, what=f"member '{m.id}'")
             self._population = pop
         return self._population
 

@@ -50,6 +50,7 @@ from pydantic import (
 )
 
 from modeconn.config import sections, yamlfile
+from modeconn.config.basins import BasinsConfig
 from modeconn.config.engine import EvalConfig, ModelConfig, SweepConfig
 from modeconn.config.splits import (
     SPLIT_KINDS,
@@ -218,33 +219,6 @@ class PopulationConfig(_Strict):
 class PathsConfig(_Strict):
     points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
     splits: list[str] = Field(min_length=1)
-
-
-class BasinsConfig(_Strict):
-    split: str = Field(description="the split whose loss curves define the distance")
-    distance: Literal["convexity_gap", "barrier_height", "auc"] = "convexity_gap"
-    n_basins: int | None = Field(default=2, ge=2)
-    delta: float | Literal["median"] = Field(
-        default="median",
-        description="similarity scale δ; 'median' = median off-diagonal distance (paper: 1.0)",
-    )
-
-    @field_validator("delta")
-    @classmethod
-    def _positive_delta(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and v <= 0:
-            raise ValueError(f"basins.delta must be > 0 or 'median'; got {v}")
-        return v
-
-    seed: int = 0
-    ood: list[str] = Field(default_factory=list, description="splits to correlate with")
-    metric: Literal["accuracy", "f1", "mcc"] | None = Field(
-        default=None, description="OOD metric; default: each split's own `metric`"
-    )
-    bootstrap: int = Field(default=2000, ge=0)
-    sort_by: str | None = Field(
-        default=None, description="split whose metric orders the heatmaps (default: ood[0])"
-    )
 
 
 class Study(_Strict):

@@ -157,6 +157,10 @@ def _mean_curve(
     return grid, mean, sd
 
 
+# Juneja et al. 2023, Fig. 1: paths among the 5 best and among the 5 worst members.
+BEST_WORST_K = 5
+
+
 def best_worst_curves(
     points: pd.DataFrame,
     *,
@@ -180,7 +184,8 @@ def best_worst_curves(
         points: path points as for :func:`interpolation_curves`.
         split: which evaluation split to draw.
         ood: the OOD metric per member id, which ranks the members.
-        k: group size; default a third of the members (at least 2).
+        k: group size; default 5, the paper's (fewer when there are under 10 members:
+            at most half of them, at least 2).
         metric: the column on the y axis.
         ood_label: how the legend names ``ood``.
         ax: axes to draw on; ``None`` makes a new figure.
@@ -198,7 +203,7 @@ def best_worst_curves(
     _require_columns(points, ["member_a", "member_b", "split", "alpha", metric], "`points`")
     ood = _numeric(_as_series(ood, "`ood`"), "`ood`").dropna()
     n = len(ood)
-    k = max(2, n // 3) if k is None else int(k)
+    k = max(2, min(BEST_WORST_K, n // 2)) if k is None else int(k)
     if not 2 <= k <= n // 2:
         raise ConfigError(
             f"k must lie in [2, {n // 2}] for {n} members with an OOD value (two disjoint "
