@@ -13,8 +13,11 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from modeconn.errors import ModeconnError, StoreError
@@ -235,20 +238,49 @@ def _os_error(err: OSError) -> str:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread, so that the command unwinds as on Ctrl-C.
+
+    Unwinding runs every ``finally``: the sweep's worker pool is shut down (its processes
+    terminated), the store's open transaction is rolled back. A second SIGTERM while
+    that runs ends the process at once (the workers still die with it).
+    """
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: exit at once
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with _sigterm_unwinds():
+            return int(args.func(args))
     except ModeconnError as err:
         print(f"modeconn: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a path the system refused: an --out that is a file, no space, …
         print(f"modeconn: error: {_os_error(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("modeconn: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"modeconn: {how}; rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":
