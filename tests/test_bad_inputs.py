@@ -459,7 +459,7 @@ CASES = [
     Bad("members-fewer-than-two", _with(_only_one_member), ConfigError,
         ("at least 2 members", "found 1", "{members}")),
     Bad("members-same-weights", _with(_duplicate_member), PopulationError,
-        ("members 'm2' and 'm3' have the same weights", "remove one"), untouched=False),
+        ("members 'm2' and 'm3' have the same weights", "remove one")),
     # ---- data
     Bad("split-empty-after-filters",
         _with(_set("splits.hans_lo.where", {"heuristic": ["lexical_overlapp"]})),

@@ -93,6 +93,31 @@ def _open_existing(path: str) -> object:
     return Store(p, create=False, readonly=not writable)
 
 
+def _report_folder(store_path: Path, recorded: str) -> Path:
+    """Where ``modeconn report STORE`` writes without ``--out``: inside the store's folder.
+
+    The store records its study's ``report_dir``, but a store may come from someone else:
+    a recorded absolute path, a ``..`` or a symbolic link that leaves the store's folder
+    is not followed; the report then goes to ``report/`` beside the store, and a line
+    says so. When even that leaves the folder (``report`` is a link out), nothing is
+    written: pass ``--out``.
+    """
+    folder = store_path.parent.resolve()
+    for name in (recorded, "report"):
+        target = folder / name
+        if not Path(name).is_absolute() and target.resolve().is_relative_to(folder):
+            if name != recorded:
+                _say(
+                    f"modeconn: the store records report_dir {recorded!r}, outside the store's "
+                    f"folder; writing the report to {target} instead (--out chooses)"
+                )
+            return target
+    raise StoreError(
+        f"the report folder of store {store_path} would be outside its folder {folder} "
+        f"(report_dir {recorded!r}, and {folder / 'report'} leads elsewhere); pass --out"
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from modeconn.analyses.run import analyze_study
     from modeconn.report.study import write_study_report
@@ -102,7 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze_study(store)
-        out = Path(args.out) if args.out else store.path.parent / result.study.report_dir
+        out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
         path = write_study_report(store, result, out)
     _print_result(result.with_report(path))
     return 0
