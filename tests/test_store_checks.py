@@ -21,9 +21,9 @@ import yaml
 from conftest import tiny_study_dict
 
 import modeconn.errors as errors
+from modeconn.analyses.run import analyze_study
 from modeconn.cli import main
 from modeconn.config.study import load_study, parse_study
-from modeconn.analyses.run import analyze_study
 from modeconn.results import analyze
 from modeconn.store import SCHEMA_VERSION, MemberPoint, PathPoint, Store, UnitKey
 
