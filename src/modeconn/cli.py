@@ -85,6 +85,11 @@ def _open_existing(path: str) -> object:
     p = Path(path)
     if p.is_dir():
         p = p / "results.sqlite"
+        if p.is_dir():
+            raise StoreError(
+                f"{p} is a folder, not a results store; pass the store file or the study's "
+                "output folder"
+            )
     if not p.exists():
         raise StoreError(f"no results store at {p}; give the store file or the study's output dir")
     # a store that cannot be written here (read-only disk, another user's folder) is read

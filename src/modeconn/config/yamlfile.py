@@ -82,19 +82,19 @@ class UniqueKeyLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 mark = self.peek_event().start_mark
                 raise ParseLimitError(f"the study uses more than {MAX_ALIASES} aliases", mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise ParseLimitError(f"the study nests deeper than {MAX_DEPTH} levels", mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -102,8 +102,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
         found = _expanded_size(node, {})
         if found > MAX_NODES:
             raise ParseLimitError(
-                f"the study expands to more than {MAX_NODES:,} nodes (its aliases repeat "
-                f"{found:,} in all)",
+                f"the study expands to more than {MAX_NODES:,} nodes ({found:,} once its "
+                "aliases are expanded)",
                 node.start_mark,
             )
         return super().construct_document(node)
