@@ -252,7 +252,11 @@ class Population:
         root = Path(path)
         found = path_kind(root)
         if found != "a folder":
-            what = "does not exist" if found is None else f"is {found}, not a folder"
+            what = (
+                "does not exist or is not a directory"
+                if found is None
+                else f"is {found}, not a folder"
+            )
             raise PopulationError(
                 f"population directory {root} {what}; pass the folder that holds the member "
                 "weight files (population.members lists files one by one)"
