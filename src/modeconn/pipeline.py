@@ -53,8 +53,8 @@ class StudyRunner:
         # a Hugging Face model is checked now; another kind is resolved by its builder
         self.model_dir = (
             resolve_pretrained(study.model.pretrained, base=study.base)
-            if study.model.kind == "hf"
-            else Path(study.model_source())
+            if study.model.kind == "hf" and study.model.pretrained is not None
+            else None
         )
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
@@ -69,8 +69,16 @@ class StudyRunner:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_dir)
+            self._tokenizer = load_tokenizer(self._hf_dir())
         return self._tokenizer
+
+    def _hf_dir(self) -> Path:
+        if self.model_dir is None:
+            raise ConfigError(
+                f"model kind '{self.study.model.kind}' has no pretrained checkpoint or "
+                "tokenizer; this step needs `model.kind: hf`"
+            )
+        return self.model_dir
 
     @property
     def label_order(self) -> list[str]:
@@ -141,11 +149,18 @@ class StudyRunner:
         train = self.study.train
         if train is None:
             return []
+        if self.study.model.kind == "cnn":  # trained from a seeded init, not a checkpoint
+            from modeconn.population.train_vision import train_image_members
+
+            return train_image_members(
+                self.study, self.engine_spec().model, progress=self.progress, say=self.say
+            )
         out = self.study.members_dir()
         clean_partial(out)
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
-        base = str(self.model_dir)
+        model_dir = self._hf_dir()
+        base = str(model_dir)
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p
@@ -161,7 +176,7 @@ class StudyRunner:
         for plan in tqdm(todo, desc="members", unit="member", disable=not self.progress):
             train_member(
                 lambda: load_classifier(
-                    self.model_dir, self.label_order, num_layers=self.study.model.num_layers
+                    model_dir, self.label_order, num_layers=self.study.model.num_layers
                 ),
                 self.tokenizer,
                 plan,

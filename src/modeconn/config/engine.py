@@ -21,14 +21,18 @@ class _Strict(BaseModel):
 # model kind → "module:function" building ``(skeleton, label_order)`` from a
 # :class:`~modeconn.engine.spec.ModelSource` (:func:`modeconn.models.build_model`); a new
 # kind is one line here.
-MODEL_BUILDERS: dict[str, str] = {"hf": "modeconn.models.hf:build_skeleton"}
+MODEL_BUILDERS: dict[str, str] = {
+    "hf": "modeconn.models.hf:build_skeleton",
+    "cnn": "modeconn.models.cnn:build_skeleton",
+}
 
 
 class ModelConfig(_Strict):
-    kind: str = Field(
-        default="hf", description="model kind (modeconn.models.MODEL_BUILDERS): hf, …"
+    kind: str = Field(default="hf", description="model kind (MODEL_BUILDERS): hf, cnn")
+    pretrained: str | None = Field(
+        default=None,
+        description="kind hf: Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'",
     )
-    pretrained: str = Field(description="Hugging Face model dir, or 'builtin:all-MiniLM-L6-v2'")
     label_order: list[str] = Field(min_length=2, description="class name of each model output")
     max_length: int = Field(default=128, ge=8, le=4096)
     num_layers: int | None = Field(default=None, ge=1, description="keep only the first layers")
@@ -44,6 +48,33 @@ class ModelConfig(_Strict):
                 f"unknown model kind {v!r}; known kinds: {', '.join(sorted(MODEL_BUILDERS))}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ModelConfig:
+        if self.kind == "hf" and self.pretrained is None:
+            raise ValueError(
+                "model.pretrained is required for `kind: hf` (a Hugging Face model dir or "
+                "'builtin:all-MiniLM-L6-v2'); add it, or set model.kind"
+            )
+        if self.kind == "cnn":
+            widths = self.options.get("widths")
+            ok = (
+                isinstance(widths, list)
+                and widths
+                and all(isinstance(w, int) and w >= 1 for w in widths)
+            )
+            if not ok:
+                raise ValueError(
+                    "`kind: cnn` needs model.options.widths, one positive channel count per "
+                    f"conv block (e.g. [16, 32, 32]); got {widths!r}"
+                )
+            unknown = set(self.options) - {"widths", "init_seed"}
+            if unknown:
+                raise ValueError(
+                    f"model.options {sorted(unknown)} are not options of `kind: cnn` "
+                    "(widths, init_seed)"
+                )
+        return self
 
 
 class EvalConfig(_Strict):

