@@ -216,7 +216,8 @@ class StudyRunner:
         return self._engine()[0]
 
     def members(self) -> list[MemberRef]:
-        """Members with their weight hashes, each checked against the model's architecture.
+        """Members with their weight hashes, each checked against the model's architecture,
+        and no two with the same weights (:meth:`Population.hashes`).
 
         Checked once per runner: the sweep and the analyses after it share the result.
         """
@@ -228,6 +229,7 @@ class StudyRunner:
                 state = pop.load(m.id)
                 _check_against(reference, state, m)
                 refs.append(MemberRef(m.id, pop.hash(m.id)))
+            pop.hashes()  # the same weights under two ids: refused before any write
             self._members = refs
         return list(self._members)
 
@@ -252,6 +254,7 @@ class StudyRunner:
         self.splits()  # a bad split fails here, before any member is trained or loaded
         pop = self.population()
         ev = self.evaluator()
+        self.members()  # every member checked (shapes, duplicates) before the store is opened
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)

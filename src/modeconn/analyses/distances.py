@@ -158,8 +158,14 @@ def compare_distances(
         if arms.notna().all() and arms.nunique() > 1:
             row["ARI vs arms"] = basin_recovery(fit.labels, arms.astype(str).to_numpy())
         for split, col in ood.items():
+            # an OOD metric equal across members: r undefined (NaN), as in the main table,
+            # whose note names the split; never a stopped run
             c = correlate(
-                fit.scores, result.members[col].to_numpy(float), n_boot=b.bootstrap, seed=b.seed
+                fit.scores,
+                result.members[col].to_numpy(float),
+                n_boot=b.bootstrap,
+                seed=b.seed,
+                constant="undefined",
             )
             row[f"r ({split})"] = c.pearson_r
             row[f"r lo ({split})"], row[f"r hi ({split})"] = c.pearson_ci

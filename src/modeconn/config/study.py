@@ -73,7 +73,7 @@ __all__ = [
     "parse_study",
 ]
 from modeconn.config.train import TrainConfig
-from modeconn.errors import ConfigError
+from modeconn.errors import ConfigError, path_kind
 
 BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
@@ -508,13 +508,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(p: Path) -> Any:
-    if not p.is_file():
+    kind = path_kind(p)
+    if kind is None:
         raise ConfigError(f"study file {p} does not exist; check the path")
+    if kind != "a file":
+        raise ConfigError(f"study file {p} is {kind}, not a file; give the path of a YAML study")
+    size = p.stat().st_size
+    if size > yamlfile.MAX_CHARS * 4:  # UTF-8: at most 4 bytes a character; read no more
+        raise ConfigError(
+            f"{p}: too large to be a study ({size:,} bytes; a study is a few kilobytes); "
+            "give the path of a YAML study"
+        )
     try:
         data = yamlfile.load(p.read_text(encoding="utf-8"))  # safe, and no duplicate keys
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{p}: not a text file (byte {exc.start} is not UTF-8); give a YAML study file"
+        ) from None
+    except yamlfile.ParseLimitError as exc:
+        raise ConfigError(
+            f"{p}: too large or too complex to be a study: {_yaml_problem(exc)}; a study is "
+            "a few kilobytes of plain mappings and lists"
         ) from None
     except yamlfile.DuplicateKeyError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"

@@ -23,6 +23,7 @@ from modeconn.figures.style import (
     _require_columns,
     _style_axes,
     basin_colors,
+    literal,
 )
 
 # --- interpolation curves ------------------------------------------------------------------
@@ -131,8 +132,8 @@ def interpolation_curves(
 
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("α  (0 = member B, 1 = member A)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} along linear paths · split {split}")
+    ax.set_ylabel(literal(metric))
+    ax.set_title(literal(f"{metric} along linear paths · split {split}"))
     _style_axes(ax)
     return fig
 
@@ -233,7 +234,7 @@ def best_worst_curves(
         groups.setdefault(key, []).append((x, y))
     fig, ax = _axes(ax, COLUMN_WIDTH, 0.75 * COLUMN_WIDTH)
     names = {
-        "best-best": (f"among the {k} best by {ood_label}", BASIN_PALETTE[2]),
+        "best-best": (literal(f"among the {k} best by {ood_label}"), BASIN_PALETTE[2]),
         "worst-worst": (f"among the {k} worst", BASIN_PALETTE[4]),
         "best-worst": ("best ↔ worst", BETWEEN_MEAN_COLOR),
     }
@@ -250,8 +251,8 @@ def best_worst_curves(
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("α  (best ↔ worst: 1 = the better member)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} along linear paths · split {split}")
+    ax.set_ylabel(literal(metric))
+    ax.set_title(literal(f"{metric} along linear paths · split {split}"))
     _legend_below(ax)
     _style_axes(ax)
     return fig

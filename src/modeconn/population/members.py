@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modeconn.errors import ConfigError, PopulationError
+from modeconn.errors import ConfigError, PopulationError, path_kind
 
 # Loading, hashing and shape checks live in modeconn.population.weights; imported here too,
 # so `from modeconn.population.members import load_state_dict` keeps working.
@@ -155,9 +155,11 @@ class Member:
     def from_path(cls, path: str | Path) -> Member:
         """A member from a weight file or a Hugging Face directory, with its sidecar if any."""
         source = Path(path)
-        if not source.exists():
+        kind_found = path_kind(source)
+        if kind_found not in ("a file", "a folder"):
+            what = "does not exist" if kind_found is None else f"is {kind_found}"
             raise PopulationError(
-                f"member {source} does not exist: pass an existing .safetensors/.pt/.bin/.pth "
+                f"member {source} {what}: pass an existing .safetensors/.pt/.bin/.pth "
                 "file or a Hugging Face model directory"
             )
         kind = kind_of(source)
@@ -249,10 +251,16 @@ class Population:
         with ``config.json`` and weights, sorted by member id. Sidecar ``.json`` files, hidden
         entries and other files are skipped."""
         root = Path(path)
-        if not root.is_dir():
+        found = path_kind(root)
+        if found != "a folder":
+            what = (
+                "does not exist or is not a directory"
+                if found is None
+                else f"is {found}, not a folder"
+            )
             raise PopulationError(
-                f"population directory {root} does not exist or is not a directory; "
-                "pass the folder that holds the member weight files"
+                f"population directory {root} {what}; pass the folder that holds the member "
+                "weight files (population.members lists files one by one)"
             )
         if _is_hf_dir(root):
             raise PopulationError(
