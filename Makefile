@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.modeconn-installed
 LINT_PATHS := src tests $(wildcard benchmarks examples)
 
-.PHONY: setup demo test test-slow lint format typecheck clean
+.PHONY: setup demo readme-demo test test-slow lint format typecheck clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/modeconn demo
+
+# The README's "What the demo prints" block, rewritten from the demo's store (the demo
+# runs first: on a warm cache it only re-analyses), then checked against `modeconn report`.
+readme-demo: $(STAMP)
+	$(BIN)/modeconn demo --quiet > /dev/null
+	MODECONN_WRITE_DOCS=1 $(BIN)/python -m pytest -q -m slow tests/test_readme_demo.py
+	$(BIN)/python -m pytest -q -m slow tests/test_readme_demo.py
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

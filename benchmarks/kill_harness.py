@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/kill_harness.py                      # 20 kills, local backend
     .venv/bin/python benchmarks/kill_harness.py --kills 5 --backend ray
+    .venv/bin/python benchmarks/kill_harness.py --kills 5 --backend process --signal TERM
     .venv/bin/python benchmarks/kill_harness.py --kills 3 --members 4   # a quick smoke run
 
 Set-up (in a temporary folder, or ``--workdir``): a tiny BERT classifier (width 16,
@@ -16,7 +17,9 @@ it, and a study sweeping every pair on two splits (MNLI and HANS lexical overlap
    of a unit's evaluation time and kills, so kills land mid-sweep, not at start-up. The
    next run resumes the killed store; when the store is already past the drawn unit it
    is resumed to completion, compared with the reference, and the kill starts a fresh
-   store, so any number of kills fit in a sweep of any size.
+   store, so any number of kills fit in a sweep of any size. ``--signal TERM`` (or INT)
+   sends that signal instead: the run unwinds (its pool is shut down, its transaction
+   rolled back) and exits by itself.
 3. After every kill the store is opened (which rolls back the unfinished transaction)
    and checked: ``integrity_check() == "ok"`` (every unit marker has all its rows, no
    row lacks a marker), no row duplicated, every row present also in the reference with
@@ -26,9 +29,11 @@ it, and a study sweeping every pair on two splits (MNLI and HANS lexical overlap
 
 Printed: one line per kill (units done when it landed, what was checked), then
 ``k/N kills survived``, and whether every completed store equals the reference. Also
-counted: processes the killed run started (worker processes, Ray) that were still alive
-10 s after the kill; the harness kills those it finds (by pid) before going on. Exit
-status 0 only if every kill was survived and every completed store matched.
+counted: processes the killed run started (worker processes, Python's resource tracker,
+Ray), recorded just before the kill, that were still alive ``--grace`` seconds (5) after
+the run died; the harness kills those it finds (by pid) before going on. Exit status 0
+only if every kill was survived, every completed store matched, and nothing outlived a
+killed run.
 """
 
 from __future__ import annotations
@@ -69,12 +74,17 @@ class HarnessResult:
     survived: int = 0
     rounds: int = 0  # stores run to completion and compared with the reference
     rounds_equal: int = 0
-    orphans: int = 0  # processes still alive 10 s after their run was killed
+    orphans: int = 0  # processes still alive `grace` seconds after their run died
     lines: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.survived == self.kills and self.rounds_equal == self.rounds and self.rounds > 0
+        return (
+            self.survived == self.kills
+            and self.rounds_equal == self.rounds
+            and self.rounds > 0
+            and self.orphans == 0
+        )
 
 
 def _units(store: Path) -> int:
@@ -223,6 +233,8 @@ def run_harness(
     workers: int = 2,
     seed: int = 0,
     data: Path | None = None,
+    sig: int = signal.SIGKILL,
+    grace: float = 5.0,
     say: Callable[[str], None] = print,
 ) -> HarnessResult:
     """Kill, check and resume as the module docstring says; returns the tally."""
@@ -291,16 +303,22 @@ def run_harness(
             say(f"kill {k}: the run finished before its kill ({_units(store)}/{total} units)")
             finish_round("run finished")
             continue
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        orphans = _reap(tree, 10.0) if tree else []
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=60)  # SIGTERM / SIGINT: the run unwinds by itself
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            say(f"kill {k}: the run did not exit within 60 s of {signal.Signals(sig).name}")
+            result.orphans += 1
+        orphans = _reap(tree, grace) if tree else []
         result.orphans += len(orphans)
         result.kills += 1
         problems = _partial_problems(store, want)
         result.survived += not problems
         landed = _units(store)
         note = "; ".join(problems) if problems else "consistent"
-        extra_note = f"; left running 10 s later: {', '.join(orphans)}" if orphans else ""
+        extra_note = f"; left running {grace:g} s later: {', '.join(orphans)}" if orphans else ""
         say(f"kill {k}: {landed}/{total} units when killed — {note}{extra_note}")
 
     done = subprocess.run(cli(killed_yaml), capture_output=True, text=True, env=env)
@@ -310,7 +328,7 @@ def run_harness(
     say(f"{result.survived}/{result.kills} kills survived")
     say(
         f"{result.rounds_equal}/{result.rounds} completed stores equal the uninterrupted run; "
-        f"{result.orphans} processes outlived their killed run by 10 s"
+        f"{result.orphans} processes outlived their killed run by {grace:g} s"
     )
     return result
 
@@ -323,6 +341,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=48, help="examples per split")
     ap.add_argument("--workers", type=int, default=2, help="process/ray workers")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    ap.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
+    ap.add_argument("--grace", type=float, default=5.0, help="seconds a child may outlive it")
     ap.add_argument("--workdir", type=Path, help="work here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,6 +355,8 @@ def main() -> None:
             sample=args.sample,
             workers=args.workers,
             seed=args.seed,
+            sig=signal.Signals[f"SIG{args.signal}"],
+            grace=args.grace,
         )
     sys.exit(0 if result.ok else 1)
 

@@ -20,10 +20,10 @@ from modeconn.results import StudyResult, curves
 from modeconn.store import Store
 
 ANALYSES: dict[str, Any] = {
-    "distances": ["convexity_gap", "barrier_height", "auc", "euclidean"],
+    "distances": ["convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"],
     "sharpness": {"split": "mnli", "steps": 3, "examples": 16, "batch_size": 8, "accumulate": 1},
     "uncertainty": {"samples": 8, "sizes": [12], "repeats": 3},
-    "trajectory": {},
+    "trajectory": {"stages": True},
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 3}],
 }
 
@@ -65,7 +65,7 @@ def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
     a = result.analyses
     assert a is not None
     assert a.distances["distance"].tolist() == [
-        "convexity_gap", "barrier_height", "auc", "euclidean"
+        "convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"
     ]  # fmt: skip
     with Store(load_study(path).store_path()) as store:
         found = curves(store, "mnli")
@@ -78,6 +78,16 @@ def test_alternative_distances_table_and_barrier_matrix(ran) -> None:
         chord = loss[0] + (loss[-1] - loss[0]) * g["alpha"].to_numpy()
         assert bh.loc[x, y] == pytest.approx(max(0.0, float(np.max(loss - chord))), abs=1e-12)
         assert bh.loc[x, y] == pytest.approx(barrier_height(loss))
+    # the paper's AUC: trapezoid over (L − min L) with step ‖θA − θB‖/(n − 1), by hand
+    ad, eu = a.matrices["auc_distance"], a.matrices["euclidean"]
+    assert "parameter distance" in a.distances.set_index("distance").loc["auc_distance", "form"]
+    for (x, y), g in found.items():
+        if "@" in x:
+            continue
+        lifted = g["loss"].to_numpy() - g["loss"].min()
+        step = eu.loc[x, y] / (len(lifted) - 1)
+        by_hand = sum(step * (lifted[i] + lifted[i + 1]) / 2 for i in range(len(lifted) - 1))
+        assert ad.loc[x, y] == pytest.approx(by_hand, rel=1e-9)
     # the study's own distance agrees with its own basins perfectly
     row = a.distances.set_index("distance").loc["convexity_gap"]
     assert row["ARI vs convexity_gap"] == pytest.approx(1.0)
@@ -204,10 +214,50 @@ def test_report_shows_every_analysis(ran) -> None:
         "Uncertainty over the evaluation sample",
         "Fig. 21",
         "Table 1",
-        "Fig. 1)",
+        "Fig. 1(a)",
+        "Fig. 1(b)",
         "ε-sharpness vs. hans_lo",
         "Basins along training",
         "Loss planes",
     ):
         assert title in html, title
     assert "http://" not in html.replace("http://www.w3.org", "")  # opens with no network
+
+
+def test_summary_and_report_show_the_ties_and_the_clustering(ran) -> None:
+    _, result = ran
+    ties = result.fit.ties
+    assert f"ties in the basin score: {ties}" in result.summary()
+    assert f"clustering seed {result.fit.seed}, mean centroids" in result.summary()
+    assert result.report is not None
+    html = result.report.read_text(encoding="utf-8")
+    assert "ties in the basin score" in html and f"{ties} members tie on their score" in html
+
+
+def test_trajectory_stages_cluster_each_stage_alone(ran) -> None:
+    """The paper's Fig. 7: one stage's checkpoints clustered among themselves."""
+    from modeconn.measures.barriers import convexity_gap
+    from modeconn.stats.basins import find_basins
+
+    path, result = ran
+    a = result.analyses
+    assert a is not None and a.stages is not None
+    st = a.stages
+    ckpts = st[~st["final"]]
+    assert set(ckpts["stage"]) == {0} and len(ckpts) == len(result.members)
+    assert (st[st["final"]]["stage"] == 1).all()
+    ids = list(ckpts["id"])
+    with Store(load_study(path).store_path()) as store:
+        found = curves(store, "mnli")
+    d = np.zeros((len(ids), len(ids)))
+    for i, x in enumerate(ids):
+        for j in range(i + 1, len(ids)):
+            g = found[(x, ids[j])]  # every pair of the stage was swept
+            d[i, j] = d[j, i] = convexity_gap(g["loss"].to_numpy(), g["alpha"].to_numpy())
+    fit = find_basins(d, **result.study.basins.fit_options())
+    np.testing.assert_allclose(ckpts["score"].to_numpy(float), fit.scores, atol=1e-12)
+    # each checkpoint's OOD accuracy at its stage was evaluated
+    assert ckpts["hans_lo.accuracy"].between(0, 1).all()
+    assert "basins at each training stage (sizes)" in result.summary()
+    html = result.report.read_text(encoding="utf-8") if result.report else ""
+    assert "Basins along training, stage by stage" in html

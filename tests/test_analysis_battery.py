@@ -56,6 +56,8 @@ ANALYSES: dict[str, Any] = {
     "uncertainty": {"samples": 4, "sizes": [12], "repeats": 2},
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 2}],
     "trajectory": {},
+    "curvature": {"split": "mnli", "points": 3, "bootstrap": 50},
+    "layerwise": {"split": "mnli", "depth": 2, "points": 3},
     "mechanisms": {
         "sets": {
             "clean": "mnli",
@@ -256,6 +258,8 @@ def test_a_changed_input_never_reuses_a_stale_record(changed, analysis) -> None:
 CHANGED_SETTINGS: dict[str, Any] = {
     "sharpness": dict(ANALYSES["sharpness"], epsilon=2e-5),
     "planes": [dict(ANALYSES["planes"][0], resolution=3)],
+    "curvature": dict(ANALYSES["curvature"], points=5),
+    "layerwise": dict(ANALYSES["layerwise"], depth=1),
     "mechanisms": dict(ANALYSES["mechanisms"], points=4),
 }
 

@@ -516,3 +516,87 @@ def test_killed_ray_sweep_resumes_to_the_uninterrupted_store(tiny: Tiny, tmp_pat
     # Ray's two idle agents exit by themselves, after their 60 s attempt to report the
     # raylet's death to the GCS that died with it
     assert not _wait_gone(agents, max(0.0, 90 - (time.monotonic() - killed))), ray
+
+
+# --------------------------------------------------------------------------- orphans
+
+_DRIVER = '''
+import os, sys, time
+from pathlib import Path
+
+from modeconn.engine.pools import ProcessPool
+
+
+def hold(spec, task):
+    """A worker's task: say who it is, then work for ten minutes."""
+    Path(sys.argv[1], f"worker-{os.getpid()}").write_text(str(os.getppid()))
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    pool = ProcessPool(None, target=hold)
+    pool.start(2)
+    handles = [pool.submit(slot, slot) for slot in range(2)]
+    pool.wait(handles, 600)
+'''
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_no_process_worker_outlives_its_driver(tmp_path: Path, sig: int) -> None:
+    """A driver killed while its process pool works: its workers are gone within 5 s.
+
+    The driver is a bare script (no `modeconn` command, so no SIGTERM handling of its
+    own): the workers must notice their parent's death by themselves.
+    """
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("worker-*"))) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the driver died by itself"
+        time.sleep(0.05)
+    marks = list(tmp_path.glob("worker-*"))
+    assert len(marks) == 2, "the workers did not start"
+    assert {int(m.read_text()) for m in marks} == {proc.pid}  # the driver's own children
+    workers = {(pid, stat[2]) for pid in (int(m.name[7:]) for m in marks) if (stat := _stat(pid))}
+    children = set(_descendants(proc.pid))  # the workers and Python's resource tracker
+    assert workers <= children, (workers, children)
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=30)
+    left = _wait_gone(children, 5.0)
+    assert not left, {p: Path(f"/proc/{p[0]}/cmdline").read_bytes() for p in left}
+
+
+@pytest.mark.slow
+def test_sigterm_unwinds_a_process_sweep_and_resumes(tiny: Tiny, tmp_path: Path) -> None:
+    """`modeconn run` sent SIGTERM mid-sweep: it shuts its pool down, exits 143 with one
+    line, leaves a sound store and no process; the rerun resumes to the reference."""
+    study = dict(tiny.study, paths=dict(tiny.study["paths"], points=11))
+    path = _write(study, tmp_path, backend="process", workers=2)
+    store = tmp_path / "out" / "results.sqlite"
+    cmd = [sys.executable, "-m", "modeconn.cli", "run", str(path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    children: dict[tuple[int, int], str] = {}
+    deadline = time.monotonic() + 180
+    while _units(store) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        children.update(_descendants(proc.pid))
+        time.sleep(0.01)
+    children.update(_descendants(proc.pid))
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == (
+        "modeconn: terminated (SIGTERM); rerun the same command to resume"
+    ), err
+    assert "Traceback" not in err, err
+    assert sum("spawn_main" in c for c in children.values()) == 2, children
+    assert not _wait_gone(children, 5.0), children
+    with Store(store, create=False) as s:
+        assert s.integrity_check() == "ok"
+    # the rerun plans what is missing and ends with the uninterrupted run's rows (grid 11)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Store(store, create=False) as s:
+        assert s.integrity_check() == "ok" and s.counts()["units"] == 6 * len(
+            study["paths"]["splits"]
+        )

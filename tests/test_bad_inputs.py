@@ -23,6 +23,7 @@ message, rewrite it with ``MODECONN_WRITE_DOCS=1 pytest tests/test_bad_inputs.py
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -394,6 +395,29 @@ def _pickled_model(env: Env) -> None:
     env.set("population", DROP)
 
 
+def _member_dir_other_label_order(env: Env) -> None:
+    """A member saved as a Hugging Face directory whose id2label is in another order."""
+    import json
+
+    folder = env.members / "m3"
+    folder.mkdir()
+    state = {k: v + 0.03 if v.is_floating_point() else v for k, v in env.member(2).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    model = Path(yaml.safe_load(env.study.read_text())["model"]["pretrained"])
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"] = {"0": "contradiction", "1": "entailment", "2": "neutral"}
+    config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _reorder_id2label(folder: Path) -> None:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "neutral", "1": "entailment", "2": "contradiction"}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def _duplicate_member(env: Env) -> None:
     shutil.copy(env.members / "m2.safetensors", env.members / "m3.safetensors")
 
@@ -418,6 +442,64 @@ def _plan(*extra: str, missing_dir: bool = False) -> Callable[[Env], list[str]]:
         return ["plan", str(env.study), *extra]
 
     return make
+
+
+def _fifo(relative: str) -> Callable[[Env], Path]:
+    """A named pipe at `relative` (reading it would wait for a writer forever)."""
+
+    def step(env: Env) -> Path:
+        path = env.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        return path
+
+    return step
+
+
+def _folder(relative: str) -> Callable[[Env], Path]:
+    def step(env: Env) -> Path:
+        path = env.root / relative
+        path.mkdir(parents=True)
+        return path
+
+    return step
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    """The classic: `levels` levels of 9 aliases each, 9**levels strings once expanded."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def _many_aliases(env: Env) -> None:
+    text = env.study.read_text() + "notes: &n x\nmore: [" + ", ".join(["*n"] * 1001) + "]\n"
+    env.study.write_text(text)
+
+
+def _recorded_report_dir(
+    value: str, *, link_report_out: bool = False
+) -> Callable[[Env], list[str]]:
+    """Sweep, then record `value` as the stored study's report_dir, as a crafted store would;
+    with `link_report_out`, the store's folder also holds `report` → a folder elsewhere."""
+
+    def make(env: Env) -> list[str]:
+        _sound_run(env)
+        with Store(env.store, create=False) as store:
+            study = json.loads(store.get_meta("study") or "{}")
+            store.set_meta("study", json.dumps(dict(study, report_dir=value)))
+        if link_report_out:
+            (env.root / "elsewhere").mkdir()
+            shutil.rmtree(env.out / "report")  # the run's own report
+            (env.out / "report").symlink_to(env.root / "elsewhere")
+        return ["report", str(env.out)]
+
+    return make
+
+
+def _nothing_elsewhere(env: Env) -> None:
+    assert not any((env.root / "elsewhere").iterdir()), "the report was written outside"
 
 
 CASES = [
@@ -458,8 +540,20 @@ CASES = [
         PopulationError, ("m3.txt", "'.txt'")),
     Bad("members-fewer-than-two", _with(_only_one_member), ConfigError,
         ("at least 2 members", "found 1", "{members}")),
+    Bad("member-label-order-differs", _with(_member_dir_other_label_order), ConfigError,
+        ("member 'm3'", "m3/config.json", "[contradiction, entailment, neutral]",
+         "model.label_order is [entailment, neutral, contradiction]")),
+    Bad("model-label-order-differs", _with(lambda env: _model_copy(env, _reorder_id2label)),
+        ConfigError, ("model.pretrained", "model/config.json",
+                      "[neutral, entailment, contradiction]", "model.label_order")),
     Bad("members-same-weights", _with(_duplicate_member), PopulationError,
-        ("members 'm2' and 'm3' have the same weights", "remove one"), untouched=False),
+        ("members 'm2' ({members}/m2.safetensors) and 'm3' ({members}/m3.safetensors)",
+         "have the same weights", "remove one")),
+    Bad("members-dir-is-a-file", _with(lambda env: env.set("population.dir", str(env.study))),
+        PopulationError, ("{root}/tiny.yaml", "is a file, not a folder")),
+    Bad("member-is-a-fifo",
+        _with(_fifo("members/m9.safetensors"), _members_list("m0.safetensors", "m9.safetensors")),
+        PopulationError, ("{members}/m9.safetensors", "is a named pipe (FIFO)")),
     # ---- data
     Bad("split-empty-after-filters",
         _with(_set("splits.hans_lo.where", {"heuristic": ["lexical_overlapp"]})),
@@ -477,6 +571,9 @@ CASES = [
         ("split 'mnli'", "bad.tsv", "line 3")),
     Bad("split-short-row", _with(_short_row_tsv), DataError,
         ("split 'mnli'", "short.tsv", "line 3", "2 fields", "3")),
+    Bad("split-path-is-a-folder",
+        _with(lambda env: env.set("splits.mnli.path", str(_folder("data-folder")(env)))),
+        DataError, ("split 'mnli'", "{root}/data-folder", "is a folder, not a file")),
     Bad("split-empty-file", _with(_empty_tsv), DataError,
         ("split 'hans_sub'", "empty.tsv", "is empty")),
     Bad("split-bad-rows", _with(_set("splits.mnli.rows", "6000-7000")), ConfigError,
@@ -488,6 +585,9 @@ CASES = [
         ("paths.splits", "'hans_xx'", "declare it")),
     Bad("basins-unknown-split", _with(_set("basins.ood", ["hans_lo", "hans_zz"])), ConfigError,
         ("basins.ood", "'hans_zz'")),
+    Bad("basins-preset-contradicted",
+        _with(_set("basins.preset", "paper"), _set("basins.delta", "median")), ConfigError,
+        ("basins: preset: paper sets delta to 1.0", "'median'", "Remove basins.delta")),
     Bad("study-unknown-field", _with(_set("basins.n_basin", 3)), ConfigError,
         ("basins.n_basin", "unknown field")),
     Bad("study-wrong-field-type", _with(_set("paths.points", "eleven")), ConfigError,
@@ -504,6 +604,20 @@ CASES = [
         ("nope.yaml", "does not exist")),
     Bad("study-duplicate-key", _with(_duplicate_split_key), ConfigError,
         ("tiny.yaml", "key 'mnli' appears twice", "at line", "and line")),
+    Bad("study-is-a-folder", lambda env: ["run", str(_folder("study.yaml")(env))], ConfigError,
+        ("{root}/study.yaml", "is a folder, not a file")),
+    Bad("study-is-a-fifo", lambda env: ["run", str(_fifo("pipe.yaml")(env))], ConfigError,
+        ("{root}/pipe.yaml", "is a named pipe (FIFO), not a file")),
+    Bad("study-is-a-device", lambda env: ["run", "/dev/null"], ConfigError,
+        ("/dev/null", "is a character device, not a file")),
+    Bad("study-too-large", _with(_write("tiny.yaml", "# padding\n" * 500_000)), ConfigError,
+        ("tiny.yaml", "too large to be a study", "5,000,000 bytes")),
+    Bad("study-billion-laughs", _with(_write("tiny.yaml", _billion_laughs())), ConfigError,
+        ("tiny.yaml", "expands to more than 200,000 nodes", "490,329,064 once")),
+    Bad("study-nested-too-deep", _with(_write("tiny.yaml", "a: " + "[" * 5000 + "]" * 5000)),
+        ConfigError, ("tiny.yaml", "nests deeper than 64 levels", "line 1")),
+    Bad("study-too-many-aliases", _with(_many_aliases), ConfigError,
+        ("tiny.yaml", "more than 1000 aliases")),
     # ---- the model
     Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
         ConfigError, ("'builtin:bert-huge'", "not a built-in model")),
@@ -539,6 +653,18 @@ CASES = [
     Bad("export-damaged-store",
         lambda env: (_damage_page(1)(env), ["export", str(env.out), "--out", str(env.root)])[1],
         StoreError, ("{out}/results.sqlite", "is damaged")),
+    Bad("status-store-is-a-fifo",
+        lambda env: ["status", str(_fifo("sent/results.sqlite")(env).parent)], StoreError,
+        ("{root}/sent/results.sqlite", "is a named pipe (FIFO), not a file")),
+    Bad("status-store-is-a-folder",
+        lambda env: ["status", str(_folder("sent/results.sqlite")(env).parent)], StoreError,
+        ("{root}/sent/results.sqlite", "is a folder, not a results store")),
+    Bad("run-store-is-a-fifo",
+        lambda env: (env.store.unlink(), _fifo("out/results.sqlite")(env), env.run())[2],
+        StoreError, ("{out}/results.sqlite", "is a named pipe (FIFO), not a file")),
+    Bad("report-dir-recorded-outside", _recorded_report_dir("../../evil", link_report_out=True),
+        StoreError, ("{out}/results.sqlite", "outside its folder", "'../../evil'", "--out"),
+        check=_nothing_elsewhere),
     # ---- output paths
     Bad("export-out-is-a-file",
         lambda env: ["export", str(env.out), "--out", str(env.study)], StoreError,
@@ -717,3 +843,43 @@ def test_errors_doc_shows_each_error_line() -> None:
     assert _generated(text) == _table(), (
         "docs/errors.md is out of date: MODECONN_WRITE_DOCS=1 pytest tests/test_bad_inputs.py"
     )
+
+
+# --------------------------------------------------------------------------- not errors
+# Inputs a user (or whoever sent the store) controls that must be taken as they are,
+# without an error, and never followed outside the store's folder.
+
+
+@pytest.mark.parametrize("recorded", ["../../evil", "ABSOLUTE"])
+def test_report_of_a_sent_store_stays_in_its_folder(
+    env: Env, recorded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store whose recorded report_dir leaves its folder: `modeconn report STORE` writes
+    to report/ beside the store, says so, and writes nothing where the record points."""
+    target = env.root / "abs-target" if recorded == "ABSOLUTE" else env.out / recorded
+    value = str(target) if recorded == "ABSOLUTE" else recorded
+    argv = _recorded_report_dir(value)(env)
+    shutil.rmtree(env.out / "report")  # the run's own report, to see where this one goes
+    capsys.readouterr()
+
+    assert cli.main(argv) == 0
+
+    err = capsys.readouterr().err
+    assert f"report_dir {value!r}, outside the store's folder" in err, err
+    assert (env.out / "report" / "report.html").is_file()
+    assert not target.exists() and not (env.root.parent / "evil").exists()
+
+
+def test_member_ids_with_mathtext_reach_the_report_as_typed(env: Env) -> None:
+    """Member ids `$\\frac{a}{b}$_x` and a malformed `$\\frac{a}$`: the run, its figures and
+    the report go through, with the ids as typed."""
+    odd, broken = "$\\frac{a}{b}$_x", "$\\frac{a}$"
+    (env.members / "m1.json").write_text(json.dumps({"id": odd}))
+    (env.members / "m2.json").write_text(json.dumps({"id": broken}))
+    shutil.rmtree(env.out)  # a fresh store: these ids are new names for new runs
+
+    assert cli.main(env.run()) == 0
+
+    html = (env.out / "report" / "report.html").read_text()
+    assert html.count("frac{a}{b}$_x") >= 1 and "$\\frac{a}$" in html
+    assert len(list((env.out / "report").rglob("*.png"))) >= 3

@@ -148,6 +148,17 @@ def test_auc_hand_computed():
     assert auc([1.0, 3.0, 1.0], distance=0.0) == 0.0
 
 
+def test_auc_in_the_papers_form_hand_computed():
+    # Juneja et al. 2023: subtract the minimum, trapezoids with step ‖θA − θB‖/(n − 1).
+    # 11 points (α = 0, .1, …, 1), ‖θA − θB‖ = 5 → step 0.5.
+    losses = [0.4, 0.5, 0.7, 1.0, 1.2, 1.3, 1.1, 0.8, 0.6, 0.5, 0.3]
+    # − min (0.3): [.1, .2, .4, .7, .9, 1.0, .8, .5, .3, .2, 0]
+    # trapezoid sum = (.1 + 0)/2 + (.2 + .4 + .7 + .9 + 1.0 + .8 + .5 + .3 + .2) = .05 + 5.0
+    # area = 0.5 · 5.05 = 2.525 (over α alone: 0.1 · 5.05 = 0.505)
+    assert auc(losses, distance=5.0) == pytest.approx(2.525, abs=ATOL)
+    assert auc(losses) == pytest.approx(0.505, abs=ATOL)
+
+
 def test_auc_is_linear_in_distance():
     rng = np.random.default_rng(0)
     y = rng.normal(size=11)

@@ -309,6 +309,26 @@ def test_best_worst_curves_turn_mixed_pairs_toward_the_better_member() -> None:
         best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, k=3)
 
 
+@pytest.mark.parametrize(("n", "k"), [(4, 2), (6, 3), (10, 5), (12, 5), (30, 5)])
+def test_best_worst_groups_are_the_papers_five(n: int, k: int) -> None:
+    """Fig. 1 uses the 5 best and 5 worst members; smaller populations half of them."""
+    from modeconn.figures import best_worst_curves
+
+    ids = [f"m{i:02d}" for i in range(n)]
+    rows = [
+        {"member_a": a, "member_b": b, "split": "s", "alpha": alpha, "loss": 1.0,
+         "accuracy": 0.5 + 0.1 * alpha}
+        for i, a in enumerate(ids) for b in ids[i + 1 :] for alpha in (0.0, 0.5, 1.0)
+    ]  # fmt: skip
+    ood = pd.Series(np.linspace(0, 1, n), index=ids)
+    fig = best_worst_curves(pd.DataFrame(rows), split="s", ood=ood)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert any(f"among the {k} best" in lab and f"n={k * (k - 1) // 2}" in lab for lab in labels)
+    # Fig. 1(b): the same groups drawn on the accuracy along the paths
+    acc = best_worst_curves(pd.DataFrame(rows), split="s", ood=ood, metric="accuracy")
+    assert acc.axes[0].get_ylabel() == "accuracy"
+
+
 def test_heatmap_can_scale_to_the_off_diagonal() -> None:
     ids = ["a", "b", "c"]
     m = pd.DataFrame([[0.0, 5.0, 6.0], [5.0, 0.0, 5.5], [6.0, 5.5, 0.0]], ids, ids)
@@ -334,3 +354,78 @@ def test_distance_scatter_fits_each_group() -> None:
               if basins[a] == basins[b]]  # fmt: skip
     r = np.corrcoef(np.array(within).T)[0, 1]
     assert any(t.startswith("same basin (n=6)") and f"r = {r:.2f}" in t for t in texts)
+
+
+# --- user strings are literal text ---------------------------------------------------------
+
+ODD = "$\\frac{a}{b}$_x"  # valid mathtext: would show a fraction and a subscript
+BROKEN = "$\\frac{a}$"  # malformed mathtext: would raise when drawn
+ODD_IDS = ["m0", ODD, BROKEN, "m3", "m4", "m5"]
+
+
+def _shown(fig: Figure) -> list[str]:
+    """Every text the drawn figure shows, as matplotlib renders it; none is mathtext."""
+    import io
+
+    from matplotlib.text import Text
+
+    fig.savefig(io.BytesIO(), format="png")  # draws: tick labels exist, mathtext would parse
+    shown = []
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text():
+            text, math = t._preprocess_math(t.get_text())
+            assert math is False, f"{t.get_text()!r} is read as mathtext"
+            shown.append(text)
+    return shown
+
+
+def _odd_figures() -> dict[str, Figure]:
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.0, 1.0, (6, 6))
+    sym = (raw + raw.T) / 2
+    np.fill_diagonal(sym, 0.0)
+    cg = pd.DataFrame(sym, index=ODD_IDS, columns=ODD_IDS)
+    basins = pd.Series([0, 0, 0, 1, 1, 1], index=ODD_IDS)
+    ood = pd.Series(rng.uniform(0, 1, 6), index=ODD_IDS, name=f"{ODD} accuracy")
+    rows = [
+        {"member_a": a, "member_b": b, "split": ODD, "alpha": x, "loss": 1.0 + x * (1 - x)}
+        for a, b in itertools.combinations(ODD_IDS, 2)
+        for x in (0.0, 0.5, 1.0)
+    ]
+    frame = pd.DataFrame({ODD: rng.random(6), BROKEN: rng.random(6), "plain": rng.random(6)})
+    return {
+        "curves": figures.interpolation_curves(
+            pd.DataFrame(rows), split=ODD, metric="loss", basins=basins
+        ),
+        "heatmap": figures.distance_heatmap(cg, order_by=ood, label=BROKEN),
+        "correlation": figures.correlation_matrix(frame),
+        "scatter": figures.score_scatter(ood, ood, basins=basins, xlabel=ODD, ylabel=BROKEN),
+        "histograms": figures.basin_histograms(ood, basins, xlabel=BROKEN),
+        "pairs": figures.distance_scatter(cg, cg, basins=basins, xlabel=ODD, ylabel=BROKEN),
+        "keeping": figures.basin_keeping(ood, basins),
+        "histogram": figures.metric_histogram(ood.to_numpy(), xlabel=ODD),
+    }
+
+
+def test_user_strings_are_shown_literally_and_never_raise() -> None:
+    """Member ids, split and metric names holding `$…$` show as typed, in every figure."""
+    found = {name: _shown(fig) for name, fig in _odd_figures().items()}
+    assert ODD in found["heatmap"] and BROKEN in found["heatmap"]  # tick labels
+    assert BROKEN in found["heatmap"]  # the colour bar's label
+    assert any(ODD in t for t in found["heatmap"])  # the strip's title names the OOD series
+    assert any(f"split {ODD}" in t for t in found["curves"])  # the title
+    assert ODD in found["correlation"] and BROKEN in found["correlation"]
+    assert ODD in found["scatter"] and BROKEN in found["scatter"]  # axis labels
+    assert BROKEN in found["histograms"] and ODD in found["histogram"]
+    assert any(ODD in t and BROKEN in t for t in found["pairs"])  # "y vs. x, per pair"
+    assert ODD in found["keeping"] and BROKEN in found["keeping"]
+
+
+def test_literal_escapes_only_dollars() -> None:
+    from matplotlib.text import Text
+
+    for text in (ODD, BROKEN, "a\\$b", "$", "$$", "plain", "50% of α_1"):
+        shown, math = Text(text=figures.style.literal(text))._preprocess_math(
+            figures.style.literal(text)
+        )
+        assert (shown, math) == (text, False), text

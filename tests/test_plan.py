@@ -171,9 +171,11 @@ def test_paper_study_on_the_command_line(
     assert "path units: 9,900" in out
     assert "(100 per split)" in out
     assert "(4,950 × 9 = 44,550 per path split)" in out
-    assert "forward passes: 45,721,600 examples" in out
+    # the paths' 45,721,600 examples plus the whole HANS-LO set (5,000) once per member
+    assert "forward passes: 46,221,600 examples" in out
     assert "9,815 rows" in out and "5,000 rows" in out  # both files were read
-    assert "653,166 s = 181.4 h" in out and "perfect scaling" in out
+    assert "hans_lo_full  5,000 per evaluation" in out
+    assert "660,309 s = 183.4 h" in out and "perfect scaling" in out
 
 
 def test_paper_study_as_json(data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -182,7 +184,7 @@ def test_paper_study_as_json(data_root: Path, monkeypatch: pytest.MonkeyPatch, c
     code, out, _ = _run(capsys, *argv, "--json")
     data = json.loads(out)
     assert code == 0 and data["members_from"] == "--members"
-    assert data["wall_seconds"] == pytest.approx(45_721_600 / 70 / 4)
+    assert data["wall_seconds"] == pytest.approx((45_721_600 + 500_000) / 70 / 4)
 
 
 def test_tiny_study_counts_its_train_arms(tiny_study: Path) -> None:

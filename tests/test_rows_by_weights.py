@@ -186,20 +186,23 @@ def test_two_members_with_swapped_names_are_read_under_their_new_names(
     old, new = first.members, second.members
     assert new.loc["m0", "hash"] == old.loc["m1", "hash"]
     assert new.loc["m1", "hash"] == old.loc["m0", "hash"]
-    # member points are reused under their new names; the m0–m1 pair now runs the other
-    # way (the sweep orients pairs by id) and is the only work done: 3 interior α × 2 splits
-    assert evaluations == 3 * 2
+    # member points are reused under their new names; the m0–m1 pair, which the sweep
+    # would now orient the other way (pairs go by id), was swept as m1→m0: nothing to do
+    assert evaluations == 0
     for col in ("mnli.loss", "hans_lo.accuracy", "hans_sub.accuracy"):
         assert new.loc["m0", col] == old.loc["m1", col]
         assert new.loc["m1", col] == old.loc["m0", col]
     d_old, d_new = first.distance, second.distance
     assert d_new.loc["m0", "m2"] == d_old.loc["m1", "m2"]
     assert d_new.loc["m1", "m2"] == d_old.loc["m0", "m2"]
-    # the same path evaluated the other way: equal up to float rounding
+    # the same path read the other way
     assert d_new.loc["m0", "m1"] == pytest.approx(d_old.loc["m0", "m1"], rel=1e-4, abs=1e-7)
     with Store(load_study(path).store_path(), create=False) as store:
         found = curves(store, "mnli")
-    assert sorted(found) == [("m0", "m1"), ("m0", "m2"), ("m1", "m2")]  # one way each
+        assert store.counts()["units"] == 3 * 2  # no unit added
+    assert sorted(found) == [("m0", "m2"), ("m1", "m0"), ("m1", "m2")]  # one way each
+    forward, backward = found[("m0", "m1")], found[("m1", "m0")]
+    np.testing.assert_allclose(forward["loss"], backward["loss"].to_numpy()[::-1])
 
 
 def test_duplicate_members_are_refused_naming_both(
@@ -210,6 +213,7 @@ def test_duplicate_members_are_refused_naming_both(
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "'m2'" in err and "'m3'" in err and "same weights" in err
+    assert not (tmp_path / "out").exists()  # refused before the store was created
     from modeconn.population.members import Population
 
     with pytest.raises(PopulationError, match=r"members 'm2' .* and 'm3' .* have the same weights"):

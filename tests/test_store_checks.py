@@ -21,6 +21,7 @@ import yaml
 from conftest import tiny_study_dict
 
 import modeconn.errors as errors
+from modeconn.analyses.run import analyze_study
 from modeconn.cli import main
 from modeconn.config.study import load_study, parse_study
 from modeconn.results import analyze
@@ -248,11 +249,19 @@ def test_status_report_export_work_on_a_store_in_an_unwritable_folder(
 # --------------------------------------------------------------------------- constant OOD metric
 
 
+@pytest.mark.parametrize("distances", [False, True], ids=["basins", "with-distances"])
 def test_an_ood_metric_equal_across_members_is_an_undefined_correlation(
-    tiny_study: Path, tmp_path: Path
+    tiny_study: Path, tmp_path: Path, distances: bool
 ) -> None:
-    """Six members in two clear basins; every one gets 0.5 on hans_lo."""
+    """Six members in two clear basins; every one gets 0.5 on hans_lo.
+
+    With ``analyses.distances`` enabled, its table's r on hans_lo is undefined too (NaN)
+    and the report is still written."""
     study = load_study(tiny_study)
+    if distances:
+        data = yaml.safe_load(tiny_study.read_text())
+        data["analyses"] = {"distances": ["barrier_height", "auc"]}
+        study = parse_study(data, base_dir=tiny_study.parent)
     keys = {"mnli": "mnli#k", "hans_lo": "hans_lo#k", "hans_sub": "hans_sub#k"}
     path = tmp_path / "results.sqlite"
     n, basin = 6, [0, 0, 0, 1, 1, 1]
@@ -283,7 +292,7 @@ def test_an_ood_metric_equal_across_members_is_an_undefined_correlation(
                             for p in points
                         ],
                     )
-        result = analyze(s)
+        result = analyze_study(s, study) if distances else analyze(s)
         from modeconn.report.study import write_study_report
 
         report = write_study_report(s, result, tmp_path / "report")
@@ -297,6 +306,12 @@ def test_an_ood_metric_equal_across_members_is_an_undefined_correlation(
     assert "undefined" in notes[0]
     assert result.fit.n_basins == 2 and report.is_file()
     assert "hans_lo" in result.summary()
+    if distances:
+        table = result.analyses["distances"].distances.set_index("distance")
+        assert list(table.index) == ["convexity_gap", "barrier_height", "auc"]
+        assert table["r (hans_lo)"].isna().all() and table["r lo (hans_lo)"].isna().all()
+        assert np.isfinite(table["r (hans_sub)"]).all()
+        assert "Alternative distances" in report.read_text()
 
 
 # --------------------------------------------------------------------------- exceptions

@@ -113,3 +113,55 @@ def test_size_stability_clear_vs_noise() -> None:
     assert t["size"].tolist() == [8, 32]
     np.testing.assert_allclose(t["ari_mean"], 1.0)
     np.testing.assert_allclose(t["identical"], 1.0)
+
+
+def test_noise_note_fires_on_instability_not_on_a_large_delta() -> None:
+    """The basins are called noise only when the bootstrap keeps them < half the time."""
+    from modeconn.analyses.uncertainty import instability_notes
+    from modeconn.results import _notes
+    from modeconn.stats.basins import find_basins
+    from modeconn.stats.uncertainty import sample_uncertainty
+
+    rng = np.random.default_rng(0)
+    n, alphas = 6, np.linspace(0, 1, 5)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    group = np.array([0, 0, 0, 1, 1, 1])
+    bump = np.sin(np.pi * alphas)[:, None]  # (A, 1)
+
+    def population(between: float, within: float) -> np.ndarray:
+        return np.stack(
+            [
+                0.5
+                + bump
+                * (between if group[i] != group[j] else within)
+                * rng.gamma(2.0, 0.5, size=(1, 128))
+                for i, j in pairs
+            ]
+        )  # (P, A, 128)
+
+    # clear basins with tiny barriers: at δ = 1 every similarity is above 0.9999, yet the
+    # basins are the groups and the bootstrap keeps them: no note either way
+    clear = population(0.01, 0.002)
+    from modeconn.stats.uncertainty import distance_samples
+
+    d = distance_samples(clear, np.full((1, 128), 1 / 128), pairs, n, alphas=alphas,
+                         metric="convexity_gap")[0]  # fmt: skip
+    fit = find_basins(d, n_basins=2, delta=1.0)
+    assert not any("noise" in note or "precision" in note for note in _notes(fit, d, n))
+    u = sample_uncertainty(
+        clear, pairs, list("abcdef"), fit.labels, alphas=alphas,
+        metric="convexity_gap", n_basins=2, delta=1.0, samples=30,
+    )  # fmt: skip
+    assert instability_notes(u, examples=128, split="s") == []
+
+    # no structure at all: every pair alike up to the sample's noise; the note fires
+    flat = population(0.01, 0.01)
+    d = distance_samples(flat, np.full((1, 128), 1 / 128), pairs, n, alphas=alphas,
+                         metric="convexity_gap")[0]  # fmt: skip
+    fit = find_basins(d, n_basins=2, delta="median")
+    u = sample_uncertainty(
+        flat, pairs, list("abcdef"), fit.labels, alphas=alphas,
+        metric="convexity_gap", n_basins=2, delta="median", samples=30,
+    )  # fmt: skip
+    notes = instability_notes(u, examples=128, split="s")
+    assert len(notes) == 1 and "noise" in notes[0]

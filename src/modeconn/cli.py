@@ -13,8 +13,11 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from modeconn.errors import ModeconnError, StoreError
@@ -82,12 +85,42 @@ def _open_existing(path: str) -> object:
     p = Path(path)
     if p.is_dir():
         p = p / "results.sqlite"
+        if p.is_dir():
+            raise StoreError(
+                f"{p} is a folder, not a results store; pass the store file or the study's "
+                "output folder"
+            )
     if not p.exists():
         raise StoreError(f"no results store at {p}; give the store file or the study's output dir")
     # a store that cannot be written here (read-only disk, another user's folder) is read
     # without writing; a writable one is opened as usual, which upgrades an older schema
     writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
     return Store(p, create=False, readonly=not writable)
+
+
+def _report_folder(store_path: Path, recorded: str) -> Path:
+    """Where ``modeconn report STORE`` writes without ``--out``: inside the store's folder.
+
+    The store records its study's ``report_dir``, but a store may come from someone else:
+    a recorded absolute path, a ``..`` or a symbolic link that leaves the store's folder
+    is not followed; the report then goes to ``report/`` beside the store, and a line
+    says so. When even that leaves the folder (``report`` is a link out), nothing is
+    written: pass ``--out``.
+    """
+    folder = store_path.parent.resolve()
+    for name in (recorded, "report"):
+        target = folder / name
+        if not Path(name).is_absolute() and target.resolve().is_relative_to(folder):
+            if name != recorded:
+                _say(
+                    f"modeconn: the store records report_dir {recorded!r}, outside the store's "
+                    f"folder; writing the report to {target} instead (--out chooses)"
+                )
+            return target
+    raise StoreError(
+        f"the report folder of store {store_path} would be outside its folder {folder} "
+        f"(report_dir {recorded!r}, and {folder / 'report'} leads elsewhere); pass --out"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -99,7 +132,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze_study(store)
-        out = Path(args.out) if args.out else store.path.parent / result.study.report_dir
+        out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
         path = write_study_report(store, result, out)
     _print_result(result.with_report(path))
     return 0
@@ -235,20 +268,49 @@ def _os_error(err: OSError) -> str:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread, so that the command unwinds as on Ctrl-C.
+
+    Unwinding runs every ``finally``: the sweep's worker pool is shut down (its processes
+    terminated), the store's open transaction is rolled back. A second SIGTERM while
+    that runs ends the process at once (the workers still die with it).
+    """
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: exit at once
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with _sigterm_unwinds():
+            return int(args.func(args))
     except ModeconnError as err:
         print(f"modeconn: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a path the system refused: an --out that is a file, no space, …
         print(f"modeconn: error: {_os_error(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("modeconn: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"modeconn: {how}; rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ study, split or member, and ``except OSError`` a store that cannot be read or wr
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Container, Iterable
 
 
@@ -88,3 +90,33 @@ def require_keys(data: Container[str], keys: Iterable[str], record: str) -> None
         raise DataError(
             f"a {record} record is missing keys {missing}; it must come from {record}.to_dict()"
         )
+
+
+_KINDS = (
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is (symbolic links followed), in words; None when nothing is there.
+
+    A path a user passes must be of the kind the command expects: reading a named pipe
+    would wait forever, and a device is no study, store or weight file. Callers name the
+    kind in their error.
+
+    >>> path_kind("/"), path_kind("/no/such/path")
+    ('a folder', None)
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "neither a file nor a folder"  # pragma: no cover - every POSIX type is above

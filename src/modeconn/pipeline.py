@@ -30,7 +30,7 @@ from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
-from modeconn.population.members import Member, Population
+from modeconn.population.members import Member, Population, check_label_order
 from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
 from modeconn.results import StudyResult
 from modeconn.store import Store
@@ -56,6 +56,8 @@ class StudyRunner:
             if study.model.kind == "hf" and study.model.pretrained is not None
             else None
         )
+        if self.model_dir is not None:
+            check_label_order(self.model_dir, study.model.label_order, what="model.pretrained")
         self._tokenizer: Any = None
         self._splits: dict[str, Split] | None = None
         self._population: Population | None = None
@@ -203,6 +205,10 @@ class StudyRunner:
                     f"a study needs at least 2 members; found {len(pop)} in "
                     f"{self.study.members_dir()}"
                 )
+            # each member's own labels against model.label_order, before anything is written
+            for m in pop:
+                if m.kind == "hf":
+                    check_label_order(m.source, self.label_order, what=f"member '{m.id}'")
             self._population = pop
         return self._population
 
@@ -210,7 +216,8 @@ class StudyRunner:
         return self._engine()[0]
 
     def members(self) -> list[MemberRef]:
-        """Members with their weight hashes, each checked against the model's architecture.
+        """Members with their weight hashes, each checked against the model's architecture,
+        and no two with the same weights (:meth:`Population.hashes`).
 
         Checked once per runner: the sweep and the analyses after it share the result.
         """
@@ -222,6 +229,7 @@ class StudyRunner:
                 state = pop.load(m.id)
                 _check_against(reference, state, m)
                 refs.append(MemberRef(m.id, pop.hash(m.id)))
+            pop.hashes()  # the same weights under two ids: refused before any write
             self._members = refs
         return list(self._members)
 
@@ -246,6 +254,7 @@ class StudyRunner:
         self.splits()  # a bad split fails here, before any member is trained or loaded
         pop = self.population()
         ev = self.evaluator()
+        self.members()  # every member checked (shapes, duplicates) before the store is opened
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)

@@ -24,7 +24,6 @@ from modeconn.stats.basins import (
     basin_recovery,
     basin_table,
     find_basins,
-    median_delta,
 )
 from modeconn.stats.inference import correlate
 from modeconn.store import ALPHA_DECIMALS, Store
@@ -86,6 +85,9 @@ class StudyResult:
             f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
             f"similarity scale δ = {self.fit.delta:.4g}",
+            f"clustering seed {self.fit.seed}, {self.fit.centroids_from} centroids"
+            + (" (basins.preset: paper)" if b.preset == "paper" else "")
+            + f"; ties in the basin score: {self.fit.ties}",
         ]
         if self.recovery is not None and self.arms is not None:
             lines.append(f"basins vs. training arms: adjusted Rand index {self.recovery:.3f}")
@@ -274,8 +276,7 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     members = member_table(store)
     distance = distance_matrix(store, split=b.split, metric=b.distance)
     d = distance.to_numpy()
-    delta = median_delta(d) if b.delta == "median" else float(b.delta)
-    fit = find_basins(d, n_basins=b.n_basins, delta=delta, seed=b.seed)
+    fit = find_basins(d, **b.fit_options())
     members["basin"] = fit.labels
     members["score"] = fit.scores
     # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one
@@ -328,14 +329,24 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     )
 
 
+# Below this spread of the off-diagonal similarities the spectral clustering works near
+# float precision (S ≈ 1 − D²/2δ² with D²/2δ² under 1e-6). A merely small spread is no
+# sign of noise: the normalised Laplacian sees relative differences, and on every
+# population measured (docs/method.md, "Similarity scale δ") δ = 1 gave the very basins
+# of δ = median while every similarity was above 0.99. Whether the basins are noise is
+# what the bootstrap over the sample measures (analyses.uncertainty, which says so).
+_FLAT_SIMILARITY = 1e-6
+
+
 def _notes(fit: BasinFit, distance: np.ndarray, n: int) -> tuple[str, ...]:
     notes = []
     s = affinity(distance, delta=fit.delta)
     off = s[~np.eye(n, dtype=bool)]
-    if off.size and float(off.max() - off.min()) < 0.01:
+    if off.size and float(off.max() - off.min()) < _FLAT_SIMILARITY:
         notes.append(
-            f"the similarity exp(−D²/2δ²) varies by less than 0.01 across pairs at δ = "
-            f"{fit.delta:.4g}: the basins reflect noise, not structure; try basins.delta: median"
+            f"the similarity exp(−D²/2δ²) varies by less than {_FLAT_SIMILARITY:g} across "
+            f"pairs at δ = {fit.delta:.4g}: the clustering works near float precision; try "
+            "basins.delta: median"
         )
     if min(fit.sizes) < 2:
         notes.append("a basin holds a single member: its mean and spread say little")

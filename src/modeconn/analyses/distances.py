@@ -8,6 +8,13 @@ into within- and between-basin pairs with a fit each (their Fig. 21).
 ``analyses.distance_splits`` adds the study's own distance on other path splits (e.g.
 the held-out loss beside a training-loss study, their Appendix G).
 
+AUC comes in two forms. ``auc`` integrates over α (x = α ∈ [0, 1]), modeconn's default,
+which compares curves whatever their length; ``auc_distance`` is the paper's form (their
+§3 and code): the trapezoid step is ‖θA − θB‖ / (n − 1), i.e. x runs over parameter
+distance, so each pair's α-unit AUC is multiplied by its Euclidean distance (AUC is
+linear in the x scale, :func:`modeconn.measures.barriers.auc`). The report's table names
+the form of each row.
+
 Barrier height and AUC come from the stored curves; the Euclidean distance needs the
 weights, so :meth:`Distances.measure` computes it over every floating-point state entry
 the engine interpolates (float64 accumulation) and keeps one record per pair, keyed by
@@ -28,14 +35,24 @@ from pydantic import ConfigDict, RootModel
 from modeconn.analyses.base import MeasureContext, value_key
 from modeconn.errors import DataError, ModeconnError
 from modeconn.results import StudyResult, distance_matrix
-from modeconn.stats.basins import BasinFit, basin_recovery, correlate, find_basins, median_delta
+from modeconn.stats.basins import BasinFit, basin_recovery, correlate, find_basins
 from modeconn.store import Store
 
 if TYPE_CHECKING:
     from modeconn.config.study import BasinsConfig, Study
     from modeconn.report.html import Section
 
-DistanceName = Literal["convexity_gap", "barrier_height", "auc", "euclidean"]
+DistanceName = Literal["convexity_gap", "barrier_height", "auc", "auc_distance", "euclidean"]
+
+# What each distance is, as the report's table names it.
+DISTANCE_FORMS = {
+    "convexity_gap": "largest gap between the loss curve and its lower convex hull",
+    "barrier_height": "largest rise above the chord between the endpoints (Entezari)",
+    "auc": "area above the curve's minimum, x = α (step 1/(n − 1))",
+    "auc_distance": "area above the curve's minimum, x in parameter distance "
+    "(step ‖θA − θB‖/(n − 1), the paper's form)",
+    "euclidean": "‖θA − θB‖ over every floating-point state entry",
+}
 
 
 class DistancesSection(RootModel[list[DistanceName]]):
@@ -88,8 +105,7 @@ def euclidean_matrix(store: Store, result: StudyResult) -> pd.DataFrame:
 
 
 def _fit(d: np.ndarray, b: BasinsConfig) -> BasinFit:
-    delta = median_delta(d) if b.delta == "median" else float(b.delta)
-    return find_basins(d, n_basins=b.n_basins, delta=delta, seed=b.seed)
+    return find_basins(d, **b.fit_options())
 
 
 def compare_distances(
@@ -110,13 +126,24 @@ def compare_distances(
             m = distance_matrix(store, split=split, metric=metric)
         elif name == "euclidean":
             m = euclidean_matrix(store, result)
+        elif name == "auc_distance":
+            # AUC is linear in its x scale: the α-unit area times ‖θA − θB‖ is the area
+            # with step ‖θA − θB‖/(n − 1)
+            m = distance_matrix(store, split=b.split, metric="auc") * euclidean_matrix(
+                store, result
+            )
         elif name == b.distance:
             m = result.distance
         else:
             m = distance_matrix(store, split=b.split, metric=name)
         d = m.to_numpy()
         off = d[~np.eye(len(d), dtype=bool)]
-        row: dict[str, Any] = {"distance": name, "min": off.min(), "max": off.max()}
+        row: dict[str, Any] = {
+            "distance": name,
+            "form": DISTANCE_FORMS.get(name.split(" on ", 1)[0], ""),
+            "min": off.min(),
+            "max": off.max(),
+        }
         try:
             fit = result.fit if name == b.distance else _fit(d, b)
         except ModeconnError as e:
@@ -131,8 +158,14 @@ def compare_distances(
         if arms.notna().all() and arms.nunique() > 1:
             row["ARI vs arms"] = basin_recovery(fit.labels, arms.astype(str).to_numpy())
         for split, col in ood.items():
+            # an OOD metric equal across members: r undefined (NaN), as in the main table,
+            # whose note names the split; never a stopped run
             c = correlate(
-                fit.scores, result.members[col].to_numpy(float), n_boot=b.bootstrap, seed=b.seed
+                fit.scores,
+                result.members[col].to_numpy(float),
+                n_boot=b.bootstrap,
+                seed=b.seed,
+                constant="undefined",
             )
             row[f"r ({split})"] = c.pearson_r
             row[f"r lo ({split})"], row[f"r hi ({split})"] = c.pearson_ci
@@ -152,8 +185,9 @@ class Distances:
     needs_weights = True  # the Euclidean distance; the others read the curves
 
     def measure(self, ctx: MeasureContext) -> None:
-        """‖θA − θB‖ of every pair not yet in the store, if ``euclidean`` is listed."""
-        if "euclidean" not in ctx.study.section(self.key).root:
+        """‖θA − θB‖ of every pair not yet in the store, if ``euclidean`` or
+        ``auc_distance`` (whose step is ‖θA − θB‖/(n − 1)) is listed."""
+        if not {"euclidean", "auc_distance"} & set(ctx.study.section(self.key).root):
             return
         import torch
 
@@ -238,8 +272,10 @@ class Distances:
                     "Each distance clustered the same way (spectral clustering of "
                     "exp(−D²/2δ²)); ARI against the basins of the study's own distance, and "
                     "each score's Pearson r with the OOD metrics (bootstrap 95% intervals). "
-                    "Barrier height and AUC come from the same stored curves; AUC is in α "
-                    "units; the Euclidean distance is over every floating-point state entry. "
+                    "Barrier height and AUC come from the same stored curves; 'auc' integrates "
+                    "over α, 'auc_distance' over parameter distance (step ‖θA − θB‖/(n − 1), "
+                    "the paper's form); the Euclidean distance is over every floating-point "
+                    "state entry; the table's 'form' column names each. "
                     "A score's sign follows which basin is the larger (c₁), so compare |r|; "
                     "ARI vs arms: agreement of each distance's basins with the training arms."
                 ),

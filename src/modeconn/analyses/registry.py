@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modeconn.analyses import (
+    curvature,
     distances,
+    layerwise,
     mechanisms,
     planes,
     sharpness,
@@ -34,6 +36,8 @@ ANALYSES: list[Analysis] = [
     uncertainty.Uncertainty(),  # bootstrap over the evaluation sample
     planes.Planes(),  # loss planes, Fig. 2
     trajectory.Trajectory(),  # basins along training, Fig. 7
+    curvature.Curvature(),  # barrier prediction from curvature (Singh et al. 2024)
+    layerwise.Layerwise(),  # layer-wise LMC (Adilova et al. 2024)
     mechanisms.Mechanisms(),  # counterfactual connectivity, Lubana et al. Table 1
 ]
 

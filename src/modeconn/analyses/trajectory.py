@@ -1,16 +1,25 @@
 """Basins along training (Juneja et al. 2023, Fig. 7).
 
-Every checkpoint of the members (``train.checkpoints``, or a folder of them) is joined by
-a linear path to every final member on ``basins.split``, through the sweep (same engine,
-same store, same resume), then placed in the final population's spectral embedding from
-its distances to the members (:func:`place_in_embedding`, an out-of-sample extension in
-the spirit of Nyström's) and given the basin of the nearer centroid.
+Two views of the members' checkpoints (``train.checkpoints``, or a folder of them):
+
+* **the paper's** (``analyses.trajectory.stages: true``): the checkpoints of each training
+  stage — the k-th checkpoint of every member — are joined by linear paths among
+  themselves, clustered as the final population is (:func:`stage_table`, the paper's
+  ``plot/dynamics.py``: one distance matrix and one clustering per stage), and each
+  checkpoint's score at its stage is drawn against its OOD metric at that stage, with
+  arrows from stage to stage (:func:`modeconn.figures.stage_movement`);
+* **the projection** (always): every checkpoint is joined by a linear path to every final
+  member on ``basins.split``, through the sweep (same engine, same store, same resume),
+  then placed in the final population's spectral embedding from its distances to the
+  members (:func:`place_in_embedding`, an out-of-sample extension in the spirit of
+  Nyström's) and given the basin of the nearer centroid.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +29,10 @@ from pydantic import Field
 
 from modeconn.analyses.base import MeasureContext
 from modeconn.config.sections import SectionModel
-from modeconn.errors import DataError
+from modeconn.errors import DataError, ModeconnError
 from modeconn.measures.barriers import curve_distance
 from modeconn.results import StudyResult, curves
-from modeconn.stats.basins import BasinFit
+from modeconn.stats.basins import BasinFit, find_basins
 from modeconn.store import Store
 
 if TYPE_CHECKING:
@@ -39,6 +48,12 @@ class TrajectorySection(SectionModel):
 
     checkpoints_dir: str | None = Field(
         default=None, description="folder of checkpoints; default: <members>/checkpoints"
+    )
+    stages: bool = Field(
+        default=False,
+        description="also cluster each training stage's checkpoints among themselves, as "
+        "the paper's Fig. 7 (paths between every pair of one stage's checkpoints, and their "
+        "OOD metrics)",
     )
 
     def check(self, study: Study) -> None:
@@ -140,6 +155,103 @@ def trajectory_table(store: Store, result: StudyResult) -> pd.DataFrame | None:
     return pd.DataFrame(rows).sort_values(["member", "final", "step"]).reset_index(drop=True)
 
 
+def stages_of(checkpoints: list[dict[str, Any]]) -> list[list[int]]:
+    """Indices of the checkpoints of each training stage: stage k holds every member's
+    k-th checkpoint (by step), so members trained for different numbers of steps still meet
+    at the same fraction of their training.
+
+    >>> stages_of([{"of": "a", "step": 20}, {"of": "a", "step": 10}, {"of": "b", "step": 12}])
+    [[1, 2], [0]]
+    """
+    by_member: dict[Any, list[int]] = {}
+    for i, ck in enumerate(checkpoints):
+        by_member.setdefault(ck.get("of"), []).append(i)
+    out: list[list[int]] = []
+    for idx in by_member.values():
+        for k, i in enumerate(sorted(idx, key=lambda i: checkpoints[i].get("step") or 0)):
+            if k == len(out):
+                out.append([])
+            out[k].append(i)
+    return out
+
+
+def stage_table(store: Store, result: StudyResult) -> pd.DataFrame | None:
+    """The paper's Fig. 7: per training stage, its checkpoints clustered among themselves.
+
+    One row per checkpoint and per final member: ``stage`` (0, 1, …; the final members are
+    the last stage), ``member``, ``step``, the ``score`` and ``basin`` of the stage's own
+    clustering (``basins`` settings of the study; basin 0 = the stage's larger basin), and
+    each OOD metric of ``basins.ood`` at that stage. A stage with fewer than 3 checkpoints,
+    or whose clustering finds one basin, has NaN scores.
+    """
+    raw = store.get_meta("checkpoints")
+    if raw is None:
+        return None
+    ckpts = json.loads(raw)
+    b = result.study.basins
+    found = curves(store, b.split)
+    ood = {s: result.metric_column(s) for s in b.ood}
+    keys = {s: result.splits[s]["key"] for s in ood}
+    points = {s: store.member_points(split=keys[s], rows="all") for s in ood}
+    rows: list[dict[str, Any]] = []
+    for k, members in enumerate(stages_of(ckpts)):
+        ids = [ckpts[i]["id"] for i in members]
+        d = np.zeros((len(ids), len(ids)))
+        for i, a in enumerate(ids):
+            for j in range(i + 1, len(ids)):
+                g = found.get((a, ids[j]))
+                if g is None:
+                    raise DataError(
+                        f"no path {a}–{ids[j]} on '{b.split}' in {store.path}; rerun `modeconn "
+                        "run` with analyses.trajectory.stages (the trajectory resumes)"
+                    )
+                dist = curve_distance(g["loss"].to_numpy(), g["alpha"].to_numpy(), b.distance)
+                d[i, j] = d[j, i] = dist
+        scores, labels = np.full(len(ids), np.nan), np.full(len(ids), -1)
+        if len(ids) >= 3:
+            try:
+                fit = find_basins(d, **b.fit_options())
+                scores, labels = fit.scores, fit.labels
+            except ModeconnError:
+                pass  # one basin at this stage: no score
+        for i, c in enumerate(members):
+            ck = ckpts[c]
+            row = {
+                "stage": k,
+                "id": ck["id"],
+                "member": ck["of"],
+                "step": ck["step"],
+                "final": False,
+                "score": scores[i],
+                "basin": int(labels[i]),
+            }
+            for s, col in ood.items():
+                hit = points[s][points[s]["member_hash"] == ck["hash"]]
+                metric = col.rsplit(".", 1)[1]
+                row[col] = float(hit[metric].iloc[0]) if len(hit) and metric in hit else np.nan
+            rows.append(row)
+    last = len(stages_of(ckpts))
+    for i, m in enumerate(result.members.index):
+        row = {
+            "stage": last,
+            "id": m,
+            "member": m,
+            "step": result.members["step"].iloc[i] if "step" in result.members else None,
+            "final": True,
+            "score": result.fit.scores[i],
+            "basin": int(result.fit.labels[i]),
+        }
+        row.update({col: float(result.members[col].iloc[i]) for col in ood.values()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class TrajectoryTables:
+    trajectory: pd.DataFrame  # the projection: every checkpoint in the final embedding
+    stages: pd.DataFrame | None = None  # the paper's Fig. 7: each stage clustered alone
+
+
 class Trajectory:
     key = "trajectory"
     section = TrajectorySection
@@ -174,21 +286,17 @@ class Trajectory:
         for m in order:
             ctx.check_weights(ckpts.load(m.id), m)
             ckpt_refs.append(MemberRef(m.id, ckpts.hash(m.id)))
-        store.set_meta(
-            "checkpoints",
-            json.dumps(
-                [
-                    {
-                        "id": r.id,
-                        "hash": r.hash,
-                        "step": ckpts[r.id].meta.step,
-                        "of": ckpts[r.id].meta.extra.get("checkpoint_of"),
-                        "arm": ckpts[r.id].meta.arm,
-                    }
-                    for r in ckpt_refs
-                ]
-            ),
-        )
+        records = [
+            {
+                "id": r.id,
+                "hash": r.hash,
+                "step": ckpts[r.id].meta.step,
+                "of": ckpts[r.id].meta.extra.get("checkpoint_of"),
+                "arm": ckpts[r.id].meta.arm,
+            }
+            for r in ckpt_refs
+        ]
+        store.set_meta("checkpoints", json.dumps(records))
         name = study.basins.split
         split = ctx.splits[name]
         points = study.paths.points
@@ -203,6 +311,23 @@ class Trajectory:
         ]
         done = store.done_units()
         units = [(n + c, f, name) for c in range(len(ckpt_refs)) for f in range(n)]
+        if study.section(self.key).stages:
+            # the paper's Fig. 7: every pair of one stage's checkpoints, and each
+            # checkpoint's OOD metrics at its stage
+            stage_list = stages_of(records)
+            units += [
+                (n + a, n + b, name)
+                for stage in stage_list
+                for i, a in enumerate(stage)
+                for b in stage[i + 1 :]
+            ]
+            for ood in study.basins.ood:
+                o = ctx.splits[ood]
+                member_todo += [
+                    (n + c, ood)
+                    for c, r in enumerate(ckpt_refs)
+                    if store.member_point(r.hash, o.key, o.spec.sample_seed, o.n) is None
+                ]
         plan = dataclasses.replace(
             skeleton,
             member_todo=tuple(member_todo),
@@ -222,17 +347,23 @@ class Trajectory:
             plan,
             ev,
             lambda mid: ev.as_point((pop if mid in finals else ckpts).load(mid), name=mid),
-            {name: split},
+            {s: ctx.splits[s] for s in {name, *(x for _, x in plan.member_todo)}},
             store,
             progress=ctx.progress,
         )
 
     def read(
         self, store: Store, result: StudyResult, earlier: Mapping[str, Any]
-    ) -> pd.DataFrame | None:
-        return trajectory_table(store, result)
+    ) -> TrajectoryTables | None:
+        table = trajectory_table(store, result)
+        if table is None:
+            return None
+        stages = None
+        if result.study.section(self.key).stages:
+            stages = stage_table(store, result)
+        return TrajectoryTables(table, stages)
 
-    def sections(self, result: StudyResult, value: pd.DataFrame | None) -> list[Section]:
+    def sections(self, result: StudyResult, value: TrajectoryTables | None) -> list[Section]:
         import modeconn.figures as figures
         from modeconn.report.common import provenance
         from modeconn.report.html import Section
@@ -240,8 +371,36 @@ class Trajectory:
         if value is None:
             return []
         split = result.study.basins.split
-        moved = value[~value["final"]]
-        return [
+        out = []
+        if value.stages is not None:
+            ood = next(iter(result.ood_columns().values()), None)
+            figs = []
+            if ood is not None:
+                figs.append(
+                    (
+                        f"Each stage's checkpoints clustered among themselves: score at the "
+                        f"stage vs. {ood} at the stage, arrows from stage to stage (the "
+                        "paper's Fig. 7).",
+                        figures.stage_movement(value.stages, ood=ood),
+                    )
+                )
+            out.append(
+                Section(
+                    title="Basins along training, stage by stage",
+                    text=(
+                        "The k-th checkpoint of every member forms stage k; each stage's "
+                        "checkpoints are joined by linear paths among themselves on "
+                        f"'{split}' and clustered with the study's basin settings (basin 0 "
+                        "= the stage's larger basin), as the paper builds its Fig. 7; the "
+                        "final members are the last stage."
+                    ),
+                    figures=tuple(figs),
+                    tables=(("Checkpoints of each stage, clustered alone.", value.stages),),
+                    provenance=provenance(result, split),
+                )
+            )
+        moved = value.trajectory[~value.trajectory["final"]]
+        out += [
             Section(
                 title="Basins along training",
                 text=(
@@ -255,16 +414,25 @@ class Trajectory:
                     (
                         "Members along training: checkpoints (small dots) and arrows in step "
                         "order to each final member (large dots, coloured by basin).",
-                        figures.cluster_movement(value),
+                        figures.cluster_movement(value.trajectory),
                     ),
                 ),
-                tables=(("Checkpoints and final members in the embedding.", value),),
+                tables=(("Checkpoints and final members in the embedding.", value.trajectory),),
                 provenance=provenance(result, split),
             )
         ]
+        return out
 
-    def summary_lines(self, value: pd.DataFrame | None) -> list[str]:
+    def summary_lines(self, value: TrajectoryTables | None) -> list[str]:
         if value is None:
             return []
-        moved = value[~value["final"]]
-        return [f"basins along training: {len(moved)} checkpoints placed in the embedding"]
+        moved = value.trajectory[~value.trajectory["final"]]
+        lines = [f"basins along training: {len(moved)} checkpoints placed in the embedding"]
+        if value.stages is not None:
+            st = value.stages[~value.stages["final"]]
+            sizes = [
+                "/".join(map(str, np.bincount(g["basin"][g["basin"] >= 0], minlength=2)))
+                for _, g in st.groupby("stage")
+            ]
+            lines.append(f"basins at each training stage (sizes): {', '.join(sizes)}")
+        return lines

@@ -30,6 +30,31 @@ if TYPE_CHECKING:
     from modeconn.report.html import Section
 
 
+# The basins are called noise when the bootstrap over the sample keeps them (identical
+# basins, ARI = 1) in fewer than half of its draws.
+UNSTABLE = 0.5
+
+
+def instability_notes(u: SampleUncertainty, *, examples: int, split: str) -> list[str]:
+    """The note that the basins are noise, when the bootstrap keeps them < half the time.
+
+    >>> import numpy as np
+    >>> u = SampleUncertainty(("a", "b", "c"), np.zeros((3, 3)), np.zeros((3, 3)),
+    ...     np.ones(3), np.array([1.0, 0.2, 0.0, 0.3]), np.full(0, np.nan), 4, 0, 0.95, 0)
+    >>> instability_notes(u, examples=64, split="mnli")[0][:62]
+    "the bootstrap over the 64 examples of 'mnli' gives the very sa"
+    """
+    summary = u.summary()
+    if not summary["usable draws"] or summary["draws with identical basins"] >= UNSTABLE:
+        return []
+    return [
+        f"the bootstrap over the {examples} examples of '{split}' gives the very same "
+        f"basins in only {summary['draws with identical basins']:.0%} of draws (mean ARI "
+        f"{summary['ARI vs. full sample: mean']:.2f}): the basins follow the sample's "
+        "noise as much as the loss surface; a larger sample is needed before reading them"
+    ]
+
+
 class UncertaintySection(SectionModel):
     """Bootstrap over the evaluation sample: intervals of every distance entry, how often
     each member keeps its basin, and the basins' stability to the sample size."""
@@ -105,8 +130,10 @@ class Uncertainty:
             samples=u.samples,
             seed=u.seed,
             cluster_seed=b.seed,
+            centroids=b.centroids,
         )
         notes = []
+        notes += instability_notes(uncertainty, examples=ex.shape[2], split=b.split)
         sizes = [s for s in u.sizes if s < ex.shape[2]]
         if len(sizes) < len(u.sizes):
             notes.append(
@@ -128,6 +155,7 @@ class Uncertainty:
                 repeats=u.repeats,
                 seed=u.seed,
                 cluster_seed=b.seed,
+                centroids=b.centroids,
             )
         return UncertaintyTables(uncertainty, stability, tuple(notes))
 

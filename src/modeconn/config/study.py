@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import yaml
 from pydantic import (
@@ -50,6 +50,7 @@ from pydantic import (
 )
 
 from modeconn.config import sections, yamlfile
+from modeconn.config.basins import BasinsConfig
 from modeconn.config.engine import EvalConfig, ModelConfig, SweepConfig
 from modeconn.config.splits import (
     SPLIT_KINDS,
@@ -76,7 +77,7 @@ __all__ = [
 ]
 from modeconn.config.arms import IMAGE_RECIPES, ArmConfig, MixConfig, TrainSection
 from modeconn.config.train import TrainConfig
-from modeconn.errors import ConfigError
+from modeconn.errors import ConfigError, path_kind
 
 BUILTIN_MODEL = "builtin:all-MiniLM-L6-v2"
 
@@ -116,33 +117,6 @@ class PopulationConfig(_Strict):
 class PathsConfig(_Strict):
     points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
     splits: list[str] = Field(min_length=1)
-
-
-class BasinsConfig(_Strict):
-    split: str = Field(description="the split whose loss curves define the distance")
-    distance: Literal["convexity_gap", "barrier_height", "auc"] = "convexity_gap"
-    n_basins: int | None = Field(default=2, ge=2)
-    delta: float | Literal["median"] = Field(
-        default="median",
-        description="similarity scale δ; 'median' = median off-diagonal distance (paper: 1.0)",
-    )
-
-    @field_validator("delta")
-    @classmethod
-    def _positive_delta(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and v <= 0:
-            raise ValueError(f"basins.delta must be > 0 or 'median'; got {v}")
-        return v
-
-    seed: int = 0
-    ood: list[str] = Field(default_factory=list, description="splits to correlate with")
-    metric: Literal["accuracy", "f1", "mcc"] | None = Field(
-        default=None, description="OOD metric; default: each split's own `metric`"
-    )
-    bootstrap: int = Field(default=2000, ge=0)
-    sort_by: str | None = Field(
-        default=None, description="split whose metric orders the heatmaps (default: ood[0])"
-    )
 
 
 class Study(_Strict):
@@ -445,13 +419,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(p: Path) -> Any:
-    if not p.is_file():
+    kind = path_kind(p)
+    if kind is None:
         raise ConfigError(f"study file {p} does not exist; check the path")
+    if kind != "a file":
+        raise ConfigError(f"study file {p} is {kind}, not a file; give the path of a YAML study")
+    size = p.stat().st_size
+    if size > yamlfile.MAX_CHARS * 4:  # UTF-8: at most 4 bytes a character; read no more
+        raise ConfigError(
+            f"{p}: too large to be a study ({size:,} bytes; a study is a few kilobytes); "
+            "give the path of a YAML study"
+        )
     try:
         data = yamlfile.load(p.read_text(encoding="utf-8"))  # safe, and no duplicate keys
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{p}: not a text file (byte {exc.start} is not UTF-8); give a YAML study file"
+        ) from None
+    except yamlfile.ParseLimitError as exc:
+        raise ConfigError(
+            f"{p}: too large or too complex to be a study: {_yaml_problem(exc)}; a study is "
+            "a few kilobytes of plain mappings and lists"
         ) from None
     except yamlfile.DuplicateKeyError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from modeconn.config.splits import SplitSpec, TextRecipe
 from modeconn.data.base import ExampleTable
-from modeconn.errors import ConfigError, DataError
+from modeconn.errors import ConfigError, DataError, path_kind
 from modeconn.measures.task_metrics import METRIC_FUNCS
 
 
@@ -154,9 +154,11 @@ class PreparedSplit:
 def read_examples(spec: SplitSpec) -> list[Example]:
     """Read, filter and slice a split's file; every problem names the file and column."""
     path = spec.path
-    if not path.is_file():
+    kind = path_kind(path)
+    if kind != "a file":
+        what = "does not exist" if kind is None else f"is {kind}, not a file"
         raise DataError(
-            f"split '{spec.name}': data file {path} does not exist; "
+            f"split '{spec.name}': data file {path} {what}; "
             "fix the split's `path` (relative paths resolve against `data_root`)"
         )
     sep = "," if path.suffix.lower() == ".csv" else "\t"

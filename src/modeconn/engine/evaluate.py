@@ -324,6 +324,37 @@ class Evaluator:
         self._stale = True
 
     @torch.no_grad()
+    def set_blend(
+        self,
+        base: Sequence[torch.Tensor],
+        other: Sequence[torch.Tensor],
+        weight: float,
+        indices: Sequence[int],
+    ) -> None:
+        """Write `base` with the tensors at `indices` moved toward `other` by `weight`.
+
+        θᵢ = base_i + weight·(other_i − base_i) = ``lerp(base_i, other_i, weight)`` for i in
+        `indices` (positions in ``keys``), θᵢ = base_i elsewhere: a layer-wise path point
+        (one block interpolated, the rest kept at one member) written in place, one
+        pass per tensor, no model copy. ``weight = 0`` writes `base` exactly.
+        """
+        chosen = set(int(i) for i in indices)
+        bad = sorted(i for i in chosen if not 0 <= i < len(self._buffers))
+        if bad or len(base) != len(self._buffers) or len(other) != len(self._buffers):
+            raise PopulationError(
+                f"a blended point needs two points of {len(self._buffers)} tensors and "
+                f"indices in 0…{len(self._buffers) - 1}; got {len(base)} and {len(other)} "
+                f"tensors, bad indices {bad[:5]}; build the points with Evaluator.as_point"
+            )
+        w = float(weight)
+        for i, (buf, x, y) in enumerate(zip(self._buffers, base, other, strict=True)):
+            if i in chosen and w != 0.0:
+                torch.lerp(x, y, w, out=buf)
+            else:
+                buf.copy_(x)
+        self._stale = True
+
+    @torch.no_grad()
     def set_combination(
         self,
         origin: Sequence[torch.Tensor],

@@ -11,10 +11,14 @@ driver (:func:`modeconn.engine.backends.drive`) talks to either through
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -115,6 +119,37 @@ def run_task(spec: WorkerSpec, task: Task) -> TaskResult:
 
 # --------------------------------------------------------------------------- pools
 
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+PARENT_POLL_S = 0.5  # how often a worker checks that its driver is still there
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: this worker ends when its driver ``parent`` ends, however it ends.
+
+    A driver killed by SIGKILL runs no cleanup, so the worker must notice by itself. On
+    Linux the kernel sends SIGKILL to the worker the moment its parent exits
+    (``prctl(PR_SET_PDEATHSIG)``: the worker writes nothing but its answers to the
+    driver, so nothing is lost). Everywhere, a daemon thread also polls ``os.getppid()``
+    every :data:`PARENT_POLL_S` seconds and ends the process when the parent has changed
+    (an orphan is re-parented to init or a subreaper). A driver that died before this ran
+    is caught by the first check.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to call: the thread below still watches
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="modeconn-watch-driver", daemon=True).start()
+
 
 class WorkerPool(Protocol):
     """Slots that each run one worker; :func:`drive` hands tasks to slots.
@@ -149,7 +184,9 @@ class ProcessPool:
 
     One executor per worker, not one executor for all: a killed worker breaks only its
     own executor, so only its tasks are retried, and a worker can be given the tasks
-    that share its current endpoint A.
+    that share its current endpoint A. No worker outlives this process: each one ends
+    when its parent does (:func:`_die_with_parent`), also when the driver is killed with
+    SIGKILL and runs no cleanup.
     """
 
     name = "process"
@@ -160,7 +197,12 @@ class ProcessPool:
         self._slots: list[concurrent.futures.ProcessPoolExecutor] = []
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=self._context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def start(self, slots: int) -> None:
         self._slots = [self._executor() for _ in range(slots)]

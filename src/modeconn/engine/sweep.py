@@ -11,6 +11,12 @@ fits is read from disk once per member; a larger one re-reads endpoint B per uni
 unit's rows and its completion marker are written in one transaction: a sweep killed at
 any instant resumes with no unit half-written.
 
+Pairs are oriented by member id (A before B). A unit whose mirror — the same pair the
+other way, B → A — is in the store counts as done (:func:`is_swept`): the linear path
+from A to B at α is the path from B to A at 1 − α on the same symmetric grid, and every
+reader (:class:`modeconn.results.Curves`) accepts either orientation, so two members
+whose names were swapped, or renamed across each other in id order, cost nothing.
+
 :func:`run_sweep` evaluates in this process. :mod:`modeconn.engine.backends` runs the same plan
 on a pool of worker processes or on Ray, and its one writer builds rows with the same
 :func:`unit_rows`, so every backend leaves the same store.
@@ -20,8 +26,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -85,6 +91,18 @@ def unit_key(plan: SweepPlan, a: int, b: int, split: Split, *, path: str = "line
     )
 
 
+def is_swept(key: UnitKey, done: Container[UnitKey]) -> bool:
+    """Whether ``key`` — or the same pair swept the other way (B → A) — is in ``done``.
+
+    A linear path's θ(α) from A to B is θ(1 − α) from B to A, and a linear grid is
+    symmetric (1 − α is on it), so the mirror unit holds the same points read backwards.
+    """
+    mirror = replace(
+        key, member_a=key.member_b, member_b=key.member_a, hash_a=key.hash_b, hash_b=key.hash_a
+    )
+    return key in done or (key.path == "linear" and mirror in done)
+
+
 def plan_sweep(
     members: Sequence[MemberRef],
     splits: Mapping[str, Split],
@@ -113,7 +131,8 @@ def plan_sweep(
         for j in range(i + 1, len(members))
         for s in path_splits
     ]
-    unit_todo = [u for u in units if unit_key(plan, u[0], u[1], splits[u[2]]) not in done]
+    # a pair whose id order changed (a rename, a swap) was swept the other way: done
+    unit_todo = [u for u in units if not is_swept(unit_key(plan, u[0], u[1], splits[u[2]]), done)]
     return SweepPlan(
         tuple(members),
         alphas,

@@ -61,7 +61,7 @@ from modeconn.figures.style import (
     house_style,
     save,
 )
-from modeconn.figures.trajectory import cluster_movement
+from modeconn.figures.trajectory import cluster_movement, stage_movement
 
 __all__ = [
     "BASIN_PALETTE",
@@ -90,4 +90,5 @@ __all__ = [
     "metric_histogram",
     "save",
     "score_scatter",
+    "stage_movement",
 ]

@@ -23,6 +23,7 @@ from modeconn.figures.style import (
     _require_columns,
     _style_axes,
     basin_colors,
+    literal,
 )
 
 # --- interpolation curves ------------------------------------------------------------------
@@ -131,8 +132,8 @@ def interpolation_curves(
 
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("α  (0 = member B, 1 = member A)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} along linear paths · split {split}")
+    ax.set_ylabel(literal(metric))
+    ax.set_title(literal(f"{metric} along linear paths · split {split}"))
     _style_axes(ax)
     return fig
 
@@ -155,6 +156,10 @@ def _mean_curve(
     several = counts >= 2
     sd[several] = np.nanstd(table[:, several], axis=0, ddof=1)
     return grid, mean, sd
+
+
+# Juneja et al. 2023, Fig. 1: paths among the 5 best and among the 5 worst members.
+BEST_WORST_K = 5
 
 
 def best_worst_curves(
@@ -180,7 +185,8 @@ def best_worst_curves(
         points: path points as for :func:`interpolation_curves`.
         split: which evaluation split to draw.
         ood: the OOD metric per member id, which ranks the members.
-        k: group size; default a third of the members (at least 2).
+        k: group size; default 5, the paper's (fewer when there are under 10 members:
+            at most half of them, at least 2).
         metric: the column on the y axis.
         ood_label: how the legend names ``ood``.
         ax: axes to draw on; ``None`` makes a new figure.
@@ -198,7 +204,7 @@ def best_worst_curves(
     _require_columns(points, ["member_a", "member_b", "split", "alpha", metric], "`points`")
     ood = _numeric(_as_series(ood, "`ood`"), "`ood`").dropna()
     n = len(ood)
-    k = max(2, n // 3) if k is None else int(k)
+    k = max(2, min(BEST_WORST_K, n // 2)) if k is None else int(k)
     if not 2 <= k <= n // 2:
         raise ConfigError(
             f"k must lie in [2, {n // 2}] for {n} members with an OOD value (two disjoint "
@@ -228,7 +234,7 @@ def best_worst_curves(
         groups.setdefault(key, []).append((x, y))
     fig, ax = _axes(ax, COLUMN_WIDTH, 0.75 * COLUMN_WIDTH)
     names = {
-        "best-best": (f"among the {k} best by {ood_label}", BASIN_PALETTE[2]),
+        "best-best": (literal(f"among the {k} best by {ood_label}"), BASIN_PALETTE[2]),
         "worst-worst": (f"among the {k} worst", BASIN_PALETTE[4]),
         "best-worst": ("best ↔ worst", BETWEEN_MEAN_COLOR),
     }
@@ -245,8 +251,8 @@ def best_worst_curves(
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("α  (best ↔ worst: 1 = the better member)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} along linear paths · split {split}")
+    ax.set_ylabel(literal(metric))
+    ax.set_title(literal(f"{metric} along linear paths · split {split}"))
     _legend_below(ax)
     _style_axes(ax)
     return fig

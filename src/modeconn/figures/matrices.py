@@ -27,6 +27,7 @@ from modeconn.figures.style import (
     _numeric_frame,
     _require_members,
     _style_axes,
+    literal,
 )
 
 DIVERGING_CMAP = "RdBu_r"  # correlations: blue negative, white 0, red positive
@@ -100,13 +101,13 @@ def distance_heatmap(
         np.ma.masked_invalid(values), cmap=cmap, interpolation="nearest", aspect="equal"
     )
     colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-    colorbar.set_label(label, fontsize=FONT_SIZES["label"])
+    colorbar.set_label(literal(label), fontsize=FONT_SIZES["label"])
     colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
     colorbar.outline.set_linewidth(0.6)
 
     ticks = np.arange(n)
     if n <= MAX_TICK_LABELS:
-        names = [str(m) for m in members]
+        names = [literal(m) for m in members]
         ax.set_xticks(ticks, names, rotation=90)
         ax.set_yticks(ticks, names)
     else:
@@ -138,7 +139,7 @@ def distance_heatmap(
         for side in ("left", "bottom"):
             bar_ax.spines[side].set_visible(False)
         bar_ax.set_title(
-            f"{_name(strip)} ({span}), ascending",
+            literal(f"{_name(strip)} ({span}), ascending"),
             loc="left",
             fontsize=FONT_SIZES["tick"],
             pad=2,
@@ -198,7 +199,7 @@ def correlation_matrix(
     corr = frame.corr(method=method).to_numpy(dtype=float)  # (k, k)
 
     k = corr.shape[0]
-    names = [str(c) for c in frame.columns]
+    names = [literal(c) for c in frame.columns]
     size = COLUMN_WIDTH if k <= 5 else min(FULL_WIDTH, 0.45 * k + 1.6)
     fig, ax = _axes(ax, size, 0.9 * size)
     cmap = mpl.colormaps[DIVERGING_CMAP].with_extremes(bad="#D9D9D9")

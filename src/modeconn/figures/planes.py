@@ -20,6 +20,7 @@ from modeconn.figures.style import (
     _axes,
     _fmt,
     _style_axes,
+    literal,
 )
 
 # --- loss plane ----------------------------------------------------------------------------
@@ -131,9 +132,9 @@ def loss_plane(
     xy = np.asarray(result.model_xy, dtype=float)  # (3, 2)
     members = [str(m) for m in result.members]
     if labels is None:
-        texts = [f"{m} ({role})" for m, role in zip(members, _ROLES, strict=True)]
+        texts = [literal(f"{m} ({role})") for m, role in zip(members, _ROLES, strict=True)]
     else:
-        texts = [str(t) for t in labels]
+        texts = [literal(t) for t in labels]
         if len(texts) != 3:
             raise ConfigError(f"labels must be 3 texts (θ0, θ1, θ2); got {len(texts)}")
     edges = _plane_levels(z, levels, low_is_best=metric == "loss")
@@ -193,9 +194,9 @@ def loss_plane(
     ax.set_xlabel("x  (unit: ‖θ₀θ₁‖)")
     ax.set_ylabel("y  (unit: ‖θ₀θ₁‖)")
     split = str(result.split).split("#", 1)[0]
-    ax.set_title(f"{metric} on {split} · ‖θ₀θ₁‖ = {_fmt(float(result.scale))}")
+    ax.set_title(literal(f"{metric} on {split} · ‖θ₀θ₁‖ = {_fmt(float(result.scale))}"))
     colorbar = fig.colorbar(filled, ax=ax, fraction=0.05, pad=0.03, format=_level_format(edges))
-    colorbar.set_label(metric, fontsize=FONT_SIZES["label"])
+    colorbar.set_label(literal(metric), fontsize=FONT_SIZES["label"])
     colorbar.ax.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6)
     colorbar.outline.set_linewidth(0.6)
     _style_axes(ax, grid=False)

@@ -31,6 +31,7 @@ from modeconn.figures.style import (
     _require_members,
     _style_axes,
     basin_colors,
+    literal,
 )
 
 MEAN_COLOR = "#D55E00"  # vermillion (Okabe & Ito), against the blue bars
@@ -109,8 +110,8 @@ def score_scatter(
             zorder=2,
         )
         line.set_gid("fit")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(literal(xlabel))
+    ax.set_ylabel(literal(ylabel))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
     _style_axes(ax)
@@ -174,7 +175,7 @@ def basin_histograms(
             linewidth=1.0,
             label=f"basin {lab} (n={group.size})",
         )
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(literal(xlabel))
     ax.set_ylabel("members")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _style_axes(ax, grid_axis="y")
@@ -241,9 +242,9 @@ def distance_scatter(
             text += f", r = {np.corrcoef(px, py)[0, 1]:.2f}"
         sc = ax.scatter(px, py, s=14, color=color, alpha=0.8, label=text, linewidths=0)
         sc.set_gid(gid)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{ylabel} vs. {xlabel}, per pair")
+    ax.set_xlabel(literal(xlabel))
+    ax.set_ylabel(literal(ylabel))
+    ax.set_title(literal(f"{ylabel} vs. {xlabel}, per pair"))
     _legend_below(ax)
     _style_axes(ax)
     return fig
@@ -273,7 +274,7 @@ def basin_keeping(
     ax.set_ylim(0, 1.02)
     ax.axhline(1.0, color=_GRID_COLOR, linewidth=0.8)
     if len(order) <= MAX_TICK_LABELS:
-        ax.set_xticks(range(len(order)), [str(m) for m in order], rotation=90)
+        ax.set_xticks(range(len(order)), [literal(m) for m in order], rotation=90)
     else:
         ax.set_xticks([])
     ax.set_ylabel("share of draws in its basin")
@@ -349,7 +350,7 @@ def metric_histogram(
             x, color=color, linestyle=style, linewidth=1.2, label=f"{gid} {_fmt(x)}", zorder=3
         )
         line.set_gid(gid)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(literal(xlabel))
     ax.set_ylabel("members")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _style_axes(ax, grid_axis="y")

@@ -88,6 +88,25 @@ def basin_colors(basins: pd.Series) -> dict[int, str]:
 # --- helpers -------------------------------------------------------------------------------
 
 
+def literal(text: object) -> str:
+    """``text`` as matplotlib shows it literally: never mathtext, whatever it holds.
+
+    Member ids, split, arm and study names come from users and reach titles, axis
+    labels, legends and tick labels. Matplotlib reads a string with two unescaped ``$`` as
+    mathtext (``$x^2$`` would show x², ``$\\frac{a}{b}$`` a fraction, and a malformed one
+    would raise when drawn); each ``$`` escaped as ``\\$`` shows as ``$``, and without math
+    mode a backslash shows as itself. Tick labels are built again at every draw, so the
+    string itself is escaped (``Text.set_parse_math(False)`` would not reach them).
+    Every plot function passes every string that is not its own through here.
+
+    >>> literal("$\\frac{a}{b}$_x")
+    '\\$\\frac{a}{b}\\$_x'
+    >>> literal("m0")
+    'm0'
+    """
+    return str(text).replace("$", r"\$")
+
+
 def _axes(ax: Axes | None, width: float, height: float) -> tuple[Figure, Axes]:
     """The axes to draw on and its root figure; a new column-wide figure when ``ax`` is None."""
     if ax is None:

@@ -1,9 +1,10 @@
 """Barrier metrics: how far a loss curve along a linear path rises above a straight line.
 
-Two fine-tuned models θA and θB are joined by the linear path θα = (1 − α)·θA + α·θB
-(Juneja et al. 2023, "Linear Connectivity Reveals Generalization Strategies", §3). The
-loss evaluated at a grid of α values is a *loss curve* ``losses[0], ..., losses[n-1]``,
-ordered by α ascending, so ``losses[0]`` is one endpoint and ``losses[-1]`` the other. Which
+Two fine-tuned models θA and θB are joined by the linear path θα = α·θA + (1 − α)·θB
+(Juneja et al. 2023, "Linear Connectivity Reveals Generalization Strategies", and
+:mod:`modeconn.engine.paths`: α = 0 is B, α = 1 is A). The loss evaluated at a grid of α
+values is a *loss curve* ``losses[0], ..., losses[n-1]``, ordered by α ascending, so
+``losses[0]`` is one endpoint (B) and ``losses[-1]`` the other (A). Which
 endpoint is called A does not matter: every metric below is symmetric under reversing the
 curve. This module turns one curve into one number, and many curves into a distance matrix
 over a population, which :mod:`modeconn.stats.basins` clusters.

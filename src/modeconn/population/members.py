@@ -37,14 +37,15 @@ needs code to rebuild raises :class:`~modeconn.errors.UnsafeCheckpointError`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modeconn.errors import PopulationError
+from modeconn.errors import ConfigError, PopulationError, path_kind
 
 # Loading, hashing and shape checks live in modeconn.population.weights; imported here too,
 # so `from modeconn.population.members import load_state_dict` keeps working.
@@ -154,9 +155,11 @@ class Member:
     def from_path(cls, path: str | Path) -> Member:
         """A member from a weight file or a Hugging Face directory, with its sidecar if any."""
         source = Path(path)
-        if not source.exists():
+        kind_found = path_kind(source)
+        if kind_found not in ("a file", "a folder"):
+            what = "does not exist" if kind_found is None else f"is {kind_found}"
             raise PopulationError(
-                f"member {source} does not exist: pass an existing .safetensors/.pt/.bin/.pth "
+                f"member {source} {what}: pass an existing .safetensors/.pt/.bin/.pth "
                 "file or a Hugging Face model directory"
             )
         kind = kind_of(source)
@@ -248,10 +251,16 @@ class Population:
         with ``config.json`` and weights, sorted by member id. Sidecar ``.json`` files, hidden
         entries and other files are skipped."""
         root = Path(path)
-        if not root.is_dir():
+        found = path_kind(root)
+        if found != "a folder":
+            what = (
+                "does not exist or is not a directory"
+                if found is None
+                else f"is {found}, not a folder"
+            )
             raise PopulationError(
-                f"population directory {root} does not exist or is not a directory; "
-                "pass the folder that holds the member weight files"
+                f"population directory {root} {what}; pass the folder that holds the member "
+                "weight files (population.members lists files one by one)"
             )
         if _is_hf_dir(root):
             raise PopulationError(
@@ -366,6 +375,52 @@ class Population:
         for column in ("head_seed", "data_seed", "step"):
             frame[column] = frame[column].astype("Int64")
         return frame
+
+
+_GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
+
+
+def check_label_order(folder: Path, label_order: Sequence[str], *, what: str) -> None:
+    """Refuse a model directory whose ``config.json`` ``id2label`` disagrees with the study.
+
+    The study's ``model.label_order`` says which class each output logit is; a fine-tuned
+    model records its own in ``config.json``. The orders of one task differ by source
+    (MNLI: the "BERTs of a feather" runs put contradiction at 0, many hub models
+    entailment), and a wrong order gives silently wrong accuracies and HANS scores. Names
+    are compared without case; generic names (``LABEL_0``, ``LABEL_1``, …: a config that
+    records none) and a folder without ``config.json`` are not checked.
+
+    >>> import tempfile, json
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b"}}))
+    >>> check_label_order(d, ["A", "b"], what="member 'x'")
+    >>> check_label_order(d, ["b", "a"], what="member 'x'")
+    Traceback (most recent call last):
+    ...
+    modeconn.errors.ConfigError: member 'x' (.../config.json) has id2label [a, b] but ...
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8")).get("id2label")
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable config fails, with its own message, where the model loads
+    if not isinstance(raw, dict) or not raw:
+        return
+    try:
+        names = [str(v) for _, v in sorted(raw.items(), key=lambda kv: int(kv[0]))]
+    except (TypeError, ValueError):
+        return
+    if all(_GENERIC_LABEL.match(n) for n in names):
+        return
+    if [n.lower() for n in names] != [str(n).lower() for n in label_order]:
+        raise ConfigError(
+            f"{what} ({path}) has id2label [{', '.join(names)}] but model.label_order is "
+            f"[{', '.join(map(str, label_order))}]: its outputs are in another order, and "
+            "every accuracy and HANS score would be silently wrong; set model.label_order "
+            "to the model's order (or correct id2label in its config.json)"
+        )
 
 
 def _is_hf_dir(path: Path) -> bool:

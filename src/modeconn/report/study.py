@@ -27,6 +27,9 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
         "distance range (off-diagonal)": "{:.4f} – {:.4f}".format(*result.distance_range),
         "basins": f"{result.fit.n_basins} (sizes {', '.join(map(str, result.fit.sizes))})",
         "similarity scale δ": f"{result.fit.delta:.4g}",
+        "clustering": f"seed {result.fit.seed}, {result.fit.centroids_from} centroids"
+        + (" (basins.preset: paper)" if b.preset == "paper" else ""),
+        "ties in the basin score (equal within 1e-9, average ranks)": str(result.fit.ties),
     }
     for i, note in enumerate(result.notes, 1):
         summary[f"note {i}"] = note
@@ -60,12 +63,27 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 (
                     f"Mean loss on '{split}' among the best and among the worst members by "
                     f"{ood_all[0]} {col.rsplit('.', 1)[1]}, and between the two groups "
-                    "(±1 sd bands; the paper's Fig. 1).",
+                    "(±1 sd bands; the paper's Fig. 1(a)).",
                     figures.best_worst_curves(
                         pts, split=split, ood=result.members[col], ood_label=ood_all[0]
                     ),
                 )
             )
+            path_metric = result.splits[split].get("metric", "accuracy")
+            if path_metric in pts.columns and pts[path_metric].notna().any():
+                curve_figs.append(
+                    (
+                        f"Mean {path_metric} on '{split}' along the same paths (the paper's "
+                        "Fig. 1(b)).",
+                        figures.best_worst_curves(
+                            pts,
+                            split=split,
+                            ood=result.members[col],
+                            ood_label=ood_all[0],
+                            metric=path_metric,
+                        ),
+                    )
+                )
     sections.append(
         Section(
             title="Interpolation curves",
@@ -131,7 +149,9 @@ def write_study_report(store: Store, result: StudyResult, out_dir: Path) -> Path
                 f"Spectral clustering of S = exp(−D²/(2δ²)), δ = {result.fit.delta:.4g}"
                 f"{' (median distance)' if b.delta == 'median' else ''}, into "
                 f"{result.fit.n_basins} basins. Score = ‖w − c₁‖ − ‖w − c₂‖ in the spectral "
-                "embedding (c₁: centroid of the larger basin)." + arms
+                f"embedding (c₁: centroid of the larger basin; {result.fit.centroids_from} "
+                f"centroids); {result.fit.ties} members tie on their score (scores equal "
+                "within a relative 1e-9 count as ties, with average ranks)." + arms
             ),
             figures=tuple(figs),
             tables=(

@@ -19,14 +19,25 @@ out-of-distribution accuracy (e.g. on HANS) measures how well the basin predicts
 generalization strategy (§4.2, Fig. 5); Table 1 reports per-basin means and deviations,
 which :func:`basin_table` gives.
 
-Choices that differ from the paper's code, each one option away:
+Choices that differ from the paper's code, each one option away (``basins.preset: paper``
+in a study restores all of them at once; docs/method.md has the table):
 
-- ``n_basins=None`` (the default of :func:`find_basins`) picks k with the eigengap
-  heuristic (:func:`choose_n_basins`); the paper fixes ``n_basins=2``.
-- Centroids are the mean embedding of each basin's members; the paper's code takes k-means
-  centres on the embedding, which coincide when k-means agrees with the labels.
+- ``n_basins=None`` picks k with the eigengap heuristic (:func:`choose_n_basins`); the
+  paper fixes ``n_basins=2`` (so does a study's default).
+- ``delta="median"`` (a study's default) puts δ at the median off-diagonal distance
+  (:func:`median_delta`); the paper fixes δ = 1.
+- ``centroids="mean"`` (the default) takes each basin's mean embedding; the paper's code
+  (``get_sc_centroid_dists`` in aNOnWhyMooS/connectivity) takes k-means centres on the
+  embedding, ``k_means(se, k, random_state=42)`` — ``centroids="kmeans"``. The two
+  coincide when k-means agrees with the spectral-clustering labels.
+- ``seed`` defaults to 0; the paper's code fixes ``random_state=42`` for the clustering,
+  the embedding and k-means.
 - Basins are relabelled so that basin 0 is the largest (ties: lowest member index), then
-  basin 1, and so on; the score is always relative to basins 0 and 1.
+  basin 1, and so on; the score is always relative to basins 0 and 1. (The paper's code
+  orders the centres as k-means returns them, so its score's sign is arbitrary.)
+- Scores equal within a relative 1e-9 are made exact ties
+  (:func:`modeconn.stats.ties.merge_ties`): members that sit on their centroid share a
+  score up to the last bits, and ranks must not follow that noise.
 
 This module is pure numpy/scipy/scikit-learn: no torch, no plotting, no I/O.
 """
@@ -37,22 +48,24 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import laplacian
-from sklearn.cluster import SpectralClustering
+from sklearn.cluster import SpectralClustering, k_means
 from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from modeconn.errors import ConfigError, DataError, ModeconnError, require_keys
-from modeconn.stats._validate import label_vector, member_vector, two_clusters
+from modeconn.stats._validate import label_vector
 
-# Correlations and regressions moved to modeconn.stats.inference; imported here so that
-# `from modeconn.stats.basins import correlate` keeps working.
+# Correlations and regressions live in modeconn.stats.inference, Table 1 in
+# modeconn.stats.table_one; imported here so that
+# `from modeconn.stats.basins import correlate, cluster_statistics` keeps working.
 from modeconn.stats.inference import (
     Correlation,
     Regression,
@@ -60,16 +73,22 @@ from modeconn.stats.inference import (
     membership_regression,
     r_squared,
 )
+from modeconn.stats.table_one import cluster_statistics
+from modeconn.stats.ties import count_ties, merge_ties
 
 __all__ = [
     "BasinFit",
     "Correlation",
+    "Regression",
     "affinity",
     "basin_recovery",
     "basin_table",
     "choose_n_basins",
+    "cluster_statistics",
     "correlate",
     "find_basins",
+    "membership_regression",
+    "r_squared",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -245,6 +264,8 @@ class BasinFit:
         seed: random seed given to scikit-learn.
         n_basins_from: ``"eigengap"`` if k was chosen by :func:`choose_n_basins`,
             ``"argument"`` if the caller fixed it.
+        centroids_from: ``"mean"`` (each basin's mean embedding) or ``"kmeans"`` (the
+            paper's code: k-means centres on the embedding, matched to the basins).
     """
 
     labels: NDArray[np.int64]
@@ -256,6 +277,7 @@ class BasinFit:
     delta: float
     seed: int
     n_basins_from: str = "argument"
+    centroids_from: str = "mean"
 
     def __post_init__(self) -> None:
         # Frozen means frozen: copy the arrays and make them read-only.
@@ -267,6 +289,11 @@ class BasinFit:
     def sizes(self) -> NDArray[np.int64]:
         """(k,) number of members in each basin."""
         return np.bincount(self.labels, minlength=self.n_basins).astype(np.int64)
+
+    @property
+    def ties(self) -> int:
+        """How many members share their basin score with another member (exact ties)."""
+        return count_ties(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (lists and Python scalars)."""
@@ -280,6 +307,7 @@ class BasinFit:
             "delta": float(self.delta),
             "seed": int(self.seed),
             "n_basins_from": self.n_basins_from,
+            "centroids_from": self.centroids_from,
         }
 
     @classmethod
@@ -297,6 +325,7 @@ class BasinFit:
             delta=float(d["delta"]),
             seed=int(d["seed"]),
             n_basins_from=str(d.get("n_basins_from", "argument")),
+            centroids_from=str(d.get("centroids_from", "mean")),
         )
 
 
@@ -311,12 +340,31 @@ def _relabel_by_size(labels: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.array([mapping[int(b)] for b in labels], dtype=np.int64)
 
 
+def _kmeans_centroids(
+    embedding: FloatArray, labels: NDArray[np.int64], k: int, seed: int
+) -> FloatArray:
+    """The paper's centroids: k-means centres on the embedding, row b matched to basin b.
+
+    ``k_means(embedding, k, random_state=seed, n_init=10)`` as in the paper's code (whose
+    scikit-learn ran 10 restarts by default); centre j goes to the basin its k-means
+    cluster overlaps most (a one-to-one assignment), so row 0 is basin 0's centre.
+    """
+    centres, km, _ = k_means(embedding, k, random_state=int(seed), n_init=10)
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (labels, np.asarray(km, dtype=np.int64)), 1.0)
+    rows, cols = linear_sum_assignment(-overlap)  # basin rows[i] ↔ k-means centre cols[i]
+    out = np.empty_like(np.asarray(centres, dtype=np.float64))
+    out[rows] = np.asarray(centres, dtype=np.float64)[cols]
+    return out
+
+
 def find_basins(
     distance: ArrayLike,
     *,
     n_basins: int | None = None,
-    delta: float = 1.0,
+    delta: float | Literal["median"] = 1.0,
     seed: int = 0,
+    centroids: Literal["mean", "kmeans"] = "mean",
 ) -> BasinFit:
     """Cluster a population into basins from its barrier-distance matrix.
 
@@ -324,9 +372,14 @@ def find_basins(
     (pass ``n_basins=2`` for the paper's setting); labels from
     ``SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed)``;
     embedding from ``spectral_embedding(S, n_components=k, drop_first=False,
-    random_state=seed)``; centroids as the mean embedding of each basin's members (the
-    paper's code takes k-means centres on the embedding, which coincide when k-means agrees
-    with the labels); basins relabelled largest first; score = ‖w − c₀‖ − ‖w − c₁‖.
+    random_state=seed)``; centroids as the mean embedding of each basin's members, or with
+    ``centroids="kmeans"`` the paper code's k-means centres on the embedding
+    (:func:`_kmeans_centroids`); basins relabelled largest first; score =
+    ‖w − c₀‖ − ‖w − c₁‖, with scores equal within a relative 1e-9 merged into exact ties.
+    ``delta="median"`` uses :func:`median_delta` of the matrix.
+
+    Paper 1's recipe is ``find_basins(D, n_basins=2, delta=1.0, seed=42,
+    centroids="kmeans")``.
 
     Needs at least 3 members; ``n_basins`` must lie in [2, N − 1].
 
@@ -336,6 +389,12 @@ def find_basins(
     >>> fit.labels.tolist(), bool(np.all(fit.scores[:3] < 0) and np.all(fit.scores[3:] > 0))
     ([0, 0, 0, 1, 1], True)
     """
+    if centroids not in ("mean", "kmeans"):
+        raise ConfigError(f"centroids must be 'mean' or 'kmeans'; got {centroids!r}")
+    if isinstance(delta, str):
+        if delta != "median":
+            raise ConfigError(f"delta must be a number > 0 or 'median'; got {delta!r}")
+        delta = median_delta(distance)
     s = affinity(distance, delta=delta)
     n = s.shape[0]
     _n_members(n)
@@ -376,20 +435,25 @@ def find_basins(
             f"spectral clustering put all {n} members in one basin (asked for {k}); the "
             "distance matrix shows no structure at this delta. Try another delta."
         )
-    centroids = np.stack([embedding[labels == b].mean(axis=0) for b in range(found)])  # (k, k)
-    scores = np.linalg.norm(embedding - centroids[0], axis=1) - np.linalg.norm(
-        embedding - centroids[1], axis=1
+    if centroids == "kmeans" and found == k:
+        with threadpool_limits(limits=1):
+            centres = _kmeans_centroids(embedding, labels, k, int(seed))  # (k, k)
+    else:
+        centres = np.stack([embedding[labels == b].mean(axis=0) for b in range(found)])
+    scores = np.linalg.norm(embedding - centres[0], axis=1) - np.linalg.norm(
+        embedding - centres[1], axis=1
     )  # (N,)
     return BasinFit(
         labels=labels,
         embedding=embedding,
-        centroids=centroids,
-        scores=scores,
+        centroids=centres,
+        scores=merge_ties(scores),
         n_basins=found,
         eigenvalues=_laplacian_eigenvalues(s),
         delta=float(delta),
         seed=int(seed),
         n_basins_from=source,
+        centroids_from=centroids if found == k else "mean",
     )
 
 
@@ -445,101 +509,3 @@ def basin_table(labels: ArrayLike, values: Mapping[str, ArrayLike]) -> pd.DataFr
         table[f"{name}_std"] = grouped[name].std(ddof=1)
     table.index.name = "basin"
     return table
-
-
-# --------------------------------------------------------------------------- Table 1, R²
-
-
-def _std(v: FloatArray, ddof: int) -> float:
-    return float(np.std(v, ddof=ddof)) if v.size > ddof else math.nan
-
-
-def cluster_statistics(
-    labels: ArrayLike,
-    values: Mapping[str, ArrayLike],
-    *,
-    clusters: tuple[Any, Any] = (0, 1),
-    ddof: int = 1,
-) -> pd.DataFrame:
-    """Table 1 of Juneja et al. 2023: how far apart two basins lie on each metric.
-
-    For each metric f (e.g. ID accuracy, HANS-LO accuracy), with C1 the larger cluster and
-    C2 the other:
-
-    - ``mu_c1``, ``sigma_c1``, ``mu_c2``, ``sigma_c2``: mean and standard deviation of f
-      over each cluster's members;
-    - ``max_c2``: max_{w ∈ C2} f(w);
-    - ``mean_gap`` = (μC1 − μC2) / σC1: the clusters' difference in means, in C1's
-      standard deviations;
-    - ``max_gap`` = (μC1 − max_{w ∈ C2} f(w)) / σC1: how many of C1's standard deviations
-      separate C1's mean from the *best* member of C2. A positive ``max_gap`` means every
-      member of C2 lies below C1's mean.
-
-    C1 is ``clusters[0]`` (default basin 0, which :func:`find_basins` makes the largest)
-    and C2 is ``clusters[1]`` (default basin 1); members of any other basin are left out.
-    Sizes are given as ``n_c1`` and ``n_c2``.
-
-    σ: ``ddof=1`` (sample standard deviation) by default. METHOD.md does not fix it; the
-    paper's script (``plot/cluster_wise_means_std_max.py`` in aNOnWhyMooS/connectivity)
-    prints ``np.std``, i.e. ``ddof=0``: pass ``ddof=0`` to reproduce its numbers. A cluster
-    with no more than ``ddof`` members has σ = NaN; where σC1 is 0 or NaN the two gaps are
-    NaN.
-
-    Args:
-        labels: (N,) basin label of each member.
-        values: metric name → (N,) finite value of each member, in the order of ``labels``.
-        clusters: the basin labels of C1 and C2.
-        ddof: delta degrees of freedom of σ.
-
-    Returns:
-        One row per metric (index ``metric``, in the order of ``values``); columns
-        ``n_c1, mu_c1, sigma_c1, n_c2, mu_c2, sigma_c2, max_c2, mean_gap, max_gap``.
-
-    >>> t = cluster_statistics([1, 0, 0, 1, 0], {"ood": [0.2, 0.6, 0.7, 0.4, 0.8]})
-    >>> t.loc["ood", ["mu_c1", "sigma_c1", "mu_c2", "max_c2", "mean_gap", "max_gap"]].round(3)
-    mu_c1       0.7
-    sigma_c1    0.1
-    mu_c2       0.3
-    max_c2      0.4
-    mean_gap    4.0
-    max_gap     3.0
-    Name: ood, dtype: float64
-    """
-    lab = label_vector(labels, "labels")
-    if isinstance(ddof, bool) or not isinstance(ddof, int | np.integer) or ddof < 0:
-        raise ConfigError(
-            f"ddof must be an integer ≥ 0 (1: sample σ, 0: the paper's); got {ddof!r}"
-        )
-    in_c1, in_c2 = two_clusters(lab, clusters)
-    columns = [
-        "n_c1", "mu_c1", "sigma_c1", "n_c2", "mu_c2", "sigma_c2", "max_c2", "mean_gap", "max_gap"
-    ]  # fmt: skip
-    rows: dict[str, dict[str, float]] = {}
-    for name, v in values.items():
-        f = member_vector(v, f"values[{name!r}]")
-        if f.size != lab.size:
-            raise DataError(
-                f"values[{name!r}] must hold one number per member ({lab.size}, as labels); "
-                f"got {f.size}"
-            )
-        c1, c2 = f[in_c1], f[in_c2]
-        mu1, mu2, sd1, best2 = float(c1.mean()), float(c2.mean()), _std(c1, ddof), float(c2.max())
-        usable = math.isfinite(sd1) and sd1 > 0
-        rows[name] = {
-            "n_c1": c1.size,
-            "mu_c1": mu1,
-            "sigma_c1": sd1,
-            "n_c2": c2.size,
-            "mu_c2": mu2,
-            "sigma_c2": _std(c2, ddof),
-            "max_c2": best2,
-            "mean_gap": (mu1 - mu2) / sd1 if usable else math.nan,
-            "max_gap": (mu1 - best2) / sd1 if usable else math.nan,
-        }
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
-    table = table.astype({"n_c1": np.int64, "n_c2": np.int64})
-    table.index.name = "metric"
-    return table
-
-
-__all__ += ["Regression", "cluster_statistics", "membership_regression", "r_squared"]

@@ -9,6 +9,12 @@ companion). This module gives both with percentile-bootstrap intervals over memb
 - :func:`r_squared` — R² of a one-predictor least-squares fit, with a bootstrap;
 - :func:`membership_regression` — R² of a metric on basin membership (a 0/1 indicator).
 
+Values equal within a relative 1e-9 are exact ties before any statistic or resample
+(:func:`modeconn.stats.ties.merge_ties`, ``ties_rtol``): a basin score is a difference of
+two distances, and members that sit on their centroid share it up to the last bits, so
+without the merge their ranks (Spearman ρ) and every bootstrap that resamples them would
+follow rounding noise.
+
 Every resampling draws members with ``numpy.random.default_rng(seed)``; a resample where a
 quantity is constant (its correlation or R² undefined) is skipped and counted out of
 ``n_boot_used``. A quantity constant over the whole population has no correlation at all:
@@ -31,6 +37,7 @@ from scipy import stats
 
 from modeconn.errors import ConfigError, DataError
 from modeconn.stats._validate import label_vector, member_vector, two_clusters
+from modeconn.stats.ties import DEFAULT_RTOL, merge_ties
 
 __all__ = ["Correlation", "Regression", "correlate", "membership_regression", "r_squared"]
 
@@ -120,6 +127,18 @@ def _rowwise_pearson(a: FloatArray, b: FloatArray) -> FloatArray:
     return np.clip(r, -1.0, 1.0)
 
 
+def _merged(x: ArrayLike, y: ArrayLike, ties_rtol: float | None) -> tuple[FloatArray, FloatArray]:
+    """x and y as member vectors of one length, with ties within ``ties_rtol`` merged."""
+    xv, yv = member_vector(x, "x"), member_vector(y, "y")
+    if xv.size != yv.size:
+        raise DataError(f"x and y must have the same length; got {xv.size} and {yv.size}")
+    if ties_rtol is None:
+        return xv, yv
+    if isinstance(ties_rtol, bool) or not (0.0 <= float(ties_rtol) < 1e-3):
+        raise ConfigError(f"ties_rtol must be a number in [0, 1e-3) or None; got {ties_rtol!r}")
+    return merge_ties(xv, rtol=float(ties_rtol)), merge_ties(yv, rtol=float(ties_rtol))
+
+
 def correlate(
     x: ArrayLike,
     y: ArrayLike,
@@ -128,6 +147,7 @@ def correlate(
     confidence: float = 0.95,
     seed: int = 0,
     constant: Literal["raise", "undefined"] = "raise",
+    ties_rtol: float | None = DEFAULT_RTOL,
 ) -> Correlation:
     """Pearson r and Spearman ρ of x and y, with p-values and bootstrap intervals.
 
@@ -140,6 +160,11 @@ def correlate(
     default, or with ``constant="undefined"`` a :class:`Correlation` whose values are
     NaN and whose ``defined`` is False (say, an OOD split every member gets equally right).
 
+    Before anything else, values of x (and of y) within ``ties_rtol`` × max(1, max|x|) of
+    each other become one exact tie (:func:`~modeconn.stats.ties.merge_ties`), so that a
+    jitter of a few ulps changes neither ρ nor any interval; ``ties_rtol=None`` keeps the
+    values bit for bit.
+
     >>> c = correlate([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], n_boot=200)
     >>> round(c.pearson_r, 3), round(c.spearman_rho, 3)
     (0.8, 0.8)
@@ -148,9 +173,7 @@ def correlate(
     """
     if constant not in ("raise", "undefined"):
         raise ConfigError(f"constant must be 'raise' or 'undefined'; got {constant!r}")
-    xv, yv = member_vector(x, "x"), member_vector(y, "y")
-    if xv.size != yv.size:
-        raise DataError(f"x and y must have the same length; got {xv.size} and {yv.size}")
+    xv, yv = _merged(x, y, ties_rtol)
     n = xv.size
     if n < 3:
         raise DataError(f"a correlation needs at least 3 points; got {n}")
@@ -285,6 +308,7 @@ def r_squared(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    ties_rtol: float | None = DEFAULT_RTOL,
 ) -> Regression:
     """R² of the ordinary least-squares regression of y on one predictor x, with a bootstrap.
 
@@ -295,15 +319,14 @@ def r_squared(
 
     The interval is percentile bootstrap: members are resampled with replacement ``n_boot``
     times, as ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``, and R²
-    is refitted on each resample; resamples with constant x or y are skipped.
+    is refitted on each resample; resamples with constant x or y are skipped. Ties within
+    ``ties_rtol`` are merged first, as in :func:`correlate`.
 
     >>> fit = r_squared([0.0, 0.0, 1.0, 1.0], [1.0, 3.0, 4.0, 6.0], n_boot=100)
     >>> round(fit.r_squared, 4), fit.slope, fit.intercept  # R² = 9/13, see membership_regression
     (0.6923, 3.0, 2.0)
     """
-    xv, yv = member_vector(x, "x"), member_vector(y, "y")
-    if xv.size != yv.size:
-        raise DataError(f"x and y must have the same length; got {xv.size} and {yv.size}")
+    xv, yv = _merged(x, y, ties_rtol)
     n = xv.size
     if n < 3:
         raise DataError(f"a regression with an R² needs at least 3 points; got {n}")

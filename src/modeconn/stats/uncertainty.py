@@ -33,10 +33,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from modeconn.errors import ConfigError, DataError, ModeconnError
 from modeconn.measures.barriers import curve_distance
-from modeconn.stats.basins import find_basins, median_delta
+from modeconn.stats.basins import find_basins
 
 FloatArray = NDArray[np.float64]
 Delta = float | Literal["median"]
+Centroids = Literal["mean", "kmeans"]
 
 
 def resample_weights(n: int, *, samples: int, seed: int = 0) -> FloatArray:
@@ -118,9 +119,8 @@ def align_labels(labels: ArrayLike, reference: ArrayLike) -> NDArray[np.int64]:
     return np.array([mapping[int(v)] for v in lab], dtype=np.int64)
 
 
-def _fit(d: FloatArray, *, n_basins: int, delta: Delta, seed: int) -> Any:
-    scale = median_delta(d) if delta == "median" else float(delta)
-    return find_basins(d, n_basins=n_basins, delta=scale, seed=seed)
+def _fit(d: FloatArray, *, n_basins: int, delta: Delta, seed: int, centroids: Centroids) -> Any:
+    return find_basins(d, n_basins=n_basins, delta=delta, seed=seed, centroids=centroids)
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,7 @@ def sample_uncertainty(
     confidence: float = 0.95,
     seed: int = 0,
     cluster_seed: int = 0,
+    centroids: Centroids = "mean",
 ) -> SampleUncertainty:
     """Bootstrap the evaluation sample: distance intervals, basin keeping, ARI, r.
 
@@ -213,7 +214,9 @@ def sample_uncertainty(
     y = None if ood is None else np.asarray(ood, dtype=np.float64)
     for b in range(samples):
         try:
-            fit = _fit(dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed)
+            fit = _fit(
+                dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids
+            )
         except ModeconnError:
             failed += 1
             continue
@@ -255,6 +258,7 @@ def size_stability(
     repeats: int = 50,
     seed: int = 0,
     cluster_seed: int = 0,
+    centroids: Centroids = "mean",
 ) -> pd.DataFrame:
     """Per sub-sample size: agreement of the re-clustered basins with the full sample's.
 
@@ -270,7 +274,9 @@ def size_stability(
         aris, failed = [], 0
         for r in range(repeats):
             try:
-                fit = _fit(dist[r], n_basins=n_basins, delta=delta, seed=cluster_seed)
+                fit = _fit(
+                    dist[r], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids
+                )
             except ModeconnError:
                 failed += 1
                 continue

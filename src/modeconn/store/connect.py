@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from modeconn.errors import StoreError
+from modeconn.errors import StoreError, path_kind
 from modeconn.store.points import now
 from modeconn.store.schema import (
     APPLICATION_ID,
@@ -94,12 +94,24 @@ def probe(path: Path) -> tuple[int, int, int]:
     return int(app), int(version), int(n_objects)
 
 
-def open_writable(path: Path, *, create: bool) -> sqlite3.Connection:
-    """A read-write connection to the store at ``path``: created, or recognised and upgraded."""
-    if path.is_dir():
+def _check_kind(path: Path) -> None:
+    """A store is a regular file (or nothing yet): a folder, a named pipe (reading it would
+    wait forever) or a device is refused before SQLite opens it."""
+    kind = path_kind(path)
+    if kind == "a folder":
         raise StoreError(
             f"store {path} is a directory; pass a file path such as {path / 'results.sqlite'}"
         )
+    if kind not in (None, "a file"):
+        raise StoreError(
+            f"store {path} is {kind}, not a file; pass results.sqlite or the study's output "
+            "folder (nothing was written)"
+        )
+
+
+def open_writable(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A read-write connection to the store at ``path``: created, or recognised and upgraded."""
+    _check_kind(path)
     fresh = not path.exists() or path.stat().st_size == 0
     if not path.exists():
         if not create:
@@ -146,10 +158,7 @@ def open_writable(path: Path, *, create: bool) -> sqlite3.Connection:
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A connection that never writes: the store must exist and be version 2 or later."""
-    if path.is_dir():
-        raise StoreError(
-            f"store {path} is a directory; pass a file path such as {path / 'results.sqlite'}"
-        )
+    _check_kind(path)
     if not path.exists():
         raise StoreError(f"store {path} does not exist; check the path")
     app, version, n_objects = probe(path)
