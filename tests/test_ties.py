@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -31,6 +32,7 @@ def test_nan_left_alone() -> None:
     assert np.isnan(m[0]) and m[1] == m[2]
 
 
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(0, 5), min_size=3, max_size=12),
