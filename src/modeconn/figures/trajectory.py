@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -45,18 +46,7 @@ def cluster_movement(trajectory: pd.DataFrame, *, ax: Axes | None = None) -> Fig
     for _, g in trajectory.groupby("member", sort=True):
         g = g.sort_values(["final", "step"])  # checkpoints by step, the final member last
         xs, ys = g["step"].to_numpy(float), g["score"].to_numpy(float)
-        final = g[g["final"].astype(bool)]
-        color = NEUTRAL_COLOR
-        if len(final):
-            color = colors.get(int(final["basin"].iloc[0]), NEUTRAL_COLOR)
-        ax.plot(xs[:-1], ys[:-1], "o", color=color, markersize=3, alpha=0.7)
-        for i in range(len(xs) - 1):
-            ax.annotate(
-                "",
-                xy=(xs[i + 1], ys[i + 1]),
-                xytext=(xs[i], ys[i]),
-                arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8, "alpha": 0.7},
-            )
+        _arrow_chain(ax, xs, ys, _final_color(g, colors))
     for basin in sorted(set(finals["basin"].astype(int))):
         g = finals[finals["basin"].astype(int) == basin]
         ax.scatter(
@@ -96,18 +86,7 @@ def stage_movement(stages: pd.DataFrame, *, ood: str, ax: Axes | None = None) ->
     for _, g in stages.groupby("member", sort=True):
         g = g.sort_values("stage").dropna(subset=["score", ood])
         xs, ys = g["score"].to_numpy(float), g[ood].to_numpy(float)
-        final = g[g["final"].astype(bool)]
-        color = NEUTRAL_COLOR
-        if len(final):
-            color = colors.get(int(final["basin"].iloc[0]), NEUTRAL_COLOR)
-        ax.plot(xs[:-1], ys[:-1], "o", color=color, markersize=3, alpha=0.7)
-        for i in range(len(xs) - 1):
-            ax.annotate(
-                "",
-                xy=(xs[i + 1], ys[i + 1]),
-                xytext=(xs[i], ys[i]),
-                arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8, "alpha": 0.7},
-            )
+        _arrow_chain(ax, xs, ys, _final_color(g, colors))
     for basin in sorted(set(finals["basin"].astype(int))):
         g = finals[finals["basin"].astype(int) == basin]
         ax.scatter(
@@ -120,3 +99,23 @@ def stage_movement(stages: pd.DataFrame, *, ood: str, ax: Axes | None = None) ->
     _legend_below(ax)
     _style_axes(ax)
     return fig
+
+
+def _final_color(member_rows: pd.DataFrame, colors: dict[int, str]) -> str:
+    """The colour of a member's final basin (neutral if its final weights are absent)."""
+    final = member_rows[member_rows["final"].astype(bool)]
+    if not len(final):
+        return NEUTRAL_COLOR
+    return colors.get(int(final["basin"].iloc[0]), NEUTRAL_COLOR)
+
+
+def _arrow_chain(ax: Axes, xs: np.ndarray, ys: np.ndarray, color: str) -> None:
+    """Dots at every point but the last, and an arrow from each point to the next."""
+    ax.plot(xs[:-1], ys[:-1], "o", color=color, markersize=3, alpha=0.7)
+    for i in range(len(xs) - 1):
+        ax.annotate(
+            "",
+            xy=(xs[i + 1], ys[i + 1]),
+            xytext=(xs[i], ys[i]),
+            arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8, "alpha": 0.7},
+        )

@@ -159,6 +159,22 @@ def cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.L
     )
 
 
+def descend(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    running: float,
+) -> float:
+    """One optimiser and schedule step on `loss`; returns the running loss (0.9 decay;
+    the first step's loss when `running` is NaN)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    value = loss.item()
+    return value if math.isnan(running) else 0.9 * running + 0.1 * value
+
+
 def epoch_batches(n: int, *, steps: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     """`steps` batches of indices into n examples: a seeded permutation per epoch; a set
     smaller than a batch is drawn whole each step.

@@ -42,6 +42,7 @@ from modeconn.errors import ConfigError
 from modeconn.population.recipes.base import (
     RecipePlan,
     cosine,
+    descend,
     epoch_batches,
     features_of,
     head_of,
@@ -151,9 +152,5 @@ class CBFT:
             loss = nn.functional.cross_entropy(head(z), plan.labels[idx])
             if step >= warmup:
                 loss = loss + lam * invariance_loss(z, plan.labels[idx], feats(xc), yc)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+            running = descend(loss, opt, sched, running)
         return running

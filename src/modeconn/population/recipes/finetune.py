@@ -13,7 +13,7 @@ import math
 from torch import nn
 from tqdm.auto import tqdm
 
-from modeconn.population.recipes.base import RecipePlan, cosine, epoch_batches, sgd
+from modeconn.population.recipes.base import RecipePlan, cosine, descend, epoch_batches, sgd
 
 
 def finetune(model: nn.Module, plan: RecipePlan, *, lr: float, progress: bool = False) -> float:
@@ -30,11 +30,7 @@ def finetune(model: nn.Module, plan: RecipePlan, *, lr: float, progress: bool = 
         order, desc=f"{plan.recipe} {plan.member_id}", disable=not progress, leave=False
     ):
         loss = nn.functional.cross_entropy(model(images=plan.images[idx]), plan.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+        running = descend(loss, opt, sched, running)
     return running
 
 

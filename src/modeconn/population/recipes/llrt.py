@@ -19,6 +19,7 @@ from torch import nn
 from modeconn.population.recipes.base import (
     RecipePlan,
     cosine,
+    descend,
     epoch_batches,
     features_of,
     head_of,
@@ -44,11 +45,7 @@ def retrain_head(
     running = math.nan
     for idx in epoch_batches(len(z), steps=steps, batch_size=plan.config.batch_size, seed=seed):
         loss = nn.functional.cross_entropy(head(z[idx]), plan.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+        running = descend(loss, opt, sched, running)
     return running
 
 
