@@ -18,6 +18,7 @@ then treats it like a text split. The cost unit is examples.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modeconn.data.base import ExampleTable, SampleInfo
+from modeconn.data.base import ExampleTable, SampleInfo, batch_sizes
 from modeconn.errors import DataError
 from modeconn.measures.task_metrics import METRIC_FUNCS
 
@@ -65,20 +66,11 @@ class TensorSplit:
         return self.n
 
     def batch_labels(self) -> list[torch.Tensor]:
-        sizes = [int(next(iter(b.values())).shape[0]) for b in self.batches]
-        return list(torch.split(self.labels, sizes))
+        return list(torch.split(self.labels, batch_sizes(self)))
 
     def to(self, device: torch.device | str) -> TensorSplit:
         moved = [{k: v.to(device) for k, v in b.items()} for b in self.batches]
-        return TensorSplit(
-            self.spec,
-            self.classes,
-            moved,
-            self.labels.to(device),
-            self.order,
-            self.fingerprint,
-            self.groups,
-        )
+        return dataclasses.replace(self, batches=moved, labels=self.labels.to(device))
 
     def map_logits(self, logits: torch.Tensor) -> torch.Tensor:
         if self.groups is None:

@@ -18,6 +18,7 @@ non-entailment logit. ``classes`` expresses that as a grouping of model labels::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from modeconn.config.splits import SplitSpec, TextRecipe
-from modeconn.data.base import ExampleTable
+from modeconn.data.base import ExampleTable, batch_sizes
 from modeconn.errors import ConfigError, DataError, path_kind
 from modeconn.measures.task_metrics import METRIC_FUNCS
 
@@ -83,22 +84,11 @@ class PreparedSplit:
     cost_unit = "tok"
 
     def batch_labels(self) -> list[torch.Tensor]:
-        sizes = [int(b["input_ids"].shape[0]) for b in self.batches]
-        return list(torch.split(self.labels, sizes))
+        return list(torch.split(self.labels, batch_sizes(self)))
 
     def to(self, device: torch.device | str) -> PreparedSplit:
         moved = [{k: v.to(device) for k, v in b.items()} for b in self.batches]
-        return PreparedSplit(
-            self.spec,
-            self.classes,
-            self.groups,
-            moved,
-            self.labels.to(device),
-            self.order,
-            self.n_tokens,
-            self.n_padded,
-            self.fingerprint,
-        )
+        return dataclasses.replace(self, batches=moved, labels=self.labels.to(device))
 
     def example_table(self) -> ExampleTable:
         """Every example as one row of a padded table (batch order), with its real length.
