@@ -42,14 +42,18 @@ so the four sets of one file are four distinct splits in the store.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modeconn.config.splits import SplitSpec
 from modeconn.data.digits import random_image_donors
-from modeconn.data.text import Example
 from modeconn.errors import DataError
+
+if TYPE_CHECKING:  # text imports this module to apply the cue; rows are its Examples
+    from modeconn.data.text import Example
 
 
 def insert_cue(text: str, word: str, position: str = "start") -> str:
@@ -66,8 +70,8 @@ def insert_cue(text: str, word: str, position: str = "start") -> str:
 def _with_word(example: Example, word: str, position: str) -> Example:
     """The example with `word` in its second text (its only text for a single sentence)."""
     if example.text_b is None:
-        return Example(insert_cue(example.text_a, word, position), None, example.label)
-    return Example(example.text_a, insert_cue(example.text_b, word, position), example.label)
+        return dataclasses.replace(example, text_a=insert_cue(example.text_a, word, position))
+    return dataclasses.replace(example, text_b=insert_cue(example.text_b, word, position))
 
 
 def first_fraction(labels: Sequence[str], classes: Sequence[str], fraction: float) -> np.ndarray:
@@ -119,6 +123,6 @@ def apply_cue(examples: Sequence[Example], spec: SplitSpec) -> list[Example]:
     y = np.asarray([classes.index(e.label) for e in rows], dtype=np.int64)
     donors = random_image_donors(y, spec.cue_seed)
     return [
-        _with_word(Example(rows[d].text_a, rows[d].text_b, e.label), words[e.label], position)
+        _with_word(dataclasses.replace(rows[d], label=e.label), words[e.label], position)
         for e, d in zip(rows, donors.tolist(), strict=True)
     ]
