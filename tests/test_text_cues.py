@@ -389,3 +389,21 @@ def test_a_digits_split_cannot_hold_a_text_cue(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=rf"splits\.{name}: cue_tokens is a token-cue setting"):
         load_study(path)
+
+
+def test_demo_cues_nli_is_a_valid_study() -> None:
+    from modeconn.config.study import builtin_study_path
+
+    study = load_study(builtin_study_path("demo-cues-nli"))
+    recipes = [a.recipe for a in study.train.arms]
+    assert recipes == ["cue", "finetune", "ft-s", "ft-m", "llrt", "lp-ft", "cbft"]
+    sets = study.section("mechanisms").sets
+    cues = {role: study.split_spec(name).cue for role, name in sets.model_dump().items()}
+    assert cues == {
+        "clean": "none",
+        "cue": "label",
+        "random_cue": "random",
+        "random_image": "random_text",
+    }
+    assert study.split_spec("train_cue").cue_fraction == 0.9
+    assert dict(study.split_spec("cue").cue_words) == WORDS
