@@ -198,7 +198,7 @@ class Layerwise:
         from modeconn.engine.layerwise import blocks, select_blocks
 
         s: LayerwiseSection = study.section(self.key)
-        select_blocks(blocks(list(keys), s.depth), s.blocks)
+        select_blocks(blocks(list(keys), s.depth), s.blocks, depth=s.depth)
         _pairs(s, members)
 
     def measure(self, ctx: MeasureContext) -> None:
@@ -210,7 +210,7 @@ class Layerwise:
         split = ctx.splits[s.split]
         refs = {m.id: m for m in ctx.members}
         ev = ctx.evaluator
-        groups = select_blocks(blocks(list(ev.keys), s.depth), s.blocks)  # checked up front
+        groups = select_blocks(blocks(list(ev.keys), s.depth), s.blocks, depth=s.depth)
         pairs = _pairs(s, list(refs))
         orders = random_orders(list(groups), s.random_orders, s.seed)
         done = ctx.store.values(KIND)

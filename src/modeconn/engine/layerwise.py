@@ -64,16 +64,19 @@ def blocks(keys: Sequence[str], depth: int) -> dict[str, list[int]]:
     return out
 
 
-def select_blocks(found: dict[str, list[int]], names: Sequence[str] | None) -> dict[str, list[int]]:
+def select_blocks(
+    found: dict[str, list[int]], names: Sequence[str] | None, *, depth: int | None = None
+) -> dict[str, list[int]]:
     """The blocks named (all if None), in the model's order; an unknown name is an error
-    listing the model's blocks."""
+    listing the model's blocks (at `depth`, when given)."""
     if names is None:
         return found
     unknown = [n for n in names if n not in found]
     if unknown:
+        at = "this depth" if depth is None else f"depth {depth}"
         raise ConfigError(
-            f"analyses.layerwise.blocks names {unknown}, not blocks of this model at this "
-            f"depth; its blocks are: {', '.join(found)}"
+            f"analyses.layerwise.blocks names {unknown}, not blocks of this model at {at}; "
+            f"its blocks are: {', '.join(found)} (or change analyses.layerwise.depth)"
         )
     return {k: v for k, v in found.items() if k in set(names)}
 
