@@ -367,3 +367,15 @@ def test_an_unknown_block_stops_a_training_study_before_it_trains(tmp_path, caps
     assert main(["run", str(path), "--quiet"]) == 2
     assert "'seed-05'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_builtin_demo_landscape_study_is_valid() -> None:
+    from modeconn.analyses.registry import enabled
+    from modeconn.config.study import builtin_study_path
+
+    study = load_study(builtin_study_path("demo-landscape"))
+    assert {"curvature", "layerwise"} <= {a.key for a in enabled(study)}
+    lw = study.section("layerwise")
+    assert lw.predict and lw.training and lw.random_orders > 0 and lw.points % 2 == 1
+    assert study.train is not None and study.train.checkpoints
+    assert 0.5 in [round(i / (study.paths.points - 1), 9) for i in range(study.paths.points)]
