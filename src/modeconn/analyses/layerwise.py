@@ -57,6 +57,7 @@ KIND = "layerwise"
 FORMS_KIND = "layerwise_forms"
 TRAINING_KIND = "layerwise_training"
 path_barriers = lt.path_barriers  # the two conventions for one path (kept importable here)
+SHORT = {"": "barrier", "_lmc": "max loss − members' mean"}  # axis labels per convention
 
 
 class LayerwiseSection(SectionModel):
@@ -401,14 +402,37 @@ class Layerwise:
         if not len(value.per_block):
             return []
         where = provenance(result, s.split)
-        mean = value.per_block.groupby("block", sort=False)[["rest_a", "rest_b"]].mean()
-        cum = None
-        if len(value.cumulative):
-            names = {"shallow": "shallow-first", "deep": "deep-first", "random": "random"}
-            cols = [c for c in (*names, "random_min", "random_max") if c in value.cumulative]
-            cum = value.cumulative.groupby("k")[cols].mean()
-            cum.columns = [names.get(c, c) for c in cols]
         n = value.per_block["pair"].nunique()
+        conventions = {
+            "": "barrier against the path's own chord",
+            "_lmc": "maximum loss minus the members' mean loss (layer-wise-lmc)",
+        }
+        figs = []
+        for suffix, label in conventions.items():
+            mean = value.per_block.groupby("block", sort=False)[
+                [f"rest_a{suffix}", f"rest_b{suffix}"]
+            ].mean()
+            mean.columns = ["rest_a", "rest_b"]
+            cum = None
+            if len(value.cumulative):
+                names = {"shallow": "shallow-first", "deep": "deep-first", "random": "random"}
+                cols = [
+                    f"{c}{suffix}{end}"
+                    for c in names
+                    for end in ("", "_min", "_max")
+                    if f"{c}{suffix}{end}" in value.cumulative
+                ]
+                cum = value.cumulative.groupby("k")[cols].mean()
+                cum.columns = [
+                    names[c.split("_")[0]] + c.removeprefix(c.split("_")[0] + suffix) for c in cols
+                ]
+            figs.append(
+                (
+                    f"One block interpolated, mean over {n} pair(s) on '{s.split}' (left); "
+                    f"cumulative as blocks are added (right); {label}.",
+                    layerwise_barriers(mean, cum, label=SHORT[suffix]),
+                )
+            )
         orders = (
             f" Random: the first k blocks of {s.random_orders} seeded random orders (seed "
             f"{s.seed}), mean over the draws, band from the smallest to the largest."
@@ -426,13 +450,7 @@ class Layerwise:
                     "last (deep-first) k blocks interpolated, the rest at A." + orders + " "
                     f"Blocks: module names cut to depth {s.depth}."
                 ),
-                figures=(
-                    (
-                        f"Barrier with one block interpolated, mean over {n} pair(s) on "
-                        f"'{s.split}' (left); cumulative barriers as blocks are added (right).",
-                        layerwise_barriers(mean, cum),
-                    ),
-                ),
+                figures=tuple(figs),
                 tables=(
                     ("Barrier per block and pair.", value.per_block.round(6)),
                     ("Cumulative barriers per pair.", value.cumulative.round(6)),
@@ -485,14 +503,19 @@ class Layerwise:
                     title="Layer-wise barriers along training",
                     text=(
                         f"The checkpoints of {a} and {b} at each stored step (the k-th of "
-                        "each), and the final members: the barrier with one block "
-                        "interpolated, the rest at A (left) or at B (right)."
+                        "each), and the final members: one block interpolated, the rest at A "
+                        "(left) or at B (right); the barrier against the path's own chord, "
+                        "then the maximum minus the members' mean loss."
                     ),
-                    figures=(
+                    figures=tuple(
                         (
-                            f"Per-block barrier between {a} and {b} along training.",
-                            layerwise_heatmap(value.training),
-                        ),
+                            f"Per-block {label} between {a} and {b} along training.",
+                            layerwise_heatmap(value.training, convention=conv, label=SHORT[suffix]),
+                        )
+                        for conv, suffix, label in (
+                            ("own", "", conventions[""]),
+                            ("lmc", "_lmc", conventions["_lmc"]),
+                        )
                     ),
                     tables=(("Per-block barriers along training.", value.training.round(6)),),
                     provenance=where,

@@ -72,7 +72,8 @@ def block_rows(pair: str, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
 def cumulative_rows(pair: str, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per k (blocks interpolated): shallow-first, deep-first and, with random
     orders in the record, their mean (``random``), ``random_min`` and ``random_max`` over
-    the draws; own-chord barriers, and ``*_lmc`` for the full-endpoints convention."""
+    the draws; own-chord barriers, and ``*_lmc`` (``random_lmc``, ``random_lmc_min``, …)
+    for the full-endpoints convention."""
     la, lb = rec["loss_a"], rec["loss_b"]
     draws = rec.get("random") or []
     k_max = max(len(rec["shallow"]), max((len(d) for d in draws), default=0))
@@ -84,14 +85,12 @@ def cumulative_rows(pair: str, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
                 b = path_barriers(curves[k - 1], la, lb)
                 row[name], row[f"{name}_lmc"] = b["own"], b["lmc"]
         if draws:
-            own = [path_barriers(d[k - 1], la, lb) for d in draws]
-            values = np.array([b["own"] for b in own])
-            row.update(
-                random=float(values.mean()),
-                random_min=float(values.min()),
-                random_max=float(values.max()),
-                random_lmc=float(np.mean([b["lmc"] for b in own])),
-            )
+            both = [path_barriers(d[k - 1], la, lb) for d in draws]
+            for suffix, name in (("", "own"), ("_lmc", "lmc")):
+                values = np.array([b[name] for b in both])
+                row[f"random{suffix}"] = float(values.mean())
+                row[f"random{suffix}_min"] = float(values.min())
+                row[f"random{suffix}_max"] = float(values.max())
         rows.append(row)
     return rows
 

@@ -88,7 +88,11 @@ def barrier_prediction(
 
 
 def layerwise_barriers(
-    per_block: pd.DataFrame, cumulative: pd.DataFrame | None = None, *, ax: Axes | None = None
+    per_block: pd.DataFrame,
+    cumulative: pd.DataFrame | None = None,
+    *,
+    label: str = "barrier",
+    ax: Axes | None = None,
 ) -> Figure:
     """Per-block barriers (one bar pair per block: the rest at A, the rest at B), and, if
     given, cumulative barriers (one line per order) on a second axis.
@@ -113,16 +117,16 @@ def layerwise_barriers(
         ax.set_position((0.08, 0.3, 0.4, 0.6))
         axes.append(fig.add_axes((0.58, 0.3, 0.4, 0.6)))
     idx = np.arange(len(per_block))
-    for j, (col, label) in enumerate((("rest_a", "rest at A"), ("rest_b", "rest at B"))):
+    for j, (col, name) in enumerate((("rest_a", "rest at A"), ("rest_b", "rest at B"))):
         ax.bar(
             idx + (j - 0.5) * 0.4,
             per_block[col].to_numpy(dtype=float),
             width=0.4,
             color=BASIN_PALETTE[j],
-            label=label,
+            label=name,
         )
     ax.set_xticks(idx, [str(b) for b in per_block.index], rotation=45, ha="right")
-    ax.set_ylabel("barrier (one block interpolated)")
+    ax.set_ylabel(f"{label} (one block interpolated)")
     ax.legend(fontsize="small")
     _style_axes(ax)
     if cumulative is not None:
@@ -148,18 +152,26 @@ def layerwise_barriers(
                     linewidth=0,
                 )
         cx.set_xlabel("blocks interpolated")
-        cx.set_ylabel("barrier")
+        cx.set_ylabel(label)
         cx.legend(fontsize="small")
         _style_axes(cx)
     return fig
 
 
-def layerwise_heatmap(training: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
+def layerwise_heatmap(
+    training: pd.DataFrame,
+    *,
+    convention: str = "own",
+    label: str = "barrier",
+    ax: Axes | None = None,
+) -> Figure:
     """Per-block barriers along training: blocks (rows, input at the top) × stored steps
     (columns, the final members last), one panel per variant (rest at A, rest at B).
 
     `training` has columns ``stage``, ``step``, ``block``, ``rest_a`` and ``rest_b``
-    (:func:`modeconn.analyses.layerwise_tables.training_rows`).
+    (:func:`modeconn.analyses.layerwise_tables.training_rows`), and ``rest_a_lmc``,
+    ``rest_b_lmc`` for ``convention="lmc"`` (maximum minus the members' mean loss, which
+    may be negative: the colour scale then starts below 0).
 
     >>> t = pd.DataFrame({"stage": [0, 0, 1, 1], "step": [5, 5, "final", "final"],
     ...                   "block": ["b0", "b1"] * 2, "rest_a": [0.1, 0.2, 0.0, 0.3],
@@ -168,7 +180,11 @@ def layerwise_heatmap(training: pd.DataFrame, *, ax: Axes | None = None) -> Figu
     >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
     ['5', 'final']
     """
-    _require_columns(training, ["stage", "step", "block", "rest_a", "rest_b"], "the training table")
+    if convention not in ("own", "lmc"):
+        raise DataError(f"convention must be 'own' or 'lmc'; got {convention!r}")
+    suffix = "_lmc" if convention == "lmc" else ""
+    cols = {"rest_a": f"rest_a{suffix}", "rest_b": f"rest_b{suffix}"}
+    _require_columns(training, ["stage", "step", "block", *cols.values()], "the training table")
     if len(training) == 0:
         raise DataError("the layer-wise training table is empty")
     blocks = list(dict.fromkeys(training["block"]))
@@ -182,23 +198,28 @@ def layerwise_heatmap(training: pd.DataFrame, *, ax: Axes | None = None) -> Figu
         fig, ax = _axes(ax, FULL_WIDTH, 0.4 * FULL_WIDTH)
         axes, variants = [ax], ["rest_a"]
     grids = [
-        training.pivot(index="block", columns="stage", values=col).loc[blocks, stages]
+        training.pivot(index="block", columns="stage", values=cols[col]).loc[blocks, stages]
         for col in variants
     ]
     hi = max(float(np.nanmax(g.to_numpy(dtype=float))) for g in grids)
+    lo = min(0.0, *(float(np.nanmin(g.to_numpy(dtype=float))) for g in grids))
     titles = {"rest_a": "rest at A", "rest_b": "rest at B"}
     for a, grid, col in zip(axes, grids, variants, strict=True):
         title = titles[col]
         image = a.imshow(
-            grid.to_numpy(dtype=float), aspect="auto", cmap=HEATMAP_CMAP, vmin=0, vmax=hi or 1
+            grid.to_numpy(dtype=float),
+            aspect="auto",
+            cmap=HEATMAP_CMAP,
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1,
         )
         a.set_xticks(range(len(steps)), steps, rotation=45, ha="right")
         a.set_yticks(range(len(blocks)), blocks)
         a.set_xlabel("training step")
-        a.set_title(f"barrier, one block interpolated ({title})")
+        a.set_title(f"one block interpolated, {title}")
         _style_axes(a, grid=False)
     cbar = fig.colorbar(image, ax=axes, fraction=0.046, pad=0.03)
-    cbar.set_label("barrier", fontsize=FONT_SIZES["label"])
+    cbar.set_label(label, fontsize=FONT_SIZES["label"])
     cbar.ax.tick_params(labelsize=FONT_SIZES["tick"])
     return fig
 
