@@ -233,6 +233,17 @@ class StudyRunner:
             self._members = refs
         return list(self._members)
 
+    def check_analyses(self) -> None:
+        """Each enabled analysis's checks against the population (an optional
+        ``check_members(study, ids)``), before the store is opened."""
+        from modeconn.analyses.registry import enabled
+
+        ids = [m.id for m in self.members()]
+        for analysis in enabled(self.study):
+            check = getattr(analysis, "check_members", None)
+            if check is not None:
+                check(self.study, ids)
+
     # ---- stages ---------------------------------------------------------------------
 
     def open_store(self) -> Store:
@@ -255,6 +266,7 @@ class StudyRunner:
         pop = self.population()
         ev = self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
+        self.check_analyses()
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)
