@@ -68,6 +68,14 @@ ANALYSES: dict[str, Any] = {
         "points": 3,
         "reference": "aug",
     },
+    "curves": {
+        "pairs": [["seed-00", "seed-01"]],
+        "split": "mnli",
+        "eval_splits": ["mnli", "hans_lo"],
+        "steps": 2,
+        "batch_size": 4,
+        "points": 3,
+    },
 }
 WRITES = ("put_value", "write_unit", "write_member_points")
 ENGINE = ("as_point", "evaluate", "evaluate_member", "evaluate_lerp")
@@ -261,6 +269,7 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "curvature": dict(ANALYSES["curvature"], points=5),
     "layerwise": dict(ANALYSES["layerwise"], depth=1),
     "mechanisms": dict(ANALYSES["mechanisms"], points=4),
+    "curves": dict(ANALYSES["curves"], steps=3),
 }
 
 

@@ -422,6 +422,19 @@ def _duplicate_member(env: Env) -> None:
     shutil.copy(env.members / "m2.safetensors", env.members / "m3.safetensors")
 
 
+def _curves(**changes: Any) -> Callable[[Env], None]:
+    """An `analyses.curves` section, sound but for `changes`."""
+    section = {
+        "pairs": [["m0", "m1"]],
+        "split": "mnli_train",
+        "eval_splits": ["mnli", "hans_lo"],
+        "steps": 2,
+        "batch_size": 4,
+        "points": 3,
+    }
+    return _set("analyses", {"curves": {**section, **changes}})
+
+
 def _sound_run(env: Env) -> None:
     """Sweep the study for real (a few seconds), so that `report` has a store to analyse."""
     assert cli.main(env.run()) == 0
@@ -678,6 +691,20 @@ CASES = [
         ("{root}/tiny.yaml", "File exists")),
     Bad("report-out-impossible", _report_out("tiny.yaml/report"), NotADirectoryError,
         ("{root}/tiny.yaml/report", "Not a directory")),
+    # ---- analyses
+    Bad("curves-unknown-member", _with(_curves(pairs=[["m0", "m9"]])), ConfigError,
+        ("analyses.curves.pairs", "'m9'", "m0, m1, m2")),
+    Bad("curves-members-differ",
+        _with(_change_member(2, _wrong_head), _curves(pairs=[["m0", "m2"]])), PopulationError,
+        ("'m2'", "classifier.bias", "(2,)", "(3,)")),
+    Bad("curves-zero-steps", _with(_curves(steps=0)), ConfigError,
+        ("analyses.curves.steps", "greater than or equal to 1")),
+    Bad("curves-one-member-pair", _with(_curves(pairs=[["m1", "m1"]])), ConfigError,
+        ("analyses.curves.pairs", "[m1, m1]", "two members")),
+    Bad("curves-unknown-split", _with(_curves(eval_splits=["mnli", "hans_zz"])), ConfigError,
+        ("analyses.curves.eval_splits", "'hans_zz'", "declare it")),
+    Bad("curves-unknown-kind", _with(_curves(kind="spline")), ConfigError,
+        ("analyses.curves.kind", "'bezier' or 'chain'")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),

@@ -121,12 +121,18 @@ def test_point_on_the_curve() -> None:
     g = torch.Generator().manual_seed(0)
     a, m, b = ([torch.randn(3, 4, generator=g), torch.randn(5, generator=g)] for _ in range(3))
     for kind in ("bezier", "chain"):
-        assert all(torch.equal(x, y) for x, y in zip(curve_point([a, m, b], kind, 0.0), a))
-        assert all(torch.equal(x, y) for x, y in zip(curve_point([a, m, b], kind, 1.0), b))
+        assert all(
+            torch.equal(x, y) for x, y in zip(curve_point([a, m, b], kind, 0.0), a, strict=True)
+        )
+        assert all(
+            torch.equal(x, y) for x, y in zip(curve_point([a, m, b], kind, 1.0), b, strict=True)
+        )
     half = curve_point([a, m, b], "bezier", 0.5)
     for h, x, y, z in zip(half, a, m, b, strict=True):
         torch.testing.assert_close(h, 0.25 * x + 0.5 * y + 0.25 * z)
-    assert all(torch.equal(h, y) for h, y in zip(curve_point([a, m, b], "chain", 0.5), m))
+    assert all(
+        torch.equal(h, y) for h, y in zip(curve_point([a, m, b], "chain", 0.5), m, strict=True)
+    )
 
 
 # --------------------------------------------------------------------------- a small problem
@@ -188,12 +194,12 @@ def _engine() -> tuple[Evaluator, list[torch.Tensor], list[torch.Tensor]]:
 
 def test_set_weighted_writes_the_curve_point() -> None:
     ev, a, b = _engine()
-    m = [torch.lerp(x, y, 0.3) + 0.1 for x, y in zip(a, b)]
+    m = [torch.lerp(x, y, 0.3) + 0.1 for x, y in zip(a, b, strict=True)]
     ev.set_weighted([a, m, b], curve_coefficients("bezier", 1, 0.4).tolist())
     for got, want in zip(ev.point.values(), curve_point([a, m, b], "bezier", 0.4), strict=True):
         torch.testing.assert_close(got, want)
     ev.set_weighted([a, m, b], [0.0, 0.0, 1.0])
-    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), b))
+    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), b, strict=True))
 
 
 def test_one_step_on_the_bend_is_the_chain_rule() -> None:
@@ -207,7 +213,7 @@ def test_one_step_on_the_bend_is_the_chain_rule() -> None:
     # the same α and batch the step drew (the batch is the whole split, shuffled)
     alpha = float(torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64))
     batch, labels = next(_AscentBatches(split, ev.device, batch_size=256, examples=256, seed=3))
-    mid = [torch.lerp(x, y, 0.5).requires_grad_(True) for x, y in zip(a, b)]
+    mid = [torch.lerp(x, y, 0.5).requires_grad_(True) for x, y in zip(a, b, strict=True)]
     theta = {
         k: (1 - alpha) ** 2 * x + 2 * alpha * (1 - alpha) * m + alpha**2 * y
         for k, x, m, y in zip(ev.keys, a, mid, b, strict=True)
@@ -217,7 +223,7 @@ def test_one_step_on_the_bend_is_the_chain_rule() -> None:
     for g, m, new in zip(grads, mid, got, strict=True):
         torch.testing.assert_close(new, m.detach() - 0.1 * g, rtol=1e-5, atol=1e-6)
     # the engine's resident point is as it was
-    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), before))
+    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), before, strict=True))
 
 
 @pytest.mark.parametrize("kind", ["bezier", "chain"])
@@ -265,7 +271,7 @@ def test_training_is_seeded() -> None:
     train = digits_split("train", slice(0, 400))
     cfg = BendConfig(steps=4, batch_size=32, seed=7)
     one, two = train_bends(ev, a, b, train, cfg), train_bends(ev, a, b, train, cfg)
-    assert all(torch.equal(x, y) for x, y in zip(one.bends[0], two.bends[0]))
+    assert all(torch.equal(x, y) for x, y in zip(one.bends[0], two.bends[0], strict=True))
 
 
 # --------------------------------------------------------------------------- any model
@@ -294,15 +300,16 @@ def test_a_tiny_bert_with_dict_inputs() -> None:
         "token_type_ids": torch.zeros(n, width, dtype=torch.long),
     }
     labels = torch.randint(0, 3, (n,), generator=g)
-    split = tensor_split(
-        SampleInfo("toks"), inputs, labels, classes=("e", "n", "c"), batch_size=16
-    )
+    split = tensor_split(SampleInfo("toks"), inputs, labels, classes=("e", "n", "c"), batch_size=16)
     ev = Evaluator(skeleton)
     a, b = ev.as_point(states[0], name="a"), ev.as_point(states[1], name="b")
     before = [p.clone() for p in ev.point.values()]
     trained = train_bends(ev, a, b, split, BendConfig(steps=4, batch_size=8, lr=0.1))
-    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), before))
-    moved = [not torch.equal(m, torch.lerp(x, y, 0.5)) for m, x, y in zip(trained.bends[0], a, b)]
+    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), before, strict=True))
+    moved = [
+        not torch.equal(m, torch.lerp(x, y, 0.5))
+        for m, x, y in zip(trained.bends[0], a, b, strict=True)
+    ]
     assert any(moved)
     res = evaluate_curve(ev, [a, *trained.bends, b], split, (0.0, 0.5, 1.0), kind="bezier")
     assert res.curve[0].loss == pytest.approx(ev.evaluate_member(a, split).loss, abs=1e-6)
@@ -345,7 +352,9 @@ def test_a_cnn_with_batchnorm_reestimates_at_every_alpha() -> None:
     a, b = ev.as_point(sa, name="a"), ev.as_point(sb, name="b")
     before = [p.clone() for p in ev.point.values()]
     trained = train_bends(ev, a, b, bn, BendConfig(steps=10, batch_size=50, lr=0.05))
-    assert all(torch.equal(x, y) for x, y in zip(ev.point.values(), before))  # stats too
+    assert all(
+        torch.equal(x, y) for x, y in zip(ev.point.values(), before, strict=True)
+    )  # stats too
     nodes = [a, *trained.bends, b]
     alphas = (0.0, 0.3, 0.5, 1.0)
     res = evaluate_curve(ev, nodes, test, alphas, kind="bezier")

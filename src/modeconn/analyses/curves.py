@@ -220,7 +220,9 @@ class Curves:
             path = bend_file(ctx.store.path.parent, a.hash, b.hash, bend)
             verb = "loading" if path.exists() else f"training ({s.steps} steps on '{s.split}')"
             ctx.say(f"curves: {a.id}–{b.id}, {s.kind} with {s.bends} bend(s): {verb}")
-            bar = tqdm(total=s.steps, desc="bends", unit="step", disable=not ctx.progress)
+            bar = tqdm(
+                total=s.steps, desc="bends", unit="step", disable=not ctx.progress or path.exists()
+            )
             try:
                 trained = ensure_bends(
                     ev,
