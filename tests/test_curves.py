@@ -173,10 +173,10 @@ def _mlp_members() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MLP()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(60):
         opt.zero_grad()
-        F.cross_entropy(model(x[:1200]), y[:1200]).backward()
+        F.cross_entropy(model(x[:600]), y[:600]).backward()
         opt.step()
     a = {k: v.detach().clone() for k, v in model.state_dict().items()}
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(1))
@@ -231,7 +231,7 @@ def test_a_trained_bend_lowers_the_maximum_loss(kind: str) -> None:
     ev, a, b = _engine()
     train = digits_split("train", slice(0, 1200))
     test = digits_split("test", slice(1200, None))
-    cfg = BendConfig(kind=kind, steps=300, lr=0.05, batch_size=64, seed=0)
+    cfg = BendConfig(kind=kind, steps=120, lr=0.05, batch_size=64, seed=0)
     trained = train_bends(ev, a, b, train, cfg)
     res = evaluate_curve(ev, [a, *trained.bends, b], test, ALPHAS, kind=kind)
     line = [r.loss for r in res.line]
@@ -239,6 +239,7 @@ def test_a_trained_bend_lowers_the_maximum_loss(kind: str) -> None:
     assert curve[0] == line[0] and curve[-1] == line[-1]  # the same ends
     assert barrier_height(line) > 0.5, "the permuted copy should sit behind a barrier"
     assert max(curve) < 0.5 * max(line), (max(curve), max(line))
+    assert barrier_height(curve) < 0.2 * barrier_height(line)
     assert ev.counts[("curve", "test")] == 2 * len(ALPHAS) - 2  # ends evaluated once
 
 
