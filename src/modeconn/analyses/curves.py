@@ -148,14 +148,17 @@ def curve_key(hash_a: str, hash_b: str, split_key: str, bend: str, points: int) 
 
 
 def path_summary(alphas: Sequence[float], losses: Sequence[float]) -> dict[str, float]:
-    """Maximum loss along a path and its barrier above the end-to-end chord.
+    """Maximum loss along a path, its barrier above the end-to-end chord, and the loss at
+    the α nearest ½ (the midpoint, where the quadratic curve's bend weighs most).
 
     >>> path_summary([0.0, 0.5, 1.0], [0.2, 1.2, 0.4])
-    {'max_loss': 1.2, 'barrier': 0.9}
+    {'max_loss': 1.2, 'barrier': 0.9, 'mid_loss': 1.2}
     """
+    mid = int(np.argmin(np.abs(np.asarray(alphas, dtype=float) - 0.5)))
     return {
         "max_loss": float(np.max(losses)),
         "barrier": round(barrier_height(list(losses), list(alphas)), 12),
+        "mid_loss": float(losses[mid]),
     }
 
 
@@ -364,6 +367,8 @@ class Curves:
         for _, r in value.summary.iterrows():
             out.append(
                 f"curves: {r['pair']} on {r['split']}: max loss line {r['line_max_loss']:.3f}, "
-                f"curve {r['curve_max_loss']:.3f}"
+                f"curve {r['curve_max_loss']:.3f}; barrier line {r['line_barrier']:.3f}, "
+                f"curve {r['curve_barrier']:.3f}; loss at ½ line {r['line_mid_loss']:.3f}, "
+                f"curve {r['curve_mid_loss']:.3f}"
             )
         return out

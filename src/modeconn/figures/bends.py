@@ -19,8 +19,8 @@ from modeconn.errors import DataError
 from modeconn.figures.style import (
     BASIN_PALETTE,
     COLUMN_WIDTH,
+    FONT_SIZES,
     FULL_WIDTH,
-    _legend_below,
     _require_columns,
     _style_axes,
     literal,
@@ -85,5 +85,13 @@ def curve_vs_line(
             if r == rows - 1:
                 ax.set_xlabel("α (0 = A, 1 = B)")
             _style_axes(ax)
-    _legend_below(axes[rows - 1][0])
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=2,
+        fontsize=FONT_SIZES["legend"],
+        frameon=False,
+    )
     return fig
