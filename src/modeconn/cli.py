@@ -141,8 +141,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze_study(store)
-        out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
-        path = write_study_report(store, result, out)
+        if args.json and not args.out:  # the summary alone: nothing written anywhere
+            path = None
+        else:
+            out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
+            path = write_study_report(store, result, out)
+    if args.json:
+        from modeconn.report.json import dumps, study_json
+
+        print(dumps(study_json(result, report=path)))
+        return 0
+    assert path is not None
     _print_result(result.with_report(path))
     return 0
 
@@ -246,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the analysis and HTML report from a store")
     p.add_argument("store", help="results.sqlite, or the study's output folder")
     p.add_argument("--out", help="report folder (default: beside the store)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON (docs/json.md) instead; writes the HTML report "
+        "only when --out is given",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("status", help="what a store holds and what remains")
