@@ -141,10 +141,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze_study(store)
-        if args.json and not args.out:  # the summary alone: nothing written anywhere
-            path = None
-        else:
-            out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
+        path = None  # --json alone writes nothing anywhere
+        if args.out or not args.json:
+            out = (
+                Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
+            )
             path = write_study_report(store, result, out)
     if args.json:
         from modeconn.report.json import dumps, study_json

@@ -135,8 +135,9 @@ def value_key(*parts: str) -> str:
 
 def summary_json(analysis: Analysis, value: Any) -> dict[str, Any]:
     """What ``modeconn report --json`` shows of one analysis: its own ``summary_json(value)``
-    if it has one, else the whole value taken apart by :func:`jsonable` (a value that is
-    not a mapping comes as ``{"value": ...}``). Always plain JSON types, NaN as None.
+    if it has one, else the whole value taken apart by :func:`jsonable` (None, nothing to
+    show, as ``{}``; a value that is not a mapping as ``{"value": ...}``). Always plain
+    JSON types, NaN as None.
 
     >>> class Bare:
     ...     key = "bare"
@@ -145,6 +146,8 @@ def summary_json(analysis: Analysis, value: Any) -> dict[str, Any]:
     """
     own = getattr(analysis, "summary_json", None)
     out = jsonable(own(value) if own is not None else value)
+    if out is None:
+        return {}
     return out if isinstance(out, dict) else {"value": out}
 
 
