@@ -36,13 +36,20 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from modeconn.analyses import registry
-from modeconn.analyses.base import MeasureContext, is_enabled, settings_fingerprint, value_key
+from modeconn.analyses.base import (
+    MeasureContext,
+    is_enabled,
+    settings_fingerprint,
+    summary_json,
+    value_key,
+)
 from modeconn.cli import main
 from modeconn.config.sections import SectionModel
 from modeconn.config.study import load_study
 from modeconn.errors import ConfigError
 from modeconn.pipeline import StudyRunner, _check_against
 from modeconn.report.html import Section
+from modeconn.report.json import dumps, study_json
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -211,6 +218,19 @@ def test_reads_back_and_reports(battery, analysis) -> None:
     sections = analysis.sections(result, value)
     assert sections and all(isinstance(s, Section) for s in sections)
     assert all(isinstance(line, str) for line in analysis.summary_lines(value))
+
+
+@pytest.mark.parametrize("analysis", ALL, ids=IDS)
+def test_summary_json_is_strict_json(battery, analysis) -> None:
+    """Its own summary_json, or the generic default: plain JSON, no NaN (report --json)."""
+    out = summary_json(analysis, battery["result"].analyses[analysis.key])
+    assert isinstance(out, dict)
+    json.dumps(out, allow_nan=False)
+
+
+def test_report_json_holds_every_analysis(battery) -> None:
+    doc = json.loads(dumps(study_json(battery["result"])))
+    assert list(doc["analyses"]) == IDS
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,13 @@ from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, 
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population.members import Member, Population, check_label_order
-from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+from modeconn.population.train import (
+    MemberPlan,
+    clean_partial,
+    pretrained_identity,
+    recipe_fingerprint,
+    train_member,
+)
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -162,7 +168,7 @@ class StudyRunner:
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
         model_dir = self._hf_dir()
-        base = str(model_dir)
+        base = pretrained_identity(model_dir)  # by content: another checkout reuses members
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p

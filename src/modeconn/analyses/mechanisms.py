@@ -302,3 +302,15 @@ class Mechanisms:
                 + " / ".join(f"{s} {acc.get(s, math.nan):.3f}" for s in SET_NAMES)
             )
         return out
+
+    def summary_json(self, value: dict[str, Any]) -> dict[str, Any]:
+        """The methods × sets table as records (method, set, accuracy, low, high, members),
+        each member's accuracy per set and cue reliance, and each path back to its cue
+        model (loss barrier, lowest and end accuracy per set)."""
+        from modeconn.analyses.base import records
+
+        return {
+            "table": records(value["table"]),
+            "members": records(value["members"], index="id"),
+            "paths": records(value["paths"]),
+        }
