@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field, field_validator
 
-from modeconn.analyses.base import MeasureContext, settings_fingerprint, value_key
+from modeconn.analyses.base import MeasureContext, records, settings_fingerprint, value_key
 from modeconn.config.sections import SectionModel
 from modeconn.errors import ConfigError, DataError
 from modeconn.measures.barriers import barrier_height
@@ -361,6 +361,11 @@ class Curves:
                 provenance=provenance(result, *s.evaluate_on),
             )
         ]
+
+    def summary_json(self, value: CurvesValue) -> dict[str, Any]:
+        """Headline numbers for ``modeconn report --json``: per pair and split, max loss,
+        barrier, loss at ½ and lowest metric of the line and the curve."""
+        return {"kind": value.kind, "bends": value.bends, "pairs": records(value.summary)}
 
     def summary_lines(self, value: CurvesValue) -> list[str]:
         out = []
