@@ -16,6 +16,7 @@ from modeconn.analyses import (
     mechanisms,
     planes,
     sharpness,
+    spawn,
     table_one,
     trajectory,
     uncertainty,
@@ -39,6 +40,7 @@ ANALYSES: list[Analysis] = [
     curvature.Curvature(),  # barrier prediction from curvature (Singh et al. 2024)
     layerwise.Layerwise(),  # layer-wise LMC (Adilova et al. 2024)
     mechanisms.Mechanisms(),  # counterfactual connectivity, Lubana et al. Table 1
+    spawn.Spawn(),  # spawn time: barrier between siblings vs. step (Frankle et al. 2020)
 ]
 
 
