@@ -33,8 +33,8 @@ from modeconn.pipeline import StudyRunner
 from modeconn.population.spawn import (
     PARENT,
     SpawnRuns,
-    child_id,
     check_spawn,
+    child_id,
     train_child,
     train_spawn,
     trainer_for,
