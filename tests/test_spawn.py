@@ -265,3 +265,10 @@ def test_a_text_parent_is_the_fine_tuned_member_and_its_step0_child_replays_it(
     assert train_child(trainer, runs, 0, seed=0, run_id="replay@0")
     assert _states_equal(parent, load_file(str(runs.folder / "replay@0.safetensors")))
     assert not _states_equal(parent, load_file(str(runs.child(2, 0))))
+
+
+@pytest.mark.parametrize("name", ["spawn-digits.yaml", "spawn-minilm.yaml"])
+def test_the_example_studies_load(name: str) -> None:
+    study = load_study(Path(__file__).resolve().parents[1] / "examples" / name)
+    section = study.section("spawn")
+    assert section.children == 2 and section.steps == sorted(section.steps)

@@ -175,7 +175,7 @@ class Spawn:
         ckpts = Population.from_dir(runs.folder / "checkpoints")
         children = [finals[cid] for k in s.steps for cid in runs.child_ids(k)]
         points = [ckpts[f"{PARENT}@{k}"] for k in s.steps] + [finals[PARENT]]
-        record = {
+        record: dict[str, Any] = {
             "steps": list(s.steps),
             "total": trainer.total,
             "children": [
@@ -419,8 +419,8 @@ class Spawn:
         ]
 
     def summary_lines(self, value: SpawnValue) -> list[str]:
-        st = value.steps
         parts = [
-            f"k={int(r.step)}: barrier {r.barrier:.3f}, cos {r.cosine:.2f}" for r in st.itertuples()
+            f"k={int(r['step'])}: barrier {r['barrier']:.3f}, cos {r['cosine']:.2f}"
+            for r in value.steps.to_dict("records")
         ]
         return ["spawn (siblings): " + "; ".join(parts)]
