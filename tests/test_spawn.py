@@ -272,3 +272,19 @@ def test_the_example_studies_load(name: str) -> None:
     study = load_study(Path(__file__).resolve().parents[1] / "examples" / name)
     section = study.section("spawn")
     assert section.children == 2 and section.steps == sorted(section.steps)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import modeconn.figures.spawn
+    import modeconn.measures.displacement
+    import modeconn.population.spawn
+
+    for module in (
+        modeconn.measures.displacement,
+        modeconn.population.spawn,
+        modeconn.figures.spawn,
+    ):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
