@@ -21,10 +21,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from modeconn.errors import DataError
-from modeconn.figures.style import BASIN_PALETTE, FULL_WIDTH, _require_columns, _style_axes
+from modeconn.figures.style import (
+    BASIN_PALETTE,
+    FONT_SIZES,
+    FULL_WIDTH,
+    _require_columns,
+    _style_axes,
+)
 
 
-def _mean_line(ax: Axes, pairs: pd.DataFrame, column: str, color: str, label: str) -> None:
+def _mean_line(
+    ax: Axes, pairs: pd.DataFrame, column: str, color: str, label: str, style: str = "-"
+) -> None:
     x = pairs["step"].to_numpy(dtype=float)
     y = pairs[column].to_numpy(dtype=float)
     ax.scatter(x, y, s=10, color=color, alpha=0.5, zorder=2)
@@ -64,7 +72,7 @@ def spawn_figure(
     fig = Figure(figsize=(FULL_WIDTH, 0.36 * FULL_WIDTH), layout="constrained")
     ax_b, ax_c, ax_l = fig.subplots(1, 3)
     _mean_line(ax_b, pairs, "barrier", BASIN_PALETTE[0], "barrier")
-    _mean_line(ax_b, pairs, "convexity_gap", BASIN_PALETTE[1], "convexity gap")
+    _mean_line(ax_b, pairs, "convexity_gap", BASIN_PALETTE[1], "convexity gap", "--")
     ax_b.set_xlabel("spawn step k")
     ax_b.set_ylabel("between siblings (loss)")
     ax_b.set_title("instability vs. spawn step")
@@ -107,6 +115,9 @@ def spawn_figure(
         )
         twin.axhline(0.0, color=BASIN_PALETTE[3], linewidth=0.5, linestyle=":")
     twin.set_ylabel("f''(½) along sibling paths", color=BASIN_PALETTE[3])
+    twin.tick_params(labelsize=FONT_SIZES["tick"], length=2.5, width=0.6, pad=2)
+    twin.yaxis.label.set_fontsize(FONT_SIZES["label"])
+    twin.spines["top"].set_visible(False)
     handles = ax_l.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax_l.legend(handles[0] + more[0], handles[1] + more[1], fontsize="x-small", frameon=False)
