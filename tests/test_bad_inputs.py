@@ -515,6 +515,26 @@ def _nothing_elsewhere(env: Env) -> None:
     assert not any((env.root / "elsewhere").iterdir()), "the report was written outside"
 
 
+def _spawn(**section: Any) -> Callable[[Env], None]:
+    """A `train` recipe of 4 steps (64 examples, batch 16) in place of the population, and
+    an ``analyses.spawn`` section with `section`."""
+
+    def step(env: Env) -> None:
+        env.set("population", DROP)
+        env.set(
+            "train",
+            {
+                "examples": 64,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "arms": [{"name": "seed", "members": 3, "data": "mnli_train"}],
+            },
+        )
+        env.set("analyses", {"spawn": {"steps": [0, 2], "split": "mnli", **section}})
+
+    return step  # fmt: skip
+
+
 CASES = [
     # ---- members
     Bad("member-wrong-shape", _with(_change_member(2, _wrong_head)), PopulationError,
@@ -631,6 +651,13 @@ CASES = [
         ConfigError, ("tiny.yaml", "nests deeper than 64 levels", "line 1")),
     Bad("study-too-many-aliases", _with(_many_aliases), ConfigError,
         ("tiny.yaml", "more than 1000 aliases")),
+    # ---- spawn time (analyses.spawn)
+    Bad("spawn-step-beyond-training", _with(_spawn(steps=[0, 2, 9])), ConfigError,
+        ("analyses.spawn.steps", "spawn step 9", "beyond the parent's training (4 steps")),
+    Bad("spawn-steps-not-increasing", _with(_spawn(steps=[2, 1])), ConfigError,
+        ("analyses.spawn.steps", "strictly increasing", "2 then 1")),
+    Bad("spawn-one-child", _with(_spawn(children=1)), ConfigError,
+        ("analyses.spawn.children", "at least 2", "got 1")),
     # ---- the model
     Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
         ConfigError, ("'builtin:bert-huge'", "not a built-in model")),
