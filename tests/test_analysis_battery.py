@@ -64,7 +64,15 @@ ANALYSES: dict[str, Any] = {
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 2}],
     "trajectory": {},
     "curvature": {"split": "mnli", "points": 3, "bootstrap": 50},
-    "layerwise": {"split": "mnli", "depth": 2, "points": 3},
+    "layerwise": {
+        "split": "mnli",
+        "depth": 2,
+        "points": 3,
+        "random_orders": 2,
+        "predict": True,
+        "training": True,
+        "bootstrap": 50,
+    },
     "mechanisms": {
         "sets": {
             "clean": "mnli",
@@ -273,6 +281,7 @@ def changed(battery, tmp_path_factory) -> dict[str, Counter]:
     data["output_dir"] = str(folder / "out")
     data["analyses"]["trajectory"] = {"checkpoints_dir": str(members / "checkpoints")}
     data["analyses"].pop("spawn")  # trains from the `train` recipe this study has not got
+    data["analyses"]["layerwise"]["checkpoints_dir"] = str(members / "checkpoints")
     runner = StudyRunner(load_study(_write_study(folder, data)), progress=False)
     runner.sweep()
     return _measure_each(runner)

@@ -511,6 +511,11 @@ def _recorded_report_dir(
     return make
 
 
+def _layerwise(**options: Any) -> Callable[[Env], None]:
+    """Ask for layer-wise connectivity on the study's path split with `options`."""
+    return _set("analyses", {"layerwise": {"split": "mnli", **options}})
+
+
 def _nothing_elsewhere(env: Env) -> None:
     assert not any((env.root / "elsewhere").iterdir()), "the report was written outside"
 
@@ -658,6 +663,18 @@ CASES = [
         ("analyses.spawn.steps", "strictly increasing", "2 then 1")),
     Bad("spawn-one-child", _with(_spawn(children=1)), ConfigError,
         ("analyses.spawn.children", "at least 2", "got 1")),
+    # ---- layer-wise connectivity (analyses.layerwise): refused before anything is swept
+    Bad("layerwise-unknown-block", _with(_layerwise(blocks=["bert.encoder", "bert.decoder"])),
+        ConfigError, ("analyses.layerwise.blocks", "'bert.decoder'", "depth 2",
+                      "bert.embeddings, bert.encoder, bert.pooler, classifier")),
+    Bad("layerwise-unknown-pair-member", _with(_layerwise(pairs=[["m0", "m7"]])), ConfigError,
+        ("analyses.layerwise.pairs", "'m7'", "members: m0, m1, m2")),
+    Bad("layerwise-pair-of-one-member", _with(_layerwise(pairs=[["m1", "m1"]])), ConfigError,
+        ("analyses.layerwise.pairs", "[m1, m1]", "two different members")),
+    Bad("layerwise-predict-even-points", _with(_layerwise(predict=True, points=4)),
+        ConfigError, ("analyses.layerwise.points", "odd", "got 4", "use 5")),
+    Bad("layerwise-training-without-checkpoints", _with(_layerwise(training=True)),
+        ConfigError, ("analyses.layerwise.training", "train.checkpoints", "checkpoints_dir")),
     # ---- the model
     Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
         ConfigError, ("'builtin:bert-huge'", "not a built-in model")),

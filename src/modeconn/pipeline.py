@@ -266,9 +266,30 @@ class StudyRunner:
             store=store,
         )
 
+    def check_analyses(self) -> None:
+        """Analysis options that name parts of the model or members (a layer-wise block,
+        a pair), checked against the model's state names and the member ids before
+        anything is trained, swept or written: every enabled analysis with a
+        ``check_inputs(study, keys=..., members=...)`` method is asked. The member ids of
+        a study that trains are those its arms will produce."""
+        from modeconn.analyses.registry import enabled
+
+        checks = [a for a in enabled(self.study) if hasattr(a, "check_inputs")]
+        if not checks:
+            return
+        train = self.study.train
+        if train is not None:
+            ids = [f"{arm.name}-{i:02d}" for arm in train.arms for i in range(arm.members)]
+        else:
+            ids = [m.id for m in self.population()]
+        keys = list(self.evaluator().keys)
+        for analysis in checks:
+            analysis.check_inputs(self.study, keys=keys, members=ids)
+
     def sweep(self) -> SweepStats:
         """Evaluate every missing member point and path unit, writing as it goes."""
         self.splits()  # a bad split fails here, before any member is trained or loaded
+        self.check_analyses()  # so does a block or pair an analysis names
         pop = self.population()
         ev = self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
