@@ -100,9 +100,9 @@ def test_a_dead_channel_matches_what_is_left() -> None:
 def test_bad_permutations_are_refused() -> None:
     state = build_cnn(CONFIG, seed=0).state_dict()
     spec = cnn_permutation_spec(CONFIG)
-    with pytest.raises(DataError, match="blocks.1: a permutation of its 8 channels"):
+    with pytest.raises(DataError, match=r"blocks\.1: a permutation of its 8 channels"):
         apply_permutation(state, spec, [np.arange(6), np.zeros(8, int), np.arange(5)])
     with pytest.raises(DataError, match="one permutation per layer"):
         apply_permutation(state, spec, [np.arange(6)])
-    with pytest.raises(DataError, match="same shape|one shape"):
+    with pytest.raises(DataError, match="of one shape"):
         match_channels(np.zeros((4, 2)), np.zeros((4, 3)))

@@ -94,7 +94,7 @@ class MechanismsSection(SectionModel):
     points: int = Field(default=11, ge=3, le=101)
     reference: str | None = None
     permute: bool = False
-    permute_sets: list[SetName] = Field(default_factory=lambda: ["clean", "cue"], min_length=1)
+    permute_sets: list[SetName] = Field(default_factory=lambda: ["clean", "cue"], min_length=1)  # type: ignore[arg-type]
     match_split: str | None = None
     groups: dict[str, list[str]] | None = None
     bootstrap: int = Field(default=200, ge=2)
@@ -152,9 +152,10 @@ def check_set_split(study: Study, role: str, name: str) -> None:
         raise ValueError(
             f"{where}, whose cue is '{cue}'; the {role} set needs `cue: {SET_CUES[role][0]}`"
         )
-    if role == "cue" and getattr(entry, "cue_fraction", 1.0) != 1.0:
+    fraction = getattr(entry, "cue_fraction", 1.0)
+    if role == "cue" and fraction != 1.0:
         raise ValueError(
-            f"{where}, whose cue_fraction is {entry.cue_fraction}; the cue set cues every "
+            f"{where}, whose cue_fraction is {fraction}; the cue set cues every "
             "image: set `cue_fraction: 1`"
         )
 

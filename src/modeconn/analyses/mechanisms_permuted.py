@@ -155,7 +155,7 @@ def barrier_table(permuted: pd.DataFrame) -> pd.DataFrame:
     t = permuted.assign(when=np.where(permuted["aligned"], "aligned", "plain"))
     wide = t.pivot_table(index="pair", columns=["set", "when"], values="loss_barrier",
                          aggfunc="mean")  # fmt: skip
-    wide.columns = [f"{s} {w}" for s, w in wide.columns]
+    wide.columns = [f"{col[0]} {col[1]}" for col in wide.columns]
     return wide
 
 
@@ -168,7 +168,9 @@ def mechanism_groups(result: StudyResult, section: MechanismsSection) -> pd.Seri
     return arms.map(lambda a: by_arm.get(a))
 
 
-def recovery(store: Store, result: StudyResult, section: MechanismsSection) -> dict[str, Any] | None:
+def recovery(
+    store: Store, result: StudyResult, section: MechanismsSection
+) -> dict[str, Any] | None:
     """ARI of the basins against the mechanism groups, on the full sample and over a
     bootstrap of the basins' evaluation sample (None without two groups)."""
     from modeconn.analyses.uncertainty import example_losses

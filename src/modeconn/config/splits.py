@@ -221,9 +221,7 @@ def cue_spots_problem(spots: Any) -> str | None:
     spots = [tuple(s) for s in spots]
     top = DIGITS_SIDE - DIGITS_BOX
     if len(spots) != DIGITS_CLASSES:
-        return (
-            f"must list one (row, column) per label, {DIGITS_CLASSES} in all; got {len(spots)}"
-        )
+        return f"must list one (row, column) per label, {DIGITS_CLASSES} in all; got {len(spots)}"
     for label, spot in enumerate(spots):
         if len(spot) != 2 or not all(0 <= int(v) <= top for v in spot):
             return (
@@ -286,7 +284,7 @@ class DigitsSplitConfig(SplitEntry):
 
     def recipe(self, name: str, study: Study) -> DigitsSpec:
         fields = self.model_dump(exclude={"kind", "cue_spots"})
-        spots = None if self.cue_spots is None else tuple(tuple(s) for s in self.cue_spots)
+        spots = None if self.cue_spots is None else tuple((r, c) for r, c in self.cue_spots)
         return DigitsSpec(name=name, max_batch=study.eval.max_batch, cue_spots=spots, **fields)
 
 

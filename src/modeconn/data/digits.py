@@ -219,7 +219,8 @@ def digits_sample(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def build_split(spec: DigitsSpec, label_order: Sequence[str] = CLASSES) -> TensorSplit:
     """The ``digits`` split kind's builder (:data:`modeconn.data.base.SPLIT_BUILDERS`):
     the sample as a :class:`~modeconn.data.tensors.TensorSplit` of
-    ``{"images": (B, 1, 28, 28)}`` batches (``(B, 1, 56, 28)`` for dominoes), fed as ``model(images=...)``.
+    ``{"images": (B, 1, 28, 28)}`` batches (``(B, 1, 56, 28)`` for dominoes), fed as
+    ``model(images=...)``.
 
     The split's classes are the digits ``"0"``–``"9"``; each must be one of the model's
     labels (`label_order`), which says which output scores it.

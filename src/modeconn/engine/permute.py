@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
 from modeconn.errors import DataError, PopulationError
-from modeconn.models.cnn import CNNConfig, SmallCNN
+from modeconn.models.cnn import CNNConfig, ConvBlock, SmallCNN
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ def block_activations(model: SmallCNN, batches: Iterable[torch.Tensor]) -> list[
         for images in batches:
             x = images
             for k, block in enumerate(model.blocks):
+                assert isinstance(block, ConvBlock)
                 h = torch.relu(block.bn(block.conv(x)))  # (B, C, H, W)
                 per_block[k].append(
                     h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).double().cpu().numpy()
