@@ -538,6 +538,40 @@ def _spawn(**section: Any) -> Callable[[Env], None]:
         env.set("analyses", {"spawn": {"steps": [0, 2], "split": "mnli", **section}})
 
     return step  # fmt: skip
+# ---- cue datasets and counterfactual sets (Lubana et al. 2023)
+DIGITS = {"kind": "digits", "sample_size": 8}
+CUE_SETS = {"clean": "d_clean", "cue": "d_cue", "random_cue": "d_random",
+            "random_image": "d_image"}  # fmt: skip
+
+
+def _cue_study(env: Env, **sets: str) -> None:
+    """Four digits splits playing the four sets, and `analyses.mechanisms` naming them
+    (with `sets` overriding the roles)."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["splits"].update(
+            d_clean={**DIGITS},
+            d_cue={**DIGITS, "cue": "label"},
+            d_random={**DIGITS, "cue": "random"},
+            d_image={**DIGITS, "cue": "random_image"},
+        )
+        data.setdefault("analyses", {})["mechanisms"] = {"sets": {**CUE_SETS, **sets}}
+
+    env.edit(change)
+
+
+def _as_cnn_study(env: Env) -> None:
+    env.set("model", {"kind": "cnn", "label_order": [str(d) for d in range(10)],
+                      "options": {"widths": [4]}})  # fmt: skip
+
+
+def _unknown_recipe(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [{"name": "a", "members": 2, "data": "mnli_train",
+                                   "recipe": "magic"}]}  # fmt: skip
+
+    env.edit(change)
 
 
 CASES = [
@@ -752,6 +786,23 @@ CASES = [
         ("analyses.curves.eval_splits", "'hans_zz'", "declare it")),
     Bad("curves-unknown-kind", _with(_curves(kind="spline")), ConfigError,
         ("analyses.curves.kind", "'bezier' or 'chain'")),
+    # ---- cue datasets and counterfactual sets
+    Bad("cue-fraction-outside-0-1",
+        _with(_set("splits.d_cue", {**DIGITS, "cue": "label", "cue_fraction": 1.5})),
+        ConfigError, ("splits.d_cue.cue_fraction", "1.5")),
+    Bad("cue-spots-outside-the-image",
+        _with(_set("splits.d_cue", {**DIGITS, "cue": "label",
+                                    "cue_spots": [[0, 2 * i] for i in range(9)] + [[27, 0]]})),
+        ConfigError, ("splits.d_cue", "label 9's box at [27, 0], outside the 28×28 image",
+                      "0..25")),
+    Bad("mechanisms-set-wrong-cue", _with(lambda env: _cue_study(env, random_cue="d_clean")),
+        ConfigError, ("analyses.mechanisms.sets.random_cue names split 'd_clean'",
+                      "cue is 'none'", "`cue: random`")),
+    Bad("mechanisms-set-without-cue-fields",
+        _with(lambda env: _cue_study(env, clean="mnli"), _as_cnn_study), ConfigError,
+        ("analyses.mechanisms.sets.clean names split 'mnli' of kind 'text'", "no cue fields")),
+    Bad("train-unknown-recipe", _with(_unknown_recipe), ConfigError,
+        ("train.arms.0.recipe", "'magic'")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),

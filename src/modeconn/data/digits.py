@@ -126,12 +126,19 @@ def partition(
     return np.concatenate(train), np.concatenate(test)
 
 
-def paste_cue(images: torch.Tensor, spots: np.ndarray, value: float) -> None:
+def paste_cue(
+    images: torch.Tensor,
+    spots: np.ndarray,
+    value: float,
+    code: Sequence[tuple[int, int]] = CUE_SPOTS,
+) -> None:
     """Paste a BOX×BOX square of `value` at spot ``spots[i]`` of image i, in place;
-    a spot of −1 leaves the image clean. `images` is (n, 1, 28, 28)."""
+    a spot of −1 leaves the image clean. `images` is (n, 1, 28, 28); `code` gives each
+    spot's top-left (row, column) (the study's ``cue_spots``, by default
+    :data:`CUE_SPOTS`)."""
     for i, s in enumerate(spots.tolist()):
         if s >= 0:
-            r, c = CUE_SPOTS[s]
+            r, c = code[s]
             images[i, :, r : r + BOX, c : c + BOX] = value
 
 
@@ -188,7 +195,12 @@ def digits_part(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
     if spec.cue == "random_image":
         pixels = pixels[random_image_donors(y, spec.cue_seed)]
     x = normalise(pixels)
-    paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD)
+    if spec.compose == "dominoes":  # the cue is an easy image on top, not a box
+        from modeconn.data.dominoes import stack_cue_halves
+
+        return stack_cue_halves(spec, x, y), torch.from_numpy(y.astype(np.int64))
+    code = CUE_SPOTS if spec.cue_spots is None else spec.cue_spots
+    paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD, code)
     return x, torch.from_numpy(y.astype(np.int64))
 
 
@@ -207,7 +219,8 @@ def digits_sample(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def build_split(spec: DigitsSpec, label_order: Sequence[str] = CLASSES) -> TensorSplit:
     """The ``digits`` split kind's builder (:data:`modeconn.data.base.SPLIT_BUILDERS`):
     the sample as a :class:`~modeconn.data.tensors.TensorSplit` of
-    ``{"images": (B, 1, 28, 28)}`` batches, fed as ``model(images=...)``.
+    ``{"images": (B, 1, 28, 28)}`` batches (``(B, 1, 56, 28)`` for dominoes), fed as
+    ``model(images=...)``.
 
     The split's classes are the digits ``"0"``–``"9"``; each must be one of the model's
     labels (`label_order`), which says which output scores it.
