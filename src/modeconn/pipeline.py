@@ -107,7 +107,9 @@ class StudyRunner:
         return self._engine()[1]
 
     def member_plans(self) -> list[MemberPlan]:
-        """The members a study's `train` section asks for, with their data and seeds."""
+        """The members a study's `train` section trains from the pretrained model, with
+        their data and seeds (``recipe: cue`` is plain fine-tuning on a cued split; arms
+        with ``from`` are fine-tuned afterwards, :mod:`modeconn.population.recipes`)."""
         from modeconn.population.train import LinearProbe
 
         train = self.study.train
@@ -115,6 +117,8 @@ class StudyRunner:
             return []
         plans = []
         for arm in train.arms:
+            if arm.from_ is not None:
+                continue  # fine-tuned from trained members (modeconn.population.recipes)
             probe = None
             if arm.recipe == "lp-ft":
                 probe = LinearProbe(examples=arm.probe_examples or train.examples, lr=arm.probe_lr)
@@ -194,7 +198,18 @@ class StudyRunner:
                 base=base,
                 progress=self.progress,
             )
-        return [out / f"{p.member_id}.safetensors" for p in plans]
+        paths = [out / f"{p.member_id}.safetensors" for p in plans]
+        if any(arm.from_ is not None for arm in train.arms):
+            from modeconn.population.recipes import train_recipe_members
+
+            paths += train_recipe_members(
+                self.study,
+                self.engine_spec().model,
+                base=base,
+                progress=self.progress,
+                say=self.say,
+            )
+        return paths
 
     def population(self) -> Population:
         if self._population is None:

@@ -17,7 +17,7 @@ on a sweep worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 MetricName = Literal["accuracy", "f1", "mcc"]
 Role = Literal["id", "ood", "train"]
+TextCue = Literal["none", "label", "random", "random_text"]
+CuePosition = Literal["start", "end"]
+# the default cue words, one per class in the split's class order (single WordPiece tokens
+# of the uncased BERT vocabulary, unrelated to entailment): see modeconn.data.text_cues
+DEFAULT_CUE_TOKENS = ("apple", "river", "piano", "tiger", "candle", "violin", "garden", "rocket")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,24 @@ class SplitSpec:
     sample_size: int | None = 512
     sample_seed: int = 0
     role: Role = "id"
+    # the token cue (modeconn.data.text_cues): `cue_words` maps each label to its word
+    cue: TextCue = "none"
+    cue_fraction: float = 1.0
+    cue_seed: int = 0
+    cue_words: Mapping[str, str] = field(default_factory=dict)
+    cue_position: CuePosition = "start"
+
+    def cue_identity(self) -> tuple[Any, ...] | None:
+        """What the cue settings contribute to the split's identity (None: no cue)."""
+        if self.cue == "none":
+            return None
+        return (
+            self.cue,
+            self.cue_fraction if self.cue == "label" else None,
+            self.cue_seed if self.cue in ("random", "random_text") else None,
+            tuple(sorted(self.cue_words.items())),
+            self.cue_position,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,8 +142,65 @@ class SplitConfig(SplitEntry):
     label_values: dict[str, str] = Field(default_factory=dict)
     classes: dict[str, list[str]] | None = None
     positive_class: str | None = None
+    cue: TextCue = Field(
+        default="none",
+        description="the token cue (Lubana et al. 2023, for text): none; label (the label's "
+        "word on the first cue_fraction of each class); random (a word drawn with cue_seed); "
+        "random_text (the label's word on the pair of an example of another label)",
+    )
+    cue_fraction: float = Field(default=1.0, description="cue: label — the cued fraction p")
+    cue_seed: int = 0
+    cue_tokens: list[str] | None = Field(
+        default=None,
+        description="the cue word of each class, in the split's class order (its `classes`, "
+        f"else model.label_order); default {list(DEFAULT_CUE_TOKENS)[:3]}…",
+    )
+    cue_position: CuePosition = Field(
+        default="start", description="where the word goes in the second text: start or end"
+    )
 
-    def spec(self, name: str, data_root: Path) -> SplitSpec:
+    @model_validator(mode="after")
+    def _cue_settings(self) -> SplitConfig:
+        if not 0.0 <= self.cue_fraction <= 1.0:
+            raise ValueError(
+                f"cue_fraction is the fraction of each class that carries the cue, in [0, 1]; "
+                f"got {self.cue_fraction}"
+            )
+        if self.cue_tokens is not None:
+            bad = [w for w in self.cue_tokens if not w or w != w.strip() or len(w.split()) != 1]
+            if bad:
+                raise ValueError(
+                    f"cue_tokens must be single words (no spaces); got {bad[0]!r}: write e.g. "
+                    f"{list(DEFAULT_CUE_TOKENS[:3])}"
+                )
+            if len(set(self.cue_tokens)) != len(self.cue_tokens):
+                raise ValueError(
+                    f"cue_tokens must be distinct (a word encodes one label); got {self.cue_tokens}"
+                )
+        return self
+
+    def cue_words(self, name: str, label_order: Sequence[str]) -> dict[str, str]:
+        """Each class's cue word: ``cue_tokens`` (default :data:`DEFAULT_CUE_TOKENS`) matched
+        to the split's classes (``classes``, else `label_order`) in order; {} without a cue.
+
+        >>> SplitConfig(path="x", text_a="a", label="y", cue="label").cue_words("s", ["e", "n"])
+        {'e': 'apple', 'n': 'river'}
+        """
+        if self.cue == "none":
+            return {}
+        classes = list(self.classes) if self.classes else list(label_order)
+        words = list(self.cue_tokens or DEFAULT_CUE_TOKENS[: len(classes)])
+        if len(words) != len(classes):
+            from modeconn.errors import ConfigError
+
+            given = "cue_tokens gives" if self.cue_tokens else "the default cue words give"
+            raise ConfigError(
+                f"split '{name}': {given} {len(words)} words for {len(classes)} classes "
+                f"{classes}; list one cue word per class in splits.{name}.cue_tokens"
+            )
+        return dict(zip(classes, words, strict=True))
+
+    def spec(self, name: str, data_root: Path, label_order: Sequence[str] = ()) -> SplitSpec:
         return SplitSpec(
             name=name,
             path=resolve_path(data_root, self.path),
@@ -137,10 +217,15 @@ class SplitConfig(SplitEntry):
             sample_size=self.sample_size,
             sample_seed=self.sample_seed,
             role=self.role,
+            cue=self.cue,
+            cue_fraction=self.cue_fraction,
+            cue_seed=self.cue_seed,
+            cue_words=self.cue_words(name, label_order),
+            cue_position=self.cue_position,
         )
 
     def recipe(self, name: str, study: Study) -> TextRecipe:
-        spec = self.spec(name, study.data_path())
+        spec = self.spec(name, study.data_path(), study.model.label_order)
         return TextRecipe(
             spec=spec,
             tokenizer=study.model_source(),
@@ -281,6 +366,22 @@ class DigitsSplitConfig(SplitEntry):
                     "does not have: its cue is the top image; remove cue_spots"
                 )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_text_cue(cls, data: Any) -> Any:
+        # the token cue's settings on an image split: say what the split can hold instead
+        if isinstance(data, Mapping):
+            text = [k for k in ("cue_tokens", "cue_position") if k in data]
+            if data.get("cue") == "random_text":
+                text.insert(0, "cue: random_text")
+            if text:
+                raise ValueError(
+                    f"{text[0]} is a token-cue setting of text splits; a digits split cannot "
+                    "hold a text cue: its cue is the box (cue: none, label, random or "
+                    "random_image; cue_fraction; cue_seed)"
+                )
+        return data
 
     def recipe(self, name: str, study: Study) -> DigitsSpec:
         fields = self.model_dump(exclude={"kind", "cue_spots"})
