@@ -197,10 +197,28 @@ class Study(_Strict):
                         f"train.arms[{arm.name}].from: a text arm starts from the pretrained "
                         "model; `from` is for image recipes (model.kind: cnn)"
                     )
+        self._check_landmarks()
         sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
+
+    def _check_landmarks(self) -> None:
+        m = self.basins.landmarks
+        if m is None:
+            return
+        for key in ("distances", "uncertainty", "trajectory"):
+            if sections.is_set(self.analyses.get(key)):
+                raise ValueError(
+                    f"basins.landmarks measures only the paths to {m} landmarks, but "
+                    f"analyses.{key} needs every pair; remove analyses.{key} or "
+                    "basins.landmarks"
+                )
+        if self.basins.n_basins is not None and m < self.basins.n_basins:
+            raise ValueError(
+                f"basins.landmarks ({m}) must be at least basins.n_basins "
+                f"({self.basins.n_basins}): each basin needs a landmark to be seen"
+            )
 
     def check_split(self, field: str, name: str) -> None:
         """Raise ValueError unless split `name` (named by `field`) is declared."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -111,8 +111,13 @@ def plan_sweep(
     member_splits: Sequence[str],
     points: int,
     store: Store,
+    pairs: Collection[tuple[int, int]] | None = None,
 ) -> SweepPlan:
-    """Every member point and path unit of the study that the store does not hold yet."""
+    """Every member point and path unit of the study that the store does not hold yet.
+
+    ``pairs`` (member indices i < j) restricts the paths to those pairs — the landmark
+    pairs of :mod:`modeconn.stats.landmarks`; ``None`` sweeps every pair.
+    """
     alphas = alpha_grid(points)
     grid = grid_id("linear", points)
     plan = SweepPlan(tuple(members), alphas, grid, (), (), 0, 0)
@@ -125,10 +130,12 @@ def plan_sweep(
         is None
     ]
     done = store.done_units()
+    wanted = None if pairs is None else set(pairs)
     units = [
         (i, j, s)
         for i in range(len(members))
         for j in range(i + 1, len(members))
+        if wanted is None or (i, j) in wanted
         for s in path_splits
     ]
     # a pair whose id order changed (a rename, a swap) was swept the other way: done
