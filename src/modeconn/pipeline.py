@@ -249,6 +249,7 @@ class StudyRunner:
             points=self.study.paths.points,
             store=store,
             pairs=landmark_plan(len(self.members()), self.study.basins),
+            tolerance=self.study.paths.tolerance,
         )
 
     def sweep(self) -> SweepStats:
