@@ -76,3 +76,41 @@ def test_report_heatmap_masks_unmeasured(landmark_run: Path) -> None:
     shown = fig.axes[0].images[0].get_array()
     assert int(np.ma.getmaskarray(shown).sum()) == int(np.isnan(result.distance.to_numpy()).sum())
     assert (study.out_path() / study.report_dir / "report.html").is_file()
+
+
+def test_the_builtin_population_study_is_valid() -> None:
+    from modeconn.config.study import builtin_study_path
+
+    study = load_study(builtin_study_path("demo-population-100"))
+    est = plan_study(study)
+    assert est.members == 100 and est.all_pairs == 4950 and est.points == 21
+    assert {a.name for a in study.train.arms} == {"clean", "cue60", "cue90"}  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_kill_resume_with_landmarks_and_adaptive_grids(data_root: Path, tmp_path: Path) -> None:
+    """The kill harness with basins.landmarks and paths.tolerance on: 3 SIGKILLs, resumed,
+    each completed store equal to the uninterrupted landmark + adaptive run."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from kill_harness import run_harness
+
+    lines: list[str] = []
+    result = run_harness(
+        tmp_path,
+        kills=3,
+        backend="local",
+        members=6,
+        sample=48,
+        data=data_root,
+        say=lines.append,
+        landmarks=3,
+        tolerance=0.01,
+    )
+    report = "\n".join(lines)
+    assert "reference: 24 units" in report, report  # (3·3 + 3 of 15 pairs) × 2 splits
+    assert result.survived == result.kills and result.rounds_equal == result.rounds >= 1, report
+    assert result.ok, report
