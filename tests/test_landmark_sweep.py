@@ -114,3 +114,13 @@ def test_kill_resume_with_landmarks_and_adaptive_grids(data_root: Path, tmp_path
     assert "reference: 24 units" in report, report  # (3·3 + 3 of 15 pairs) × 2 splits
     assert result.survived == result.kills and result.rounds_equal == result.rounds >= 1, report
     assert result.ok, report
+
+
+def test_plan_says_adaptive_counts_are_upper_bounds(landmark_run: Path) -> None:
+    data = yaml.safe_load(landmark_run.read_text())
+    data["paths"]["tolerance"] = 0.01
+    other = landmark_run.parent / "adaptive-plan.yaml"
+    other.write_text(yaml.safe_dump(data))
+    est = plan_study(load_study(other), members=10)
+    assert est.tolerance == 0.01
+    assert "upper bounds" in est.summary()

@@ -90,6 +90,7 @@ class SweepEstimate:
     study: str | None = None
     members_from: str | None = None
     landmarks: int | None = None
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("path_splits", "eval_splits"):
@@ -300,6 +301,12 @@ class SweepEstimate:
             made = self.split_examples(s)
             line = f"  {s:<{width}}  {size} per evaluation ({of}) × ({evals} evaluations)"
             lines.append(line + (f" = {made:,}" if made is not None else ""))
+        if self.tolerance is not None:
+            lines.append(
+                f"paths.tolerance {self.tolerance:g}: adaptive α grids evaluate a subset of "
+                f"the {interior} interior α of each path (at least the coarse ones), so the "
+                "interior counts above and the projection are upper bounds"
+            )
         lines.append(self._projection())
         saving = self._saving()
         if saving is not None:
@@ -440,4 +447,5 @@ def plan_study(
         study=study.name,
         members_from=source,
         landmarks=study.basins.landmarks,
+        tolerance=study.paths.tolerance,
     )
