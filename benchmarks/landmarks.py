@@ -19,6 +19,10 @@ reused by every row and every rerun. Each row sweeps the same members on the sam
                  time is not measured;
   all three      landmarks + adaptive swept, then sequential replayed on that store.
 
+``--replay`` sweeps all pairs once and replays every saving on its stored points instead
+(the adaptive grid reads only the lattice points it would evaluate, landmarks only their
+pairs): forward passes, ARI and |ΔCG| for an N whose four timed sweeps would take too long.
+
 Columns: forward passes are examples forwarded on path interiors (endpoints are N member
 evaluations in every row and left out), with their share of all pairs'; wall time is the
 sweep stage (plan + evaluate + write), timed interleaved over ``--rounds`` rounds (all
@@ -46,8 +50,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from modeconn.config.study import Study, builtin_study_path, load_study
 from modeconn.engine.planning import plan_study
+from modeconn.measures.barriers import convexity_gap
 from modeconn.pipeline import StudyRunner
 from modeconn.results import StudyResult, analyze, curves
+from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.stats.basins import find_basins
 from modeconn.stats.landmarks import landmark_basins
 from modeconn.stats.sequential import sequential_gap
@@ -148,6 +154,128 @@ def replay_sequential(
     return passes, pd.DataFrame(d, index=ids, columns=ids), labels
 
 
+def _curves_with_examples(store: Store, study: Study) -> dict[tuple[str, str], Any]:
+    return dict(curves(store, study.basins.split, with_examples=True).items())
+
+
+def replay(
+    store: Store,
+    result: StudyResult,
+    args: argparse.Namespace,
+    *,
+    landmarks: bool,
+    adaptive: bool,
+    sequential: bool,
+) -> Row:
+    """A saving (or several) replayed on a complete all-pairs sweep's stored points.
+
+    Landmarks keep only the landmark pairs (the same seeded draw as the sweep); the
+    adaptive grid reads only the lattice points it asks for (the values a live adaptive
+    sweep computes, up to float reproducibility); sequential samples read blocks of the
+    kept α's per-example losses. Passes count interior α × examples read.
+    """
+    study, b = result.study, result.study.basins
+    ids = list(result.distance.index)
+    index = {m: i for i, m in enumerate(ids)}
+    marks = None
+    if landmarks:
+        from modeconn.results import landmark_ids
+
+        marks = landmark_ids(ids, args.landmarks, b.landmark_seed)
+    d = np.full((len(ids), len(ids)), np.nan)
+    np.fill_diagonal(d, 0.0)
+    passes = 0
+    for (a_id, b_id), g in _curves_with_examples(store, study).items():
+        if a_id not in index or b_id not in index:
+            continue
+        if marks is not None and a_id not in marks and b_id not in marks:
+            continue
+        alphas = g["alpha"].to_numpy()
+        losses = np.stack([np.asarray(x, dtype=np.float64) for x in g["example_losses"]])
+        keep = np.arange(len(alphas))
+        if adaptive:
+            means = g["loss"].to_numpy()
+            _, used = adaptive_gap(
+                lambda k, means=means: float(means[k]),
+                alphas,
+                args.tolerance,
+                known={0: float(means[0]), len(alphas) - 1: float(means[-1])},
+            )
+            keep = np.array(sorted(used))
+        sub_a, sub = alphas[keep], losses[keep]
+        interior = int(((sub_a > 0) & (sub_a < 1)).sum())
+        if sequential:
+            r = sequential_gap(
+                lambda k, sub=sub: sub[:, k * args.block : (k + 1) * args.block],
+                sub_a,
+                sub.shape[1],
+                block=args.block,
+                min_blocks=args.min_blocks,
+                tolerance=args.seq_tolerance,
+                n_boot=args.n_boot,
+                seed=0,
+            )
+            gap, examples = r.gap, r.examples
+        else:
+            gap = convexity_gap(g["loss"].to_numpy()[keep], sub_a)
+            examples = sub.shape[1]
+        passes += interior * examples
+        d[index[a_id], index[b_id]] = d[index[b_id], index[a_id]] = gap
+    if marks is None:
+        labels = find_basins(d, **b.fit_options()).labels
+    else:
+        labels = landmark_basins(d, [index[m] for m in marks], **b.fit_options()).labels
+    return Row("replayed", passes, None, labels, pd.DataFrame(d, index=ids, columns=ids))
+
+
+def main_replay(args: argparse.Namespace, studies: dict[str, Study]) -> None:
+    """One all-pairs sweep, every saving replayed on it: passes, ARI, max |ΔCG|."""
+    fresh_ok = studies["all pairs"]
+    StudyRunner(fresh_ok, progress=False).sweep()
+    with Store(fresh_ok.store_path(), create=False) as store:
+        result = analyze(store, fresh_ok)
+        ref = Row(
+            "all pairs",
+            _interior_passes(store, fresh_ok),
+            result,
+            result.fit.labels,
+            result.distance,
+        )
+        rows = {
+            "all pairs": ref,
+            "landmarks": replay(
+                store, result, args, landmarks=True, adaptive=False, sequential=False
+            ),
+            "adaptive": replay(
+                store, result, args, landmarks=False, adaptive=True, sequential=False
+            ),
+            "sequential": replay(
+                store, result, args, landmarks=False, adaptive=False, sequential=True
+            ),
+            "all three": replay(
+                store, result, args, landmarks=True, adaptive=True, sequential=True
+            ),
+        }
+    assert ref.labels is not None
+    n = len(ref.labels)
+    print(
+        f"population: {n} members of demo-population-100 ({' + '.join(map(str, _arms(n)))}), "
+        f"21-point α grid, 100 clean test digits per path; every saving replayed on one "
+        f"all-pairs sweep (no wall times); landmarks m = {args.landmarks}, paths.tolerance = "
+        f"{args.tolerance}, sequential block {args.block} × ≥ {args.min_blocks}, interval < "
+        f"{args.seq_tolerance}"
+    )
+    print(f"{'method':<24}{'forward passes':>16}{'share':>8}{'ARI':>7}{'max |ΔCG|':>11}")
+    for name, r in rows.items():
+        print(
+            f"{name:<24}{r.passes:>16,}{r.passes / ref.passes:>8.1%}"
+            f"{adjusted_rand_score(ref.labels, r.labels):>7.3f}"
+            f"{max_delta(r.distance, ref.distance):>11.4f}"
+        )
+    if result.recovery is not None:
+        print(f"all-pairs basins vs training arms: ARI {result.recovery:.3f}")
+
+
 def max_delta(a: Any, b: Any) -> float:
     x, y = a.to_numpy(), b.loc[a.index, a.columns].to_numpy()
     both = np.isfinite(x) & np.isfinite(y)
@@ -166,11 +294,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--project", type=int, default=1000, help="members of the projection")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-landmarks"))
+    ap.add_argument(
+        "--replay",
+        action="store_true",
+        help="sweep all pairs once and replay every saving on its stored points "
+        "(forward passes, ARI, |ΔCG|; no wall times): for an N too slow to sweep 4× over",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     files = study_files(args)
     studies = {name: load_study(path) for name, path in files.items()}
     StudyRunner(studies["all pairs"], progress=False).train()  # once; every row reuses them
+    if args.replay:
+        main_replay(args, studies)
+        return
 
     def fresh(name: str) -> None:
         store = studies[name].store_path()
