@@ -26,6 +26,7 @@ from modeconn.config.study import Study
 from modeconn.data.base import Split
 from modeconn.data.text import Example, read_examples
 from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.planning import landmark_plan
 from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
@@ -279,6 +280,8 @@ class StudyRunner:
             member_splits=self.study.eval_splits(),
             points=self.study.paths.points,
             store=store,
+            pairs=landmark_plan(len(self.members()), self.study.basins),
+            tolerance=self.study.paths.tolerance,
         )
 
     def check_analyses(self) -> None:
