@@ -538,6 +538,8 @@ def _spawn(**section: Any) -> Callable[[Env], None]:
         env.set("analyses", {"spawn": {"steps": [0, 2], "split": "mnli", **section}})
 
     return step  # fmt: skip
+
+
 # ---- cue datasets and counterfactual sets (Lubana et al. 2023)
 DIGITS = {"kind": "digits", "sample_size": 8}
 CUE_SETS = {"clean": "d_clean", "cue": "d_cue", "random_cue": "d_random",

@@ -255,17 +255,6 @@ class StudyRunner:
             self._members = refs
         return list(self._members)
 
-    def check_analyses(self) -> None:
-        """Each enabled analysis's checks against the population (an optional
-        ``check_members(study, ids)``), before the store is opened."""
-        from modeconn.analyses.registry import enabled
-
-        ids = [m.id for m in self.members()]
-        for analysis in enabled(self.study):
-            check = getattr(analysis, "check_members", None)
-            if check is not None:
-                check(self.study, ids)
-
     # ---- stages ---------------------------------------------------------------------
 
     def open_store(self) -> Store:
