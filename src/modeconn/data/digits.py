@@ -57,6 +57,8 @@ import torch
 from modeconn.config.splits import DIGITS_PER_CLASS as PER_CLASS
 from modeconn.config.splits import DigitsSpec
 from modeconn.data.base import SampleInfo
+from modeconn.data.dominoes import stack_cue_halves
+from modeconn.data.partition import partition
 from modeconn.data.tensors import TensorSplit, tensor_split
 from modeconn.errors import ConfigError, DataError
 
@@ -101,29 +103,6 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     images.flags.writeable = False
     labels.flags.writeable = False
     return images, labels
-
-
-def partition(
-    labels: np.ndarray, *, test_per_class: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, class-stratified, disjoint (train, test) index arrays.
-
-    Each class's indices are shuffled with one generator seeded by `seed` (classes in
-    order 0–9); the first `test_per_class` go to test. Both arrays list the images
-    class by class, each class in its shuffled order.
-
-    >>> y = np.repeat(np.arange(3), 4)
-    >>> tr, te = partition(y, test_per_class=1, seed=0)
-    >>> len(tr), len(te), len(set(tr) & set(te))
-    (9, 3, 0)
-    """
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        test.append(idx[:test_per_class])
-        train.append(idx[test_per_class:])
-    return np.concatenate(train), np.concatenate(test)
 
 
 def paste_cue(
@@ -196,9 +175,8 @@ def digits_part(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = pixels[random_image_donors(y, spec.cue_seed)]
     x = normalise(pixels)
     if spec.compose == "dominoes":  # the cue is an easy image on top, not a box
-        from modeconn.data.dominoes import stack_cue_halves
-
-        return stack_cue_halves(spec, x, y), torch.from_numpy(y.astype(np.int64))
+        halves = stack_cue_halves(spec, x, y, mean=MNIST_MEAN, std=MNIST_STD)
+        return halves, torch.from_numpy(y.astype(np.int64))
     code = CUE_SPOTS if spec.cue_spots is None else spec.cue_spots
     paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD, code)
     return x, torch.from_numpy(y.astype(np.int64))

@@ -46,10 +46,12 @@ import numpy as np
 import torch
 
 from modeconn.config.splits import DigitsSpec
-from modeconn.data.digits import MNIST_MEAN, MNIST_STD, N_CLASSES, SIDE, partition
+from modeconn.data.partition import partition
 from modeconn.errors import DataError
 
 EASY_TEST_PER_CLASS = 30  # of the ~180 scikit-learn digits per class
+SIDE = 28  # each half is SIDE × SIDE, like the MNIST digit below
+N_CLASSES = 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,9 +94,12 @@ def cue_halves(spec: DigitsSpec, labels: np.ndarray, easy_labels: np.ndarray) ->
     return out
 
 
-def stack_cue_halves(spec: DigitsSpec, core: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    """The dominoes images ``(n, 1, 56, 28)``: the cue half chosen by :func:`cue_halves`
-    on top of the normalised core digits `core` ``(n, 1, 28, 28)``."""
+def stack_cue_halves(
+    spec: DigitsSpec, core: torch.Tensor, labels: np.ndarray, *, mean: float, std: float
+) -> torch.Tensor:
+    """The dominoes images ``(n, 1, 56, 28)``: the cue half chosen by :func:`cue_halves`,
+    standardised with the core's `mean` and `std`, on top of the normalised core digits
+    `core` ``(n, 1, 28, 28)``."""
     easy, easy_labels = load_easy_digits()
     train, test = partition(
         easy_labels, test_per_class=EASY_TEST_PER_CLASS, seed=spec.partition_seed
@@ -104,5 +109,5 @@ def stack_cue_halves(spec: DigitsSpec, core: torch.Tensor, labels: np.ndarray) -
     top = torch.zeros(len(labels), 1, SIDE, SIDE)  # blank: pixel 0
     cued = np.flatnonzero(pick >= 0)
     top[torch.from_numpy(cued), 0] = easy[torch.from_numpy(part[pick[cued]])]
-    top.sub_(MNIST_MEAN).div_(MNIST_STD)
+    top.sub_(mean).div_(std)
     return torch.cat([top, core], dim=2).contiguous()
