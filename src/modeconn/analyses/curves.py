@@ -185,9 +185,9 @@ class Curves:
     summary = "a Bézier curve or polygonal chain with trained bends vs. the line, per pair"
     needs_weights = True
 
-    def check_members(self, study: Study, ids: Sequence[str]) -> None:
-        """Before anything is written: every pair names members of the population."""
-        check_members(study.section(self.key), ids)
+    def check_inputs(self, study: Study, *, keys: Sequence[str], members: Sequence[str]) -> None:
+        """Before anything is trained or written: every pair names members of the study."""
+        check_members(study.section(self.key), members)
 
     def measure(self, ctx: MeasureContext) -> None:
         from tqdm.auto import tqdm

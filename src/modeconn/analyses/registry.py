@@ -17,6 +17,7 @@ from modeconn.analyses import (
     mechanisms,
     planes,
     sharpness,
+    spawn,
     table_one,
     trajectory,
     uncertainty,
@@ -41,6 +42,7 @@ ANALYSES: list[Analysis] = [
     layerwise.Layerwise(),  # layer-wise LMC (Adilova et al. 2024)
     mechanisms.Mechanisms(),  # counterfactual connectivity, Lubana et al. Table 1
     curves.Curves(),  # trained Bézier curves / chains vs. the line (Garipov et al. 2018)
+    spawn.Spawn(),  # spawn time: barrier between siblings vs. step (Frankle et al. 2020)
 ]
 
 
