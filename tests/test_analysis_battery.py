@@ -76,9 +76,9 @@ ANALYSES: dict[str, Any] = {
     "mechanisms": {
         "sets": {
             "clean": "mnli",
-            "cue": "hans_lo",
-            "random_cue": "hans_sub",
-            "random_image": "mnli",
+            "cue": "mnli_cue",
+            "random_cue": "mnli_random_cue",
+            "random_image": "mnli_random_text",
         },
         "points": 3,
         "reference": "aug",
@@ -160,6 +160,12 @@ def battery(tiny_model_dir: Path, data_root: Path, tmp_path_factory) -> dict[str
     folder = tmp_path_factory.mktemp("battery")
     data = tiny_study_dict(tiny_model_dir, data_root, folder / "out", members=2, sample=16)
     data["analyses"] = ANALYSES
+    mnli = {**data["splits"]["mnli"], "role": "ood"}  # the token-cue sets of mechanisms
+    data["splits"].update(
+        mnli_cue={**mnli, "cue": "label"},
+        mnli_random_cue={**mnli, "cue": "random"},
+        mnli_random_text={**mnli, "cue": "random_text"},
+    )
     data["train"]["checkpoints"] = [0.5]
     data["basins"]["bootstrap"] = 50
     study = load_study(_write_study(folder, data))
