@@ -36,13 +36,20 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from modeconn.analyses import registry
-from modeconn.analyses.base import MeasureContext, is_enabled, settings_fingerprint, value_key
+from modeconn.analyses.base import (
+    MeasureContext,
+    is_enabled,
+    settings_fingerprint,
+    summary_json,
+    value_key,
+)
 from modeconn.cli import main
 from modeconn.config.sections import SectionModel
 from modeconn.config.study import load_study
 from modeconn.errors import ConfigError
 from modeconn.pipeline import StudyRunner, _check_against
 from modeconn.report.html import Section
+from modeconn.report.json import dumps, study_json
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -57,7 +64,15 @@ ANALYSES: dict[str, Any] = {
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 2}],
     "trajectory": {},
     "curvature": {"split": "mnli", "points": 3, "bootstrap": 50},
-    "layerwise": {"split": "mnli", "depth": 2, "points": 3},
+    "layerwise": {
+        "split": "mnli",
+        "depth": 2,
+        "points": 3,
+        "random_orders": 2,
+        "predict": True,
+        "training": True,
+        "bootstrap": 50,
+    },
     "mechanisms": {
         "sets": {
             "clean": "mnli",
@@ -67,6 +82,14 @@ ANALYSES: dict[str, Any] = {
         },
         "points": 3,
         "reference": "aug",
+    },
+    "curves": {
+        "pairs": [["seed-00", "seed-01"]],
+        "split": "mnli",
+        "eval_splits": ["mnli", "hans_lo"],
+        "steps": 2,
+        "batch_size": 4,
+        "points": 3,
     },
     "spawn": {"steps": [0, 2], "children": 2, "split": "mnli", "points": 3, "curvature": 3},
 }
@@ -209,6 +232,19 @@ def test_reads_back_and_reports(battery, analysis) -> None:
     assert all(isinstance(line, str) for line in analysis.summary_lines(value))
 
 
+@pytest.mark.parametrize("analysis", ALL, ids=IDS)
+def test_summary_json_is_strict_json(battery, analysis) -> None:
+    """Its own summary_json, or the generic default: plain JSON, no NaN (report --json)."""
+    out = summary_json(analysis, battery["result"].analyses[analysis.key])
+    assert isinstance(out, dict)
+    json.dumps(out, allow_nan=False)
+
+
+def test_report_json_holds_every_analysis(battery) -> None:
+    doc = json.loads(dumps(study_json(battery["result"])))
+    assert list(doc["analyses"]) == IDS
+
+
 @pytest.fixture(scope="module")
 def rebuilt(battery, tmp_path_factory) -> str:
     """`modeconn report` on a copy of the store file alone, into another folder."""
@@ -245,6 +281,7 @@ def changed(battery, tmp_path_factory) -> dict[str, Counter]:
     data["output_dir"] = str(folder / "out")
     data["analyses"]["trajectory"] = {"checkpoints_dir": str(members / "checkpoints")}
     data["analyses"].pop("spawn")  # trains from the `train` recipe this study has not got
+    data["analyses"]["layerwise"]["checkpoints_dir"] = str(members / "checkpoints")
     runner = StudyRunner(load_study(_write_study(folder, data)), progress=False)
     runner.sweep()
     return _measure_each(runner)
@@ -271,6 +308,7 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "curvature": dict(ANALYSES["curvature"], points=5),
     "layerwise": dict(ANALYSES["layerwise"], depth=1),
     "mechanisms": dict(ANALYSES["mechanisms"], points=4),
+    "curves": dict(ANALYSES["curves"], steps=3),
     "spawn": dict(ANALYSES["spawn"], seed=1),
 }
 
