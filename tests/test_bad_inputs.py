@@ -562,11 +562,6 @@ def _cue_study(env: Env, **sets: str) -> None:
     env.edit(change)
 
 
-def _as_cnn_study(env: Env) -> None:
-    env.set("model", {"kind": "cnn", "label_order": [str(d) for d in range(10)],
-                      "options": {"widths": [4]}})  # fmt: skip
-
-
 def _unknown_recipe(env: Env) -> None:
     def change(data: dict[str, Any]) -> None:
         del data["population"]
@@ -822,9 +817,10 @@ CASES = [
     Bad("mechanisms-set-wrong-cue", _with(lambda env: _cue_study(env, random_cue="d_clean")),
         ConfigError, ("analyses.mechanisms.sets.random_cue names split 'd_clean'",
                       "cue is 'none'", "`cue: random`")),
-    Bad("mechanisms-set-without-cue-fields",
-        _with(lambda env: _cue_study(env, clean="mnli"), _as_cnn_study), ConfigError,
-        ("analyses.mechanisms.sets.clean names split 'mnli' of kind 'text'", "no cue fields")),
+    Bad("mechanisms-text-set-with-wrong-cue",
+        _with(lambda env: _cue_study(env, random_image="mnli")), ConfigError,
+        ("analyses.mechanisms.sets.random_image names split 'mnli'", "cue is 'none'",
+         "`cue: random_text`")),
     Bad("train-unknown-recipe", _with(_unknown_recipe), ConfigError,
         ("train.arms.0.recipe", "'magic'")),
     # ---- plan

@@ -141,17 +141,14 @@ def check_set_split(study: Study, role: str, name: str) -> None:
     kind = split_kind(entry)
     where = f"analyses.mechanisms.sets.{role} names split '{name}'"
     cue = getattr(entry, "cue", None)
-    if cue is None:
-        if kind == "text" and study.model.kind != "cnn":
-            return  # text splits are taken as they are until they carry cue fields
+    if cue is None:  # a split kind a data module added without cue fields
         raise ValueError(
             f"{where} of kind '{kind}', which has no cue fields; a counterfactual set is a "
             f"split with `cue: {SET_CUES[role][0]}` (e.g. `kind: digits`)"
         )
     if cue not in SET_CUES[role]:
-        raise ValueError(
-            f"{where}, whose cue is '{cue}'; the {role} set needs `cue: {SET_CUES[role][0]}`"
-        )
+        want = "random_text" if role == "random_image" and kind == "text" else SET_CUES[role][0]
+        raise ValueError(f"{where}, whose cue is '{cue}'; the {role} set needs `cue: {want}`")
     fraction = getattr(entry, "cue_fraction", 1.0)
     if role == "cue" and fraction != 1.0:
         raise ValueError(

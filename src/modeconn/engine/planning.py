@@ -430,7 +430,8 @@ def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
 
 def _digits_rows(entry: Any) -> int:
     """Images in a digits split's part (the MNIST digits ship inside an installed wheel)."""
-    from modeconn.data.digits import load_mnist_5k, partition
+    from modeconn.data.digits import load_mnist_5k
+    from modeconn.data.partition import partition
 
     labels = load_mnist_5k()[1]
     train, test = partition(labels, test_per_class=entry.test_per_class, seed=entry.partition_seed)
