@@ -6,7 +6,7 @@ seeds, batch (64), learning rate (0.05, momentum 0.9) and number of steps, and p
 the test accuracy of each after every budget of steps (mean over seeds). Each half is
 split into its dominoes train/test parts (the same partitions the dominoes splits use).
 
-    PYTHONPATH=src python examples/dominoes_halves.py        # about 1 minute on 2 cores
+    PYTHONPATH=src python examples/dominoes_halves.py   # a few minutes on 2 idle cores
 """
 
 from __future__ import annotations
