@@ -30,7 +30,7 @@ Departures and choices (docs/method.md, "Landmark basins"):
 
 - W may be indefinite (the convexity gap is not a metric, so S need not be positive
   semi-definite) and is near-singular when landmarks share a basin. W⁺ is taken over
-  W's eigenvalues above ``rcond``·λ_max only (default 1e-2): the negative and the
+  W's eigenvalues above ``rcond``·λ_max only (default 1e-1): the negative and the
   unresolved directions, which carry the noise of the measured gaps, are dropped, so
   Ŝ = FFᵀ with Nyström features F = C U_r Λ_r^{-1/2} is positive semi-definite.
 - ``delta="median"`` takes the median over the *measured* off-diagonal distances.
@@ -187,7 +187,7 @@ def complete_affinity(
     landmarks: Sequence[int],
     *,
     delta: float,
-    rcond: float = 1e-2,
+    rcond: float = 1e-1,
 ) -> FloatArray:
     """The Nyström-completed affinity Ŝ (N × N) from the landmark columns of ``distance``.
 
@@ -238,7 +238,7 @@ def landmark_basins(
     delta: float | Literal["median"] = 1.0,
     seed: int = 0,
     centroids: Literal["mean", "kmeans"] = "mean",
-    rcond: float = 1e-2,
+    rcond: float = 1e-1,
 ) -> BasinFit:
     """Basins from the landmark columns of a distance matrix (NaN elsewhere is fine).
 
