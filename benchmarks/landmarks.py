@@ -55,7 +55,7 @@ from modeconn.pipeline import StudyRunner
 from modeconn.results import StudyResult, analyze, curves
 from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.stats.basins import find_basins
-from modeconn.stats.landmarks import landmark_basins
+from modeconn.stats.landmarks import choose_landmarks, landmark_basins
 from modeconn.stats.sequential import sequential_gap
 from modeconn.store import Store
 
@@ -166,6 +166,7 @@ def replay(
     landmarks: bool,
     adaptive: bool,
     sequential: bool,
+    kmeanspp: bool = False,
 ) -> Row:
     """A saving (or several) replayed on a complete all-pairs sweep's stored points.
 
@@ -182,6 +183,17 @@ def replay(
         from modeconn.results import landmark_ids
 
         marks = landmark_ids(ids, args.landmarks, b.landmark_seed)
+        if kmeanspp:  # k-means++ on what is measured: each draw reads only landmarks' rows
+            order = sorted(ids)
+            full = result.distance.loc[order, order].to_numpy()
+            picks = choose_landmarks(
+                len(order),
+                args.landmarks,
+                seed=b.landmark_seed,
+                method="kmeans++",
+                distance=full,
+            )
+            marks = tuple(order[i] for i in picks)
     d = np.full((len(ids), len(ids)), np.nan)
     np.fill_diagonal(d, 0.0)
     passes = 0
@@ -247,6 +259,15 @@ def main_replay(args: argparse.Namespace, studies: dict[str, Study]) -> None:
             "all pairs": ref,
             "landmarks": replay(
                 store, result, args, landmarks=True, adaptive=False, sequential=False
+            ),
+            "landmarks k-means++": replay(
+                store,
+                result,
+                args,
+                landmarks=True,
+                adaptive=False,
+                sequential=False,
+                kmeanspp=True,
             ),
             "adaptive": replay(
                 store, result, args, landmarks=False, adaptive=True, sequential=False
