@@ -87,10 +87,10 @@ def study_files(args: argparse.Namespace) -> dict[str, Path]:
     raw["train"]["out_dir"] = str((args.out / "members").resolve())  # shared by every row
     variants: dict[str, dict[str, Any]] = {
         "all pairs": {},
-        "landmarks": {"basins": {"landmarks": args.landmarks}},
+        "landmarks": {"basins": {"landmarks": args.landmarks, "landmark_choice": args.choice}},
         "adaptive": {"paths": {"tolerance": args.tolerance}},
         "all three": {
-            "basins": {"landmarks": args.landmarks},
+            "basins": {"landmarks": args.landmarks, "landmark_choice": args.choice},
             "paths": {"tolerance": args.tolerance},
         },
     }
@@ -312,6 +312,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=100, help="population size N (default 100)")
     ap.add_argument("--landmarks", type=int, default=12, help="landmarks m (default 12)")
+    ap.add_argument(
+        "--choice",
+        choices=["random", "kmeans++"],
+        default="kmeans++",
+        help="basins.landmark_choice of the swept landmark rows (default kmeans++)",
+    )
     ap.add_argument("--tolerance", type=float, default=0.01, help="paths.tolerance (loss)")
     ap.add_argument("--block", type=int, default=20, help="sequential block (examples)")
     ap.add_argument("--min-blocks", type=int, default=2, help="sequential minimum blocks")
