@@ -32,7 +32,13 @@ from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, 
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population.members import Member, Population, check_label_order
-from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+from modeconn.population.train import (
+    MemberPlan,
+    clean_partial,
+    pretrained_identity,
+    recipe_fingerprint,
+    train_member,
+)
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -102,7 +108,9 @@ class StudyRunner:
         return self._engine()[1]
 
     def member_plans(self) -> list[MemberPlan]:
-        """The members a study's `train` section asks for, with their data and seeds."""
+        """The members a study's `train` section trains from the pretrained model, with
+        their data and seeds (``recipe: cue`` is plain fine-tuning on a cued split; arms
+        with ``from`` are fine-tuned afterwards, :mod:`modeconn.population.recipes`)."""
         from modeconn.population.train import LinearProbe
 
         train = self.study.train
@@ -110,6 +118,8 @@ class StudyRunner:
             return []
         plans = []
         for arm in train.arms:
+            if arm.from_ is not None:
+                continue  # fine-tuned from trained members (modeconn.population.recipes)
             probe = None
             if arm.recipe == "lp-ft":
                 probe = LinearProbe(examples=arm.probe_examples or train.examples, lr=arm.probe_lr)
@@ -163,7 +173,7 @@ class StudyRunner:
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
         model_dir = self._hf_dir()
-        base = str(model_dir)
+        base = pretrained_identity(model_dir)  # by content: another checkout reuses members
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p
@@ -189,7 +199,18 @@ class StudyRunner:
                 base=base,
                 progress=self.progress,
             )
-        return [out / f"{p.member_id}.safetensors" for p in plans]
+        paths = [out / f"{p.member_id}.safetensors" for p in plans]
+        if any(arm.from_ is not None for arm in train.arms):
+            from modeconn.population.recipes import train_recipe_members
+
+            paths += train_recipe_members(
+                self.study,
+                self.engine_spec().model,
+                base=base,
+                progress=self.progress,
+                say=self.say,
+            )
+        return paths
 
     def population(self) -> Population:
         if self._population is None:
@@ -252,12 +273,34 @@ class StudyRunner:
             tolerance=self.study.paths.tolerance,
         )
 
+    def check_analyses(self) -> None:
+        """Analysis options that name parts of the model or members (a layer-wise block,
+        a pair), checked against the model's state names and the member ids before
+        anything is trained, swept or written: every enabled analysis with a
+        ``check_inputs(study, keys=..., members=...)`` method is asked. The member ids of
+        a study that trains are those its arms will produce."""
+        from modeconn.analyses.registry import enabled
+
+        checks = [a for a in enabled(self.study) if hasattr(a, "check_inputs")]
+        if not checks:
+            return
+        train = self.study.train
+        if train is not None:
+            ids = [f"{arm.name}-{i:02d}" for arm in train.arms for i in range(arm.members)]
+        else:
+            ids = [m.id for m in self.population()]
+        keys = list(self.evaluator().keys)
+        for analysis in checks:
+            analysis.check_inputs(self.study, keys=keys, members=ids)
+
     def sweep(self) -> SweepStats:
         """Evaluate every missing member point and path unit, writing as it goes."""
         self.splits()  # a bad split fails here, before any member is trained or loaded
+        self.check_analyses()  # so does a block or pair an analysis names
         self.population()
         self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
+        self.check_analyses()
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)

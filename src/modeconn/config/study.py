@@ -75,7 +75,7 @@ __all__ = [
     "load_study",
     "parse_study",
 ]
-from modeconn.config.arms import IMAGE_RECIPES, ArmConfig, MixConfig, TrainSection
+from modeconn.config.arms import ArmConfig, MixConfig, TrainSection
 from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError, path_kind
 
@@ -186,6 +186,13 @@ class Study(_Strict):
             need("basins.ood", s)
         if self.basins.sort_by is not None:
             need("basins.sort_by", self.basins.sort_by)
+        for name in self.splits:
+            entry = self.split_entry(name)
+            if isinstance(entry, SplitConfig) and entry.cue != "none":
+                try:  # one cue word per class: checked now, before anything is read
+                    entry.cue_words(name, self.model.label_order)
+                except ConfigError as err:
+                    raise ValueError(str(err)) from None
         if self.train is not None:
             for arm in self.train.arms:
                 need(f"train.arms[{arm.name}].data", arm.data)
@@ -193,16 +200,10 @@ class Study(_Strict):
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
                 if arm.cue_data is not None:
                     need(f"train.arms[{arm.name}].cue_data", arm.cue_data)
-                image = self.model.kind == "cnn"
-                if not image and (arm.recipe in IMAGE_RECIPES and arm.recipe != "lp-ft"):
+                if arm.from_ is not None and arm.mix is not None:
                     raise ValueError(
-                        f"train.arms[{arm.name}].recipe '{arm.recipe}' is an image recipe "
-                        "(model.kind: cnn); a text arm's recipe is finetune or lp-ft"
-                    )
-                if not image and arm.from_ is not None:
-                    raise ValueError(
-                        f"train.arms[{arm.name}].from: a text arm starts from the pretrained "
-                        "model; `from` is for image recipes (model.kind: cnn)"
+                        f"train.arms[{arm.name}].mix: an arm with `from` fine-tunes trained "
+                        "members on its `data` alone; remove `mix` (or `from`)"
                     )
         self._check_landmarks()
         self._check_adaptive()
@@ -301,7 +302,7 @@ class Study(_Strict):
                 f"split '{name}' is of kind '{entry.kind}', not a text split; this step reads "
                 "text splits only"
             )
-        return entry.spec(name, self.data_path())
+        return entry.spec(name, self.data_path(), self.model.label_order)
 
     def split_recipe(self, name: str) -> Any:
         """The frozen recipe the engine prepares split `name` from (any kind)."""

@@ -403,7 +403,8 @@ def count_members(study: Study) -> tuple[int, str]:
 def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
     """Rows of each split after its `where` and `rows`, read from its file; None if absent.
 
-    A missing data root or data file gives None (the plan says "rows not read"); a file
+    Digits splits are counted from the installed wheel. A missing data root or data file
+    gives None (the plan says "rows not read"); a file
     that is there but wrong (a missing column, nothing left after the filters) raises, as
     the run would.
     """
@@ -411,16 +412,31 @@ def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
 
     try:
         study.data_path()
+        have_root = True
     except ConfigError:
-        return dict.fromkeys(names)
+        have_root = False
     out: dict[str, int | None] = {}
     for name in names:
-        if study.split_entry(name).kind != "text":
+        kind = study.split_entry(name).kind
+        if kind == "digits":  # no data root: the digits ship inside an installed wheel
+            out[name] = _digits_rows(study.split_entry(name))
+            continue
+        if kind != "text" or not have_root:
             out[name] = None  # other kinds are not counted from a file here
             continue
         spec = study.split_spec(name)
         out[name] = len(read_examples(spec)) if spec.path.is_file() else None
     return out
+
+
+def _digits_rows(entry: Any) -> int:
+    """Images in a digits split's part (the MNIST digits ship inside an installed wheel)."""
+    from modeconn.data.digits import load_mnist_5k
+    from modeconn.data.partition import partition
+
+    labels = load_mnist_5k()[1]
+    train, test = partition(labels, test_per_class=entry.test_per_class, seed=entry.partition_seed)
+    return len(train if entry.part == "train" else test)
 
 
 def plan_study(
