@@ -55,7 +55,7 @@ from modeconn.pipeline import StudyRunner
 from modeconn.results import StudyResult, analyze, curves
 from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.stats.basins import find_basins
-from modeconn.stats.landmarks import landmark_basins
+from modeconn.stats.landmarks import choose_landmarks, landmark_basins
 from modeconn.stats.sequential import sequential_gap
 from modeconn.store import Store
 
@@ -87,10 +87,10 @@ def study_files(args: argparse.Namespace) -> dict[str, Path]:
     raw["train"]["out_dir"] = str((args.out / "members").resolve())  # shared by every row
     variants: dict[str, dict[str, Any]] = {
         "all pairs": {},
-        "landmarks": {"basins": {"landmarks": args.landmarks}},
+        "landmarks": {"basins": {"landmarks": args.landmarks, "landmark_choice": args.choice}},
         "adaptive": {"paths": {"tolerance": args.tolerance}},
         "all three": {
-            "basins": {"landmarks": args.landmarks},
+            "basins": {"landmarks": args.landmarks, "landmark_choice": args.choice},
             "paths": {"tolerance": args.tolerance},
         },
     }
@@ -166,6 +166,7 @@ def replay(
     landmarks: bool,
     adaptive: bool,
     sequential: bool,
+    kmeanspp: bool = False,
 ) -> Row:
     """A saving (or several) replayed on a complete all-pairs sweep's stored points.
 
@@ -182,6 +183,17 @@ def replay(
         from modeconn.results import landmark_ids
 
         marks = landmark_ids(ids, args.landmarks, b.landmark_seed)
+        if kmeanspp:  # k-means++ on what is measured: each draw reads only landmarks' rows
+            order = sorted(ids)
+            full = result.distance.loc[order, order].to_numpy()
+            picks = choose_landmarks(
+                len(order),
+                args.landmarks,
+                seed=b.landmark_seed,
+                method="kmeans++",
+                distance=full,
+            )
+            marks = tuple(order[i] for i in picks)
     d = np.full((len(ids), len(ids)), np.nan)
     np.fill_diagonal(d, 0.0)
     passes = 0
@@ -248,6 +260,15 @@ def main_replay(args: argparse.Namespace, studies: dict[str, Study]) -> None:
             "landmarks": replay(
                 store, result, args, landmarks=True, adaptive=False, sequential=False
             ),
+            "landmarks k-means++": replay(
+                store,
+                result,
+                args,
+                landmarks=True,
+                adaptive=False,
+                sequential=False,
+                kmeanspp=True,
+            ),
             "adaptive": replay(
                 store, result, args, landmarks=False, adaptive=True, sequential=False
             ),
@@ -291,6 +312,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=100, help="population size N (default 100)")
     ap.add_argument("--landmarks", type=int, default=12, help="landmarks m (default 12)")
+    ap.add_argument(
+        "--choice",
+        choices=["random", "kmeans++"],
+        default="kmeans++",
+        help="basins.landmark_choice of the swept landmark rows (default kmeans++)",
+    )
     ap.add_argument("--tolerance", type=float, default=0.01, help="paths.tolerance (loss)")
     ap.add_argument("--block", type=int, default=20, help="sequential block (examples)")
     ap.add_argument("--min-blocks", type=int, default=2, help="sequential minimum blocks")

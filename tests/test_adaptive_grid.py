@@ -39,7 +39,7 @@ curves = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(params=curves, tolerance=st.sampled_from([0.003, 0.01, 0.03]))
 def test_adaptive_gap_equals_full_grid_gap(params: dict, tolerance: float) -> None:
     y = _curve(params)
@@ -78,7 +78,8 @@ def test_known_points_are_not_evaluated_again() -> None:
 
 
 def test_points_are_lattice_points_and_coarse_grid() -> None:
-    assert coarse_indices(21) == (0, 5, 10, 15, 20)
+    assert coarse_indices(21, levels=2) == (0, 5, 10, 15, 20)
+    assert coarse_indices(21) == (0, 2, 5, 7, 10, 12, 15, 17, 20)
     assert coarse_indices(3) == (0, 1, 2)
     assert to_refine(LATTICE, {0: 0.0, 20: 0.0}, 0.01) == [10]  # no triple: refine
 

@@ -15,7 +15,7 @@ from modeconn.measures.barriers import convexity_gap
 from modeconn.pipeline import StudyRunner
 from modeconn.store import Store
 
-POINTS = 9
+POINTS = 17
 
 
 def _run(path: Path) -> None:

@@ -124,3 +124,30 @@ def test_plan_says_adaptive_counts_are_upper_bounds(landmark_run: Path) -> None:
     est = plan_study(load_study(other), members=10)
     assert est.tolerance == 0.01
     assert "upper bounds" in est.summary()
+
+
+def test_kmeanspp_landmarks_are_drawn_from_measured_paths(tmp_path: Path) -> None:
+    """landmark_choice: kmeans++ sweeps landmark by landmark; only landmark pairs are
+    measured, the analysis redraws the same landmarks from the store, a rerun does nothing."""
+    from modeconn.pipeline import StudyRunner
+
+    data = tiny_digits_study(tmp_path / "out", members=4)
+    data["paths"]["splits"] = ["clean"]
+    data["basins"].update({"landmarks": 3, "landmark_choice": "kmeans++"})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--quiet"]) == 0
+    study = load_study(path)
+    with Store(study.store_path(), create=False) as store:
+        units = store.done_units()
+        result = analyze(store, study)
+        full = result.distance
+    assert len(units) == 18  # 3·5 + 3 pairs of 28
+    assert result.landmarks is not None and len(result.landmarks) == 3
+    measured = {(u.member_a, u.member_b) for u in units} | {(u.member_b, u.member_a) for u in units}
+    for a in full.index:
+        for b in full.columns:
+            if a != b:
+                touches = a in result.landmarks or b in result.landmarks
+                assert ((a, b) in measured) == touches
+    assert StudyRunner(study, progress=False).sweep().path_evaluations == 0

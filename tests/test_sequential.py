@@ -74,3 +74,27 @@ def test_bad_options() -> None:
         should_stop(np.ones((3, 4)), (0, 0.5, 1), block=2, min_blocks=0, tolerance=0.1)
     with pytest.raises(ConfigError, match="tolerance"):
         should_stop(np.ones((3, 4)), (0, 0.5, 1), block=2, min_blocks=1, tolerance=0)
+
+
+def test_a_convex_looking_start_does_not_stop_a_barrier() -> None:
+    """The gap's own bootstrap interval is [0, 0] when every resample looks convex; the
+    rule reads the curve's intervals instead, so noisy convex blocks do not end the path."""
+    from modeconn.stats.sequential import bootstrap_gap_interval
+
+    rng = np.random.default_rng(3)
+    bowl = np.array([[0.0], [-0.3], [-0.4], [-0.3], [0.0]])  # clearly convex
+    sample = 1 + bowl + rng.normal(0, 0.05, size=(5, 512))
+    sample[:, 40:] += np.array([[0.0], [0.6], [0.9], [0.6], [0.0]])  # a barrier later on
+    first = sample[:, :40]
+    assert bootstrap_gap_interval(first, ALPHAS) == (0.0, 0.0)  # would have stopped
+    assert not should_stop(first, ALPHAS, block=20, min_blocks=2, tolerance=0.01)
+    r = sequential_gap(
+        lambda b: sample[:, 20 * b : 20 * b + 20],
+        ALPHAS,
+        512,
+        block=20,
+        min_blocks=2,
+        tolerance=0.01,
+    )
+    full = convexity_gap(sample.mean(axis=1), ALPHAS)
+    assert r.examples > 40 and abs(r.gap - full) < 0.05

@@ -26,7 +26,7 @@ from modeconn.stats.basins import (
     find_basins,
 )
 from modeconn.stats.inference import correlate
-from modeconn.stats.landmarks import choose_landmarks, landmark_basins
+from modeconn.stats.landmarks import choose_landmarks, kmeanspp_landmarks, landmark_basins
 from modeconn.store import ALPHA_DECIMALS, Store
 from modeconn.store.frames import labels
 
@@ -262,13 +262,41 @@ def landmark_ids(ids: list[str], landmarks: int | None, seed: int) -> tuple[str,
     return tuple(order[i] for i in choose_landmarks(len(order), landmarks, seed=seed))
 
 
+def kmeanspp_ids(store: Store, split: str, metric: str, m: int, seed: int) -> tuple[str, ...]:
+    """The landmarks ``basins.landmark_choice: kmeans++`` drew, redrawn from the store.
+
+    The sweep drew each next landmark from the measured rows of the landmarks so far
+    (:func:`modeconn.stats.landmarks.kmeanspp_landmarks`); the same draw on the same
+    stored curves gives the same landmarks. A chosen landmark with a missing path means
+    the sweep is incomplete.
+    """
+    partial = distance_matrix(store, split=split, metric=metric, missing_ok=True)
+    order = sorted(partial.index)
+    d = partial.loc[order, order].to_numpy()
+
+    def row(i: int) -> np.ndarray:
+        if not np.all(np.isfinite(d[i])):
+            raise DataError(
+                f"landmark {order[i]} lacks paths on split '{split}' in {store.path}: the "
+                "sweep is incomplete; rerun `modeconn run` (it resumes)"
+            )
+        return d[i]
+
+    return tuple(order[i] for i in kmeanspp_landmarks(len(order), m, seed=seed, row=row))
+
+
 def distance_matrix(
-    store: Store, *, split: str, metric: str, landmarks: tuple[str, ...] | None = None
+    store: Store,
+    *,
+    split: str,
+    metric: str,
+    landmarks: tuple[str, ...] | None = None,
+    missing_ok: bool = False,
 ) -> pd.DataFrame:
     """The N×N matrix of `metric` over every pair's curve on `split`, indexed by member id.
 
     With ``landmarks`` only the pairs touching a landmark must be present; every other
-    entry is NaN (not measured).
+    entry is NaN (not measured). ``missing_ok`` gives NaN for any pair not in the store.
     """
     ids = [m["id"] for m in population(store)]
     index = {m: i for i, m in enumerate(ids)}
@@ -281,6 +309,9 @@ def distance_matrix(
                 d[index[a], index[b]] = d[index[b], index[a]] = np.nan
                 continue
             g = found.get((a, b))
+            if g is None and missing_ok:
+                d[index[a], index[b]] = d[index[b], index[a]] = np.nan
+                continue
             if g is None:
                 raise DataError(
                     f"no path {a}–{b} on split '{split}' in {store.path}: the sweep is "
@@ -315,7 +346,12 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     grid = _meta_json(store, "grid")
     b = study.basins
     members = member_table(store)
-    marks = landmark_ids([m["id"] for m in population(store)], b.landmarks, b.landmark_seed)
+    ids = [m["id"] for m in population(store)]
+    marks: tuple[str, ...] | None
+    if b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < len(ids) - 1:
+        marks = kmeanspp_ids(store, b.split, b.distance, b.landmarks, b.landmark_seed)
+    else:
+        marks = landmark_ids(ids, b.landmarks, b.landmark_seed)
     distance = distance_matrix(store, split=b.split, metric=b.distance, landmarks=marks)
     d = distance.to_numpy()
     if marks is None:

@@ -90,6 +90,12 @@ class BasinsConfig(_Strict):
     landmark_seed: int = Field(
         default=0, description="seed of the landmarks' random choice (stats.landmarks)"
     )
+    landmark_choice: Literal["random", "kmeans++"] = Field(
+        default="random",
+        description="'random': m members drawn with landmark_seed; 'kmeans++': each next "
+        "landmark drawn ∝ its squared distance to the nearest landmark so far, measured "
+        "landmark by landmark (stats.landmarks.kmeanspp_landmarks)",
+    )
 
     def fit_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`modeconn.stats.basins.find_basins` for these settings."""

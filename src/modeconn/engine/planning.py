@@ -55,11 +55,12 @@ def landmark_plan(n: int, basins: BasinsConfig) -> list[tuple[int, int]] | None:
     Landmarks are indices into the members sorted by id (the sweep's order), drawn by
     :func:`modeconn.stats.landmarks.choose_landmarks` with ``basins.landmark_seed``; the
     analysis (:func:`modeconn.results.analyze`) draws the same ones. m ≥ N − 1 measures
-    every pair.
+    every pair. ``landmark_choice: kmeans++`` gives None: its landmarks are drawn as
+    their paths are measured (:meth:`modeconn.pipeline.StudyRunner.sweep`).
     """
     m = basins.landmarks
-    if m is None or m >= n - 1:
-        return None
+    if m is None or m >= n - 1 or basins.landmark_choice != "random":
+        return None  # every pair, or landmarks chosen as the sweep goes (kmeans++)
     return landmark_pairs(n, choose_landmarks(n, m, seed=basins.landmark_seed))
 
 

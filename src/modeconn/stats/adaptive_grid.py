@@ -5,9 +5,12 @@ is the largest height of the loss curve above its lower convex hull on the study
 grid — the *lattice*, e.g. the 21 points α = 0, 0.05, …, 1. Most of a curve is flat or
 gently convex and needs few points; only where it bends — a barrier's peak, the shoulders
 where it leaves the hull — does the gap depend on the fine lattice. So we evaluate a
-coarse subset first (by default α = 0, ¼, ½, ¾, 1 on a 21-point lattice: every lattice
-point reached by two bisections) and bisect only the intervals whose interpolation error
-may exceed the tolerance (:func:`to_refine`).
+coarse subset first (by default the 9 lattice points three bisections reach: α = 0, 0.1,
+0.25, 0.35, 0.5, 0.6, 0.75, 0.85, 1 on a 21-point lattice; with two bisections, α = 0, ¼,
+½, ¾, 1, a bump of width σ ≈ 0.12 sitting on a steep bowl can hide between coarse points
+— 8 of 3,000 random curves missed the tolerance, up to 20×; with three, none did) and
+bisect only the intervals whose interpolation error may exceed the tolerance
+(:func:`to_refine`).
 
 **Why interpolation error bounds the gap's error.** Let E bound |f(α) − ℓ(α)| at every
 lattice point not evaluated, ℓ being the chord between its evaluated neighbours. Moving
@@ -62,13 +65,13 @@ def _check(points: int, tolerance: float) -> None:
         raise ConfigError(f"paths.tolerance must be a number > 0 (a loss); got {tolerance!r}")
 
 
-def coarse_indices(points: int, levels: int = 2) -> tuple[int, ...]:
+def coarse_indices(points: int, levels: int = 3) -> tuple[int, ...]:
     """Lattice indices reached by ``levels`` bisections of [0, points − 1].
 
-    >>> coarse_indices(21)
+    >>> coarse_indices(21, levels=2)
     (0, 5, 10, 15, 20)
-    >>> coarse_indices(11)
-    (0, 2, 5, 7, 10)
+    >>> coarse_indices(21)
+    (0, 2, 5, 7, 10, 12, 15, 17, 20)
     """
     found = {0, points - 1}
     intervals = [(0, points - 1)]
@@ -163,7 +166,7 @@ def adaptive_gap(
     tolerance: float,
     *,
     known: Mapping[int, float] | None = None,
-    levels: int = 2,
+    levels: int = 3,
     safety: float = 2.0,
 ) -> tuple[float, dict[int, float]]:
     """The convexity gap of a curve on lattice ``alphas`` to ``tolerance``, evaluating few points.
@@ -176,7 +179,7 @@ def adaptive_gap(
     >>> f = lambda k: 0.5 * (a[k] - 0.5) ** 2 + 0.05 * np.exp(-((a[k] - 0.5) / 0.3) ** 2 / 2)
     >>> gap, used = adaptive_gap(f, a, 0.01)
     >>> abs(gap - convexity_gap([f(k) for k in range(21)], a)) <= 0.01, len(used)
-    (True, 10)
+    (True, 12)
     """
     n = len(alphas)
     _check(n, tolerance)

@@ -30,7 +30,7 @@ Departures and choices (docs/method.md, "Landmark basins"):
 
 - W may be indefinite (the convexity gap is not a metric, so S need not be positive
   semi-definite) and is near-singular when landmarks share a basin. W⁺ is taken over
-  W's eigenvalues above ``rcond``·λ_max only (default 1e-2): the negative and the
+  W's eigenvalues above ``rcond``·λ_max only (default 1e-1): the negative and the
   unresolved directions, which carry the noise of the measured gaps, are dropped, so
   Ŝ = FFᵀ with Nyström features F = C U_r Λ_r^{-1/2} is positive semi-definite.
 - ``delta="median"`` takes the median over the *measured* off-diagonal distances.
@@ -46,7 +46,7 @@ no torch, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -58,6 +58,7 @@ from modeconn.stats.basins import BasinFit, find_basins
 __all__ = [
     "choose_landmarks",
     "complete_affinity",
+    "kmeanspp_landmarks",
     "landmark_basins",
     "landmark_fraction",
     "landmark_pairs",
@@ -113,8 +114,31 @@ def choose_landmarks(
     d = np.asarray(distance, dtype=np.float64)
     if d.shape != (n, n) or not np.all(np.isfinite(d)):
         raise DataError(f"distance must be a finite {n} × {n} matrix; got shape {d.shape}")
+    return kmeanspp_landmarks(n, m, seed=int(seed), row=lambda i: d[i])
+
+
+def kmeanspp_landmarks(
+    n: int, m: int, *, seed: int, row: Callable[[int], ArrayLike]
+) -> tuple[int, ...]:
+    """k-means++ landmarks that read one row of distances per landmark, when it is chosen.
+
+    ``row(i)`` returns the (n,) distances from landmark i to every member — in a sweep,
+    the paths of landmark i, measured on demand — so each draw uses only what is measured
+    so far: "k-means++ on what is known". Same draws as ``choose_landmarks(method=
+    "kmeans++")`` on a full matrix.
+
+    >>> d = np.kron(1 - np.eye(2), np.ones((3, 3)))
+    >>> asked = []
+    >>> marks = kmeanspp_landmarks(6, 2, seed=0, row=lambda i: asked.append(i) or d[i])
+    >>> len(asked), asked[0] in marks, sorted({i // 3 for i in marks})  # one row read
+    (1, True, [0, 1])
+    """
+    rng = np.random.default_rng(int(seed))
     chosen = [int(rng.integers(n))]
-    nearest = d[chosen[0]].copy() ** 2  # (n,) squared distance to the nearest landmark
+    first = np.asarray(row(chosen[0]), dtype=np.float64)
+    if first.shape != (n,) or not np.all(np.isfinite(first)):
+        raise DataError(f"the distances of landmark {chosen[0]} must be {n} finite numbers")
+    nearest = first**2  # (n,) squared distance to the nearest landmark
     while len(chosen) < m:
         weights = nearest.copy()
         weights[chosen] = 0.0
@@ -125,7 +149,11 @@ def choose_landmarks(
         else:
             nxt = int(rng.choice(n, p=weights / total))
         chosen.append(nxt)
-        nearest = np.minimum(nearest, d[nxt] ** 2)
+        if len(chosen) < m:  # the last landmark's row is not needed for the choice
+            r = np.asarray(row(nxt), dtype=np.float64)
+            if r.shape != (n,) or not np.all(np.isfinite(r)):
+                raise DataError(f"the distances of landmark {nxt} must be {n} finite numbers")
+            nearest = np.minimum(nearest, r**2)
     return tuple(sorted(chosen))
 
 
@@ -187,7 +215,7 @@ def complete_affinity(
     landmarks: Sequence[int],
     *,
     delta: float,
-    rcond: float = 1e-2,
+    rcond: float = 1e-1,
 ) -> FloatArray:
     """The Nyström-completed affinity Ŝ (N × N) from the landmark columns of ``distance``.
 
@@ -238,7 +266,7 @@ def landmark_basins(
     delta: float | Literal["median"] = 1.0,
     seed: int = 0,
     centroids: Literal["mean", "kmeans"] = "mean",
-    rcond: float = 1e-2,
+    rcond: float = 1e-1,
 ) -> BasinFit:
     """Basins from the landmark columns of a distance matrix (NaN elsewhere is fine).
 
