@@ -26,12 +26,19 @@ from modeconn.config.study import Study
 from modeconn.data.base import Split
 from modeconn.data.text import Example, read_examples
 from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.planning import landmark_plan
 from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population.members import Member, Population, check_label_order
-from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+from modeconn.population.train import (
+    MemberPlan,
+    clean_partial,
+    pretrained_identity,
+    recipe_fingerprint,
+    train_member,
+)
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -101,7 +108,9 @@ class StudyRunner:
         return self._engine()[1]
 
     def member_plans(self) -> list[MemberPlan]:
-        """The members a study's `train` section asks for, with their data and seeds."""
+        """The members a study's `train` section trains from the pretrained model, with
+        their data and seeds (``recipe: cue`` is plain fine-tuning on a cued split; arms
+        with ``from`` are fine-tuned afterwards, :mod:`modeconn.population.recipes`)."""
         from modeconn.population.train import LinearProbe
 
         train = self.study.train
@@ -109,6 +118,8 @@ class StudyRunner:
             return []
         plans = []
         for arm in train.arms:
+            if arm.from_ is not None:
+                continue  # fine-tuned from trained members (modeconn.population.recipes)
             probe = None
             if arm.recipe == "lp-ft":
                 probe = LinearProbe(examples=arm.probe_examples or train.examples, lr=arm.probe_lr)
@@ -162,7 +173,7 @@ class StudyRunner:
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
         model_dir = self._hf_dir()
-        base = str(model_dir)
+        base = pretrained_identity(model_dir)  # by content: another checkout reuses members
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p
@@ -188,7 +199,18 @@ class StudyRunner:
                 base=base,
                 progress=self.progress,
             )
-        return [out / f"{p.member_id}.safetensors" for p in plans]
+        paths = [out / f"{p.member_id}.safetensors" for p in plans]
+        if any(arm.from_ is not None for arm in train.arms):
+            from modeconn.population.recipes import train_recipe_members
+
+            paths += train_recipe_members(
+                self.study,
+                self.engine_spec().model,
+                base=base,
+                progress=self.progress,
+                say=self.say,
+            )
+        return paths
 
     def population(self) -> Population:
         if self._population is None:
@@ -247,6 +269,8 @@ class StudyRunner:
             member_splits=self.study.eval_splits(),
             points=self.study.paths.points,
             store=store,
+            pairs=landmark_plan(len(self.members()), self.study.basins),
+            tolerance=self.study.paths.tolerance,
         )
 
     def check_analyses(self) -> None:
@@ -273,9 +297,10 @@ class StudyRunner:
         """Evaluate every missing member point and path unit, writing as it goes."""
         self.splits()  # a bad split fails here, before any member is trained or loaded
         self.check_analyses()  # so does a block or pair an analysis names
-        pop = self.population()
-        ev = self.evaluator()
+        self.population()
+        self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
+        self.check_analyses()
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)
@@ -284,35 +309,89 @@ class StudyRunner:
                 f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
                 f"({len(plan.member_todo)} to do)"
             )
-            cfg = self.study.sweep
-            if cfg.backend == "local":
-                return run_sweep(
-                    plan,
-                    ev,
-                    lambda mid: ev.as_point(pop.load(mid), name=mid),
-                    self.splits(),
-                    store,
-                    progress=self.progress,
-                )
-            from modeconn.engine.backends import run_parallel_sweep
+            if self._kmeanspp_landmarks():
+                return self._staged_sweep(store)
+            return self._execute(plan, store)
 
-            if plan.member_todo or plan.unit_todo:
-                where = f" at {cfg.address}" if cfg.address else ""
-                self.say(
-                    f"sweep backend: {cfg.backend}{where}, {cfg.workers} workers × "
-                    f"{cfg.threads_per_worker} threads"
-                )
-            return run_parallel_sweep(
+    def _kmeanspp_landmarks(self) -> bool:
+        b = self.study.basins
+        n = len(self.members())
+        return b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < n - 1
+
+    def _staged_sweep(self, store: Store) -> SweepStats:
+        """``basins.landmark_choice: kmeans++``: sweep landmark by landmark, each next one
+        drawn from the measured paths of those before (stats.landmarks.kmeanspp_landmarks);
+        :func:`modeconn.results.kmeanspp_ids` redraws the same ones from the store."""
+        from modeconn.results import distance_matrix
+        from modeconn.stats.landmarks import kmeanspp_landmarks, landmark_pairs
+
+        b = self.study.basins
+        ids = [m.id for m in self.members()]
+        n, total = len(ids), SweepStats()
+
+        def sweep_pairs(pairs: list[tuple[int, int]]) -> None:
+            plan = plan_sweep(
+                self.members(),
+                self.splits(),
+                path_splits=self.study.paths.splits,
+                member_splits=self.study.eval_splits(),
+                points=self.study.paths.points,
+                store=store,
+                pairs=pairs,
+                tolerance=self.study.paths.tolerance,
+            )
+            done = self._execute(plan, store)
+            total.member_evaluations += done.member_evaluations
+            total.path_evaluations += done.path_evaluations
+            total.units_written += done.units_written
+            total.loads += done.loads
+            total.seconds += done.seconds
+            for k, v in done.per_split.items():
+                total.per_split[k] = total.per_split.get(k, 0) + v
+
+        def row(i: int) -> Any:
+            sweep_pairs([(min(i, j), max(i, j)) for j in range(n) if j != i])
+            d = distance_matrix(store, split=b.split, metric=b.distance, missing_ok=True)
+            return d.loc[ids[i], ids].to_numpy()
+
+        assert b.landmarks is not None
+        marks = kmeanspp_landmarks(n, b.landmarks, seed=b.landmark_seed, row=row)
+        self.say(f"landmarks (k-means++ on measured paths): {', '.join(ids[i] for i in marks)}")
+        sweep_pairs(landmark_pairs(n, marks))  # the last landmark's paths
+        return total
+
+    def _execute(self, plan: SweepPlan, store: Store) -> SweepStats:
+        """Run `plan` on the study's sweep backend."""
+        pop, ev = self.population(), self.evaluator()
+        cfg = self.study.sweep
+        if cfg.backend == "local":
+            return run_sweep(
                 plan,
-                self.worker_spec(plan),
+                ev,
+                lambda mid: ev.as_point(pop.load(mid), name=mid),
                 self.splits(),
                 store,
-                backend=cfg.backend,
-                workers=cfg.workers,
-                address=cfg.address,
-                max_retries=cfg.max_retries,
                 progress=self.progress,
             )
+        from modeconn.engine.backends import run_parallel_sweep
+
+        if plan.member_todo or plan.unit_todo:
+            where = f" at {cfg.address}" if cfg.address else ""
+            self.say(
+                f"sweep backend: {cfg.backend}{where}, {cfg.workers} workers × "
+                f"{cfg.threads_per_worker} threads"
+            )
+        return run_parallel_sweep(
+            plan,
+            self.worker_spec(plan),
+            self.splits(),
+            store,
+            backend=cfg.backend,
+            workers=cfg.workers,
+            address=cfg.address,
+            max_retries=cfg.max_retries,
+            progress=self.progress,
+        )
 
     def worker_spec(self, plan: SweepPlan) -> WorkerSpec:
         """What a sweep worker needs to rebuild this runner's splits and engine by itself.

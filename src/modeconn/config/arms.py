@@ -24,7 +24,7 @@ class MixConfig(_Strict):
     label_map: dict[str, str] = Field(default_factory=dict)
 
 
-# recipes that start from the members of another arm (`from:`), image studies only
+# recipes that start from the members of another arm (`from:`), image and text studies
 FROM_RECIPES = ("ft-s", "ft-m", "llrt", "lp-ft", "cbft")
 IMAGE_RECIPES = ("cue", *FROM_RECIPES)
 
@@ -32,8 +32,8 @@ IMAGE_RECIPES = ("cue", *FROM_RECIPES)
 class ArmConfig(_Strict):
     """One arm of the population: its members, their data and the recipe that trains them.
 
-    Image studies (``model.kind: cnn``) also take the recipes of Lubana et al. (2023):
-    ``cue`` (the plain image recipe on cued data, a name for what ``finetune`` does), and
+    Image (``model.kind: cnn``) and text (``hf``) studies also take the recipes of Lubana et
+    al. (2023): ``cue`` (the plain recipe on cued data, a name for what ``finetune`` does), and
     ``ft-s``, ``ft-m``, ``llrt``, ``lp-ft``, ``cbft``, each starting member i from member i
     of the arm named by ``from`` (:mod:`modeconn.population.recipes`); ``lr`` and
     ``examples`` override the recipe's defaults, ``cue_data`` is CBFT's cued set (default:
@@ -51,8 +51,8 @@ class ArmConfig(_Strict):
     recipe: Literal["finetune", "lp-ft", "cue", "ft-s", "ft-m", "llrt", "cbft"] = Field(
         default="finetune",
         description=(
-            "finetune; lp-ft: linear probe of the head, then full fine-tuning; image studies "
-            "also cue, ft-s, ft-m, llrt, cbft (Lubana et al. 2023)"
+            "finetune; lp-ft: linear probe of the head, then full fine-tuning; cue, and with "
+            "`from` ft-s, ft-m, llrt, lp-ft, cbft (Lubana et al. 2023)"
         ),
     )
     from_: str | None = Field(

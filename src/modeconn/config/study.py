@@ -75,7 +75,7 @@ __all__ = [
     "load_study",
     "parse_study",
 ]
-from modeconn.config.arms import IMAGE_RECIPES, ArmConfig, MixConfig, TrainSection
+from modeconn.config.arms import ArmConfig, MixConfig, TrainSection
 from modeconn.config.train import TrainConfig
 from modeconn.errors import ConfigError, path_kind
 
@@ -117,6 +117,13 @@ class PopulationConfig(_Strict):
 class PathsConfig(_Strict):
     points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
     splits: list[str] = Field(min_length=1)
+    tolerance: float | None = Field(
+        default=None,
+        gt=0,
+        description="adaptive α grids: evaluate a coarse subset of the grid and refine "
+        "until each path's convexity gap is known to this loss (stats.adaptive_grid); "
+        "default: every α",
+    )
 
 
 class Study(_Strict):
@@ -179,6 +186,13 @@ class Study(_Strict):
             need("basins.ood", s)
         if self.basins.sort_by is not None:
             need("basins.sort_by", self.basins.sort_by)
+        for name in self.splits:
+            entry = self.split_entry(name)
+            if isinstance(entry, SplitConfig) and entry.cue != "none":
+                try:  # one cue word per class: checked now, before anything is read
+                    entry.cue_words(name, self.model.label_order)
+                except ConfigError as err:
+                    raise ValueError(str(err)) from None
         if self.train is not None:
             for arm in self.train.arms:
                 need(f"train.arms[{arm.name}].data", arm.data)
@@ -186,21 +200,49 @@ class Study(_Strict):
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
                 if arm.cue_data is not None:
                     need(f"train.arms[{arm.name}].cue_data", arm.cue_data)
-                image = self.model.kind == "cnn"
-                if not image and (arm.recipe in IMAGE_RECIPES and arm.recipe != "lp-ft"):
+                if arm.from_ is not None and arm.mix is not None:
                     raise ValueError(
-                        f"train.arms[{arm.name}].recipe '{arm.recipe}' is an image recipe "
-                        "(model.kind: cnn); a text arm's recipe is finetune or lp-ft"
+                        f"train.arms[{arm.name}].mix: an arm with `from` fine-tunes trained "
+                        "members on its `data` alone; remove `mix` (or `from`)"
                     )
-                if not image and arm.from_ is not None:
-                    raise ValueError(
-                        f"train.arms[{arm.name}].from: a text arm starts from the pretrained "
-                        "model; `from` is for image recipes (model.kind: cnn)"
-                    )
+        self._check_landmarks()
+        self._check_adaptive()
         sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
+
+    def _check_adaptive(self) -> None:
+        if self.paths.tolerance is None:
+            return
+        if self.basins.distance != "convexity_gap":
+            raise ValueError(
+                f"paths.tolerance bounds the error of the convexity gap, but basins.distance "
+                f"is '{self.basins.distance}'; set basins.distance: convexity_gap or remove "
+                "paths.tolerance"
+            )
+        if self.sweep.backend != "local":
+            raise ValueError(
+                f"paths.tolerance runs on the local sweep only (sweep.backend is "
+                f"'{self.sweep.backend}'); set sweep.backend: local or remove paths.tolerance"
+            )
+
+    def _check_landmarks(self) -> None:
+        m = self.basins.landmarks
+        if m is None:
+            return
+        for key in ("distances", "uncertainty", "trajectory"):
+            if sections.is_set(self.analyses.get(key)):
+                raise ValueError(
+                    f"basins.landmarks measures only the paths to {m} landmarks, but "
+                    f"analyses.{key} needs every pair; remove analyses.{key} or "
+                    "basins.landmarks"
+                )
+        if self.basins.n_basins is not None and m < self.basins.n_basins:
+            raise ValueError(
+                f"basins.landmarks ({m}) must be at least basins.n_basins "
+                f"({self.basins.n_basins}): each basin needs a landmark to be seen"
+            )
 
     def check_split(self, field: str, name: str) -> None:
         """Raise ValueError unless split `name` (named by `field`) is declared."""
@@ -260,7 +302,7 @@ class Study(_Strict):
                 f"split '{name}' is of kind '{entry.kind}', not a text split; this step reads "
                 "text splits only"
             )
-        return entry.spec(name, self.data_path())
+        return entry.spec(name, self.data_path(), self.model.label_order)
 
     def split_recipe(self, name: str) -> Any:
         """The frozen recipe the engine prepares split `name` from (any kind)."""

@@ -142,7 +142,8 @@ class PreparedSplit:
 
 
 def read_examples(spec: SplitSpec) -> list[Example]:
-    """Read, filter and slice a split's file; every problem names the file and column."""
+    """Read, filter and slice a split's file, then apply its token cue (``spec.cue``,
+    :mod:`modeconn.data.text_cues`); every problem names the file and column."""
     path = spec.path
     kind = path_kind(path)
     if kind != "a file":
@@ -195,9 +196,14 @@ def read_examples(spec: SplitSpec) -> list[Example]:
         )
     labels = frame[spec.label].map(lambda v: spec.label_values.get(v, v))
     texts_b = frame[spec.text_b] if spec.text_b else [None] * len(frame)
-    return [
+    examples = [
         Example(a, b, lab) for a, b, lab in zip(frame[spec.text_a], texts_b, labels, strict=True)
     ]
+    if spec.cue == "none":
+        return examples
+    from modeconn.data.text_cues import apply_cue  # the token cue (Lubana et al. 2023)
+
+    return apply_cue(examples, spec)
 
 
 def _check_fields(spec: SplitSpec, sep: str) -> None:
@@ -353,6 +359,9 @@ def prepare_split(
         digest.update(b["input_ids"].numpy().tobytes())
     digest.update(np.asarray(labels, dtype=np.int64)[order].tobytes())
     digest.update(repr((classes, groups, spec.metric, spec.positive_class)).encode())
+    cue = spec.cue_identity()
+    if cue is not None:  # the cue settings are part of the split's identity
+        digest.update(repr(cue).encode())
     return PreparedSplit(
         spec=spec,
         classes=classes,

@@ -100,6 +100,30 @@ class MemberPlan:
         return "finetune" if self.probe is None else "lp-ft"
 
 
+_IDENTITIES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def pretrained_identity(model_dir: Path) -> str:
+    """``<folder name>@<hash>``: the pretrained checkpoint by content, not by location.
+
+    Every file directly in the folder (weights, config, tokenizer) enters the hash by name
+    and content, so the same checkpoint unpacked in another checkout or venv fingerprints
+    the same and its members are reused; a changed file changes it. Hashed once per
+    process for a folder whose files keep their sizes and modification times.
+    """
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    key = (str(model_dir), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if key not in _IDENTITIES:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(f"{p.name}\0{p.stat().st_size}\0".encode())
+            with p.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        _IDENTITIES[key] = f"{Path(model_dir).name}@{digest.hexdigest()[:16]}"
+    return _IDENTITIES[key]
+
+
 def recipe_fingerprint(plan: MemberPlan, config: TrainConfig, base: str) -> str:
     """A short hash of everything that decides a member's final weights.
 

@@ -26,6 +26,13 @@ cbft       lr 0.01, 20 epochs, λ = 1,   lr 0.01, 20 epochs, λ = 1, m = 1
 
 LP-FT's probe takes the arm's ``probe_lr`` / ``probe_examples`` when given.
 Every recipe: SGD, momentum 0.9, weight decay 1e-4, cosine to 0.
+
+A text study (``model.kind: hf``, e.g. MiniLM on MNLI with the token cue of
+:mod:`modeconn.data.text_cues`) takes the same arms: the ``cue`` arm is the plain
+fine-tuning recipe (AdamW, :mod:`modeconn.population.train`) on a cued text split, and the
+``from`` arms run these recipes on the split's token tables (the same tokenization as the
+engine's), the features being the pooled [CLS] vector the classifier reads. The defaults
+above are image-sized; a text study sets each arm's ``lr`` (``demo-cues-nli``).
 """
 
 from __future__ import annotations
@@ -34,9 +41,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from modeconn.errors import ConfigError
 from modeconn.population.recipes.base import (
     FineTuneConfig,
+    Inputs,
     Recipe,
     RecipePlan,
     recipe_fingerprint,
@@ -95,11 +105,36 @@ def _settings(arm: ArmConfig, n_clean: int) -> tuple[tuple[str, Any], ...]:
     )
 
 
+def recipe_data(study: Study, name: str) -> tuple[Inputs, torch.Tensor]:
+    """Split `name` as a recipe's data: its sample as model inputs, and model-output labels.
+
+    A digits split gives its images; a text split its token tables, sampled, cued and
+    tokenized exactly as the engine prepares it (:func:`modeconn.data.text.build_split`).
+    """
+    recipe = study.split_recipe(name)
+    if recipe.kind == "digits":
+        from modeconn.data.digits import digits_sample
+
+        return digits_sample(recipe)
+    if recipe.kind == "text":
+        from modeconn.data.text import build_split
+
+        split = build_split(recipe, study.model.label_order)
+        if list(split.groups) != [(i,) for i in range(len(study.model.label_order))]:
+            raise ConfigError(
+                f"split '{name}' maps its classes {list(split.classes)} onto model outputs "
+                "(`classes`); a recipe trains on the model's own labels: remove `classes`"
+            )
+        return split.example_table().inputs, split.labels
+    raise ConfigError(
+        f"split '{name}' is of kind '{recipe.kind}'; the recipes read digits or text splits"
+    )
+
+
 def recipe_plans(study: Study, members_dir: Path) -> list[RecipePlan]:
     """The members of every arm with ``from``; their start members must be on disk."""
     from safetensors.torch import load_file
 
-    from modeconn.data.digits import digits_sample
     from modeconn.population.weights import weights_hash
 
     train = study.train
@@ -111,10 +146,11 @@ def recipe_plans(study: Study, members_dir: Path) -> list[RecipePlan]:
         if arm.from_ is None:
             continue
         source = arms[arm.from_]
-        images, labels = digits_sample(study.split_recipe(arm.data))
-        cue_images = cue_labels = None
+        images, labels = recipe_data(study, arm.data)
+        cue_images: Inputs | None = None
+        cue_labels: torch.Tensor | None = None
         if arm.recipe == "cbft":
-            cue_images, cue_labels = digits_sample(study.split_recipe(arm.cue_data or source.data))
+            cue_images, cue_labels = recipe_data(study, arm.cue_data or source.data)
         config = arm_config(arm, len(labels), train.batch_size)
         for i in range(arm.members):
             start_id = f"{source.name}-{i % source.members:02d}"

@@ -20,6 +20,16 @@ Table 1) all start from a cue-reliant member θ_C and see a small clean set D_NC
 Shared optimiser (the paper's code): SGD, momentum 0.9, weight decay 1e-4 on every
 parameter, the learning rate annealed by a cosine from its peak to 0 over the steps,
 batches of D_NC drawn in a seeded order epoch by epoch, BatchNorm in train mode.
+
+**Images and text.** A plan's data are model inputs with the examples along dim 0:
+an image tensor ``(n, C, H, W)`` (fed as ``model(images=...)``) or, for a Hugging Face
+sequence classifier, a dict of padded token tables ``{"input_ids": (n, L), ...}`` (fed
+as ``model(**batch)``, each batch trimmed to its longest row by :func:`take`). The
+*penultimate features* (LLRT, CBFT's invariance term) are ``model.features(images)`` for
+a CNN and, for a transformer classifier, whatever its linear head reads — for BERT the
+pooled [CLS] representation after the pooler and dropout (:func:`features_of`). Dropout
+draws from torch's global generator, forked and seeded with the plan's seed around the
+recipe (:func:`train_recipe_member`), so a text member is as reproducible as an image one.
 """
 
 from __future__ import annotations
@@ -41,12 +51,48 @@ from modeconn.errors import ConfigError
 
 RECIPES_VERSION = 1
 
+# a plan's examples: an image tensor (n, C, H, W), or a dict of (n, L) token tables
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+
+def n_rows(inputs: Inputs) -> int:
+    """How many examples `inputs` hold (dim 0)."""
+    if isinstance(inputs, torch.Tensor):
+        return len(inputs)
+    return len(next(iter(inputs.values())))
+
+
+def take(inputs: Inputs, idx: torch.Tensor | slice | None = None) -> dict[str, torch.Tensor]:
+    """Rows `idx` of `inputs` as the model's keyword arguments.
+
+    An image tensor becomes ``{"images": x[idx]}``; token tables are cut to the batch's
+    longest row (by ``attention_mask``; the tables are right-padded).
+
+    >>> take({"input_ids": torch.tensor([[5, 6, 0], [7, 0, 0]]),
+    ...       "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])}, torch.tensor([1]))
+    {'input_ids': tensor([[7]]), 'attention_mask': tensor([[1]])}
+    """
+    sel = slice(None) if idx is None else idx
+    if isinstance(inputs, torch.Tensor):
+        return {"images": inputs[sel]}
+    rows = {k: v[sel] for k, v in inputs.items()}
+    mask = rows.get("attention_mask")
+    if mask is None or mask.ndim != 2 or mask.shape[0] == 0:
+        return rows
+    width = int(mask.sum(dim=1).max())
+    return {k: v[:, :width] if v.ndim == 2 else v for k, v in rows.items()}
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model's output (a tensor, or a Hugging Face output's ``.logits``)."""
+    return output.logits if hasattr(output, "logits") else output
+
 
 @dataclass(frozen=True)
 class FineTuneConfig:
     """The optimiser settings of one recipe arm (defaults: ours, see each recipe).
 
-    ``examples`` images of D_NC are seen in batches of ``batch_size`` (so ``examples /
+    ``examples`` examples of D_NC are seen in batches of ``batch_size`` (so ``examples /
     len(D_NC)`` epochs); ``lr`` is the peak of the cosine schedule.
     """
 
@@ -74,7 +120,8 @@ class RecipePlan:
 
     ``start`` is the state dict of the member it starts from (θ_C) and ``start_hash`` that
     member's weight hash; ``images``/``labels`` are D_NC; ``cue_images``/``cue_labels`` are
-    D_C (CBFT only, else empty).
+    D_C (CBFT only, else empty). The "images" are the model's inputs (:data:`Inputs`): image
+    tensors, or the token tables of a text split.
     """
 
     member_id: str
@@ -84,10 +131,10 @@ class RecipePlan:
     start_id: str
     start_hash: str
     start: dict[str, torch.Tensor]
-    images: torch.Tensor
+    images: Inputs
     labels: torch.Tensor
     config: FineTuneConfig
-    cue_images: torch.Tensor | None = None
+    cue_images: Inputs | None = None
     cue_labels: torch.Tensor | None = None
     settings: tuple[tuple[str, Any], ...] = ()  # recipe-specific settings (probe lr, λ, …)
 
@@ -97,7 +144,11 @@ class RecipePlan:
     def data_fingerprint(self) -> str:
         digest = hashlib.sha256()
         for t in (self.images, self.labels, self.cue_images, self.cue_labels):
-            if t is not None:
+            if isinstance(t, dict):
+                for k in sorted(t):
+                    digest.update(k.encode())
+                    digest.update(t[k].contiguous().numpy().tobytes())
+            elif t is not None:
                 digest.update(t.contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
@@ -191,15 +242,34 @@ def epoch_batches(n: int, *, steps: int, batch_size: int, seed: int) -> list[tor
     return out[:steps]
 
 
-def features_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's penultimate features, ``model.features(images)`` → (B, d)."""
+def features_of(model: nn.Module, prefix: str = "classifier") -> Callable[..., torch.Tensor]:
+    """The model's penultimate features as a function of its keyword inputs → (B, d).
+
+    A CNN's ``model.features(images)``; otherwise what the linear head `prefix` reads (for
+    a Hugging Face BERT classifier: the pooled [CLS] vector after pooler and dropout),
+    caught by a forward hook on the head during one forward pass.
+    """
     fn = getattr(model, "features", None)
-    if fn is None:
+    if fn is not None:
+        return lambda **batch: fn(**batch)
+    head = getattr(model, prefix, None)
+    if not isinstance(head, nn.Linear):
         raise ConfigError(
             f"recipes llrt, lp-ft and cbft need a model with penultimate features "
-            f"(`features(images)`); {type(model).__name__} has none: use model.kind: cnn"
+            f"(`features(images)`, or a linear head '{prefix}' to read them from); "
+            f"{type(model).__name__} has neither: use model.kind cnn or a BERT-style classifier"
         )
-    return fn
+
+    def features(**batch: torch.Tensor) -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        try:
+            model(**batch)
+        finally:
+            hook.remove()
+        return seen[-1]
+
+    return features
 
 
 def head_of(model: nn.Module, prefix: str = "classifier") -> nn.Linear:
@@ -233,7 +303,10 @@ def train_recipe_member(
     model = make_body()
     model.load_state_dict(plan.start)
     start = time.perf_counter()
-    loss = recipe.train(model, plan, progress=progress)
+    # dropout (text models) draws from the global generator: fork it, seeded by the plan
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.uint32(plan.seed)))
+        loss = recipe.train(model, plan, progress=progress)
     model.eval()
     meta = {
         "id": plan.member_id,

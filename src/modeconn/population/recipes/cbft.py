@@ -40,13 +40,16 @@ from tqdm.auto import tqdm
 
 from modeconn.errors import ConfigError
 from modeconn.population.recipes.base import (
+    Inputs,
     RecipePlan,
     cosine,
     descend,
     epoch_batches,
     features_of,
     head_of,
+    logits_of,
     sgd,
+    take,
 )
 
 MARGIN = 1.0
@@ -63,7 +66,7 @@ def barrier_loss(
     model: nn.Module,
     anchor: dict[str, torch.Tensor],
     t: float,
-    images: torch.Tensor,
+    images: Inputs,
     labels: torch.Tensor,
     *,
     margin: float = MARGIN,
@@ -71,16 +74,21 @@ def barrier_loss(
     """|m − CE(f(x; θ_t), y)| at θ_t = t·θ_C + (1 − t)·θ; differentiable in θ only.
 
     `anchor` is θ_C's state dict (constants). Buffers are interpolated too (floating
-    ones; integer counters are copied) and the copies are what BatchNorm updates.
+    ones; integer counters, and buffers a state dict does not hold, are copied) and the
+    copies are what BatchNorm updates. `images` is an image batch or a dict of the
+    model's keyword inputs (a text batch).
     """
     mixed: dict[str, torch.Tensor] = {
         k: t * anchor[k].detach() + (1.0 - t) * p for k, p in model.named_parameters()
     }
     for k, b in model.named_buffers():
         mixed[k] = (
-            t * anchor[k].detach() + (1.0 - t) * b.detach() if b.is_floating_point() else b.clone()
+            t * anchor[k].detach() + (1.0 - t) * b.detach()
+            if b.is_floating_point() and k in anchor
+            else b.clone()
         )
-    logits = functional_call(model, mixed, args=(), kwargs={"images": images})
+    kwargs = images if isinstance(images, dict) else {"images": images}
+    logits = logits_of(functional_call(model, mixed, args=(), kwargs=kwargs))
     return (margin - nn.functional.cross_entropy(logits, labels)).abs()
 
 
@@ -141,16 +149,16 @@ class CBFT:
             leave=False,
         )
         for step, (idx, cidx) in enumerate(bar):
-            xc, yc = plan.cue_images[cidx], plan.cue_labels[cidx]
+            xc, yc = take(plan.cue_images, cidx), plan.cue_labels[cidx]
             # (1) the barrier step
             lb = barrier_loss(model, anchor, draw_t(gen), xc, yc, margin=margin)
             opt.zero_grad(set_to_none=True)
             lb.backward()
             opt.step()
             # (2) the clean + invariance step
-            z = feats(plan.images[idx])
+            z = feats(**take(plan.images, idx))
             loss = nn.functional.cross_entropy(head(z), plan.labels[idx])
             if step >= warmup:
-                loss = loss + lam * invariance_loss(z, plan.labels[idx], feats(xc), yc)
+                loss = loss + lam * invariance_loss(z, plan.labels[idx], feats(**xc), yc)
             running = descend(loss, opt, sched, running)
         return running

@@ -13,7 +13,15 @@ import math
 from torch import nn
 from tqdm.auto import tqdm
 
-from modeconn.population.recipes.base import RecipePlan, cosine, descend, epoch_batches, sgd
+from modeconn.population.recipes.base import (
+    RecipePlan,
+    cosine,
+    descend,
+    epoch_batches,
+    logits_of,
+    sgd,
+    take,
+)
 
 
 def finetune(model: nn.Module, plan: RecipePlan, *, lr: float, progress: bool = False) -> float:
@@ -29,7 +37,8 @@ def finetune(model: nn.Module, plan: RecipePlan, *, lr: float, progress: bool = 
     for idx in tqdm(
         order, desc=f"{plan.recipe} {plan.member_id}", disable=not progress, leave=False
     ):
-        loss = nn.functional.cross_entropy(model(images=plan.images[idx]), plan.labels[idx])
+        logits = logits_of(model(**take(plan.images, idx)))
+        loss = nn.functional.cross_entropy(logits, plan.labels[idx])
         running = descend(loss, opt, sched, running)
     return running
 

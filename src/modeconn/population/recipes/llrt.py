@@ -1,8 +1,9 @@
 """Last-layer retraining (LLRT; Kirichenko et al. 2022, as Lubana et al. 2023 run it): a
 fresh linear head trained on the frozen features of D_NC.
 
-The body is frozen in eval mode (BatchNorm uses its running statistics), so the features
-of D_NC are computed once; the head — re-initialised from the member's seed with PyTorch's
+The body is frozen in eval mode (BatchNorm uses its running statistics, dropout is off),
+so the features of D_NC are computed once (for a text model: the pooled [CLS] vector the
+head reads); the head — re-initialised from the member's seed with PyTorch's
 default uniform rule — is then trained on them with SGD, momentum 0.9, weight decay 1e-4,
 cosine schedule. The paper trains it 200 epochs at lr 30 (their VGG's features); the
 arm's ``examples`` and ``lr`` set ours. Only the head changes: the member keeps θ_C's
@@ -17,14 +18,32 @@ import torch
 from torch import nn
 
 from modeconn.population.recipes.base import (
+    Inputs,
     RecipePlan,
     cosine,
     descend,
     epoch_batches,
     features_of,
     head_of,
+    n_rows,
     sgd,
+    take,
 )
+
+CHUNK = 256  # examples per forward pass when the frozen features are computed
+
+
+def frozen_features(model: nn.Module, inputs: Inputs, *, chunk: int = CHUNK) -> torch.Tensor:
+    """The penultimate features of every example, (n, d), in eval mode without gradients,
+    `chunk` examples at a time (token tables trimmed per chunk)."""
+    feats = features_of(model)
+    n = n_rows(inputs)
+    model.eval()
+    with torch.no_grad():
+        parts = [
+            feats(**take(inputs, torch.arange(i, min(i + chunk, n)))) for i in range(0, n, chunk)
+        ]
+    return torch.cat(parts)
 
 
 def retrain_head(
@@ -32,9 +51,8 @@ def retrain_head(
 ) -> float:
     """Re-draw the head from `seed` and train it on the frozen features of D_NC."""
     head = head_of(model)
-    model.eval()
+    z = frozen_features(model, plan.images)  # (n, d), computed once: the body is frozen
     with torch.no_grad():
-        z = features_of(model)(plan.images)  # (n, d), computed once: the body is frozen
         gen = torch.Generator().manual_seed(seed)
         bound = 1.0 / head.in_features**0.5
         head.weight.copy_((torch.rand(head.weight.shape, generator=gen) * 2 - 1) * bound)
