@@ -47,7 +47,13 @@ class ArmConfig(_Strict):
     data: str
     mix: MixConfig | None = None
     seed_offset: int = 0
-    vary: Literal["both", "head", "data"] = "both"
+    vary: Literal["both", "head", "data", "init"] = Field(
+        default="both",
+        description=(
+            "what the member's seed re-draws: both (head and data order), head, data; init "
+            "(image arms): the whole initialisation and the data order, a model from scratch"
+        ),
+    )
     recipe: Literal["finetune", "lp-ft", "cue", "ft-s", "ft-m", "llrt", "cbft"] = Field(
         default="finetune",
         description=(
@@ -155,6 +161,11 @@ class TrainSection(_Strict):
                         f"{where}: `from` is used by the recipes {', '.join(FROM_RECIPES)}; "
                         f"the arm's recipe is '{arm.recipe}'"
                     )
+            if arm.vary == "init" and arm.from_ is not None:
+                raise ValueError(
+                    f"{where}.vary: 'init' draws a fresh initialisation, but the arm starts "
+                    f"from the members of '{arm.from_}'; remove `vary: init` (or `from`)"
+                )
             if arm.cue_data is not None and arm.recipe != "cbft":
                 raise ValueError(f"{where}.cue_data is used only with `recipe: cbft`")
             seen[arm.name] = arm
