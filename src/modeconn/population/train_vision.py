@@ -298,8 +298,9 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
     arm has seed ``seed_offset + i``; ``vary: data`` (the usual choice here) keeps the head
     of the shared initialisation and varies the data order only, ``head`` / ``both``
     re-draw the head from the seed too, ``init`` draws the whole model and the data order
-    from the seed (members trained from scratch, for permuted connectivity) (``recipe: cue`` is this recipe by another name). ``mix``
-    is a text option; arms with ``from`` are trained by :mod:`modeconn.population.recipes`.
+    from the seed (members trained from scratch, for permuted connectivity). ``recipe: cue``
+    is this recipe by another name; ``mix`` is a text option; arms with ``from`` are trained
+    by :mod:`modeconn.population.recipes`.
     """
     from modeconn.data.digits import digits_sample
 
