@@ -161,11 +161,6 @@ class TrainSection(_Strict):
                         f"{where}: `from` is used by the recipes {', '.join(FROM_RECIPES)}; "
                         f"the arm's recipe is '{arm.recipe}'"
                     )
-            if arm.vary == "init" and arm.from_ is not None:
-                raise ValueError(
-                    f"{where}.vary: 'init' draws a fresh initialisation, but the arm starts "
-                    f"from the members of '{arm.from_}'; remove `vary: init` (or `from`)"
-                )
             if arm.cue_data is not None and arm.recipe != "cbft":
                 raise ValueError(f"{where}.cue_data is used only with `recipe: cbft`")
             seen[arm.name] = arm
