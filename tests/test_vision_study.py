@@ -235,3 +235,19 @@ def test_a_vary_init_arm_trains_once(tmp_path: Path) -> None:
     stamps = [p.stat().st_mtime_ns for p in paths]
     StudyRunner(study, progress=False).train()  # the rerun trains nothing
     assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mechanisms-permuted",
+        "mechanisms-basins",
+        "mechanisms-basins-wide",
+        "mechanisms-basins-random-cue",
+    ],
+)
+def test_the_mechanisms_examples_are_valid(name: str) -> None:
+    study = load_study(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
+    assert study.train is not None and study.train.examples == 12000
+    want = "init" if name == "mechanisms-permuted" else "data"
+    assert {arm.vary for arm in study.train.arms} == {want}
