@@ -571,6 +571,26 @@ def _unknown_recipe(env: Env) -> None:
     env.edit(change)
 
 
+def _text_arm_with_vary_init(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [{"name": "a", "members": 2, "data": "mnli_train",
+                                   "vary": "init"}]}  # fmt: skip
+
+    env.edit(change)
+
+
+def _from_arm_with_vary_init(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [
+            {"name": "a", "members": 2, "data": "mnli_train"},
+            {"name": "b", "members": 2, "data": "mnli_train", "recipe": "ft-s", "from": "a",
+             "vary": "init"}]}  # fmt: skip
+
+    env.edit(change)
+
+
 CASES = [
     # ---- members
     Bad("member-wrong-shape", _with(_change_member(2, _wrong_head)), PopulationError,
@@ -823,6 +843,10 @@ CASES = [
          "`cue: random_text`")),
     Bad("train-unknown-recipe", _with(_unknown_recipe), ConfigError,
         ("train.arms.0.recipe", "'magic'")),
+    Bad("train-vary-init-on-a-text-arm", _with(_text_arm_with_vary_init), ConfigError,
+        ("train.arms[a].vary: 'init'", "model.kind: cnn", "vary: both, head or data")),
+    Bad("train-vary-init-with-from", _with(_from_arm_with_vary_init), ConfigError,
+        ("train.arms[b].vary: 'init'", "members of 'a'", "remove `vary: init`")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),

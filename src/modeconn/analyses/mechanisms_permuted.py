@@ -11,7 +11,9 @@ screenful per stage:
   each set of ``permute_sets``; the barrier of each, grouped by the pair's arms
   (within the cue arm, within the clean arm, across). The paper's reading: within an arm
   alignment lowers the barrier (same mechanism, different permutation), across the arms
-  a barrier remains (different mechanisms).
+  a barrier remains (different mechanisms). The check needs members from different
+  initialisations (``vary: init``; members that share one stay aligned, and the matching
+  is the identity). Measured in docs/method.md (``examples/mechanisms-permuted.yaml``).
 * **basins meet mechanisms**: the adjusted Rand index of the convexity-gap basins
   (``basins:``) against the members' mechanism groups (their arms, or the section's
   ``groups``), with a bootstrap over the evaluation sample

@@ -200,6 +200,19 @@ class Study(_Strict):
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
                 if arm.cue_data is not None:
                     need(f"train.arms[{arm.name}].cue_data", arm.cue_data)
+                if arm.vary == "init" and arm.from_ is not None:
+                    raise ValueError(
+                        f"train.arms[{arm.name}].vary: 'init' draws a fresh initialisation, "
+                        f"but the arm starts from the members of '{arm.from_}'; remove "
+                        "`vary: init` (or `from`)"
+                    )
+                if arm.vary == "init" and self.model.kind != "cnn":
+                    raise ValueError(
+                        f"train.arms[{arm.name}].vary: 'init' re-draws the whole "
+                        f"initialisation of an image model (model.kind: cnn); a "
+                        f"'{self.model.kind}' member starts from its pretrained body: use "
+                        "vary: both, head or data"
+                    )
                 if arm.from_ is not None and arm.mix is not None:
                     raise ValueError(
                         f"train.arms[{arm.name}].mix: an arm with `from` fine-tunes trained "
