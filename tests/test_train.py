@@ -495,3 +495,18 @@ def test_pretrained_identity_follows_content_not_location(tmp_path: Path) -> Non
     assert pretrained_identity(a).startswith("mini@")
     (b / "model.safetensors").write_bytes(bytes(range(1, 201)))
     assert pretrained_identity(a) != pretrained_identity(b)
+
+
+def test_a_member_of_the_path_fingerprint_is_adopted(tmp_path: Path) -> None:
+    """A member trained when the checkpoint was fingerprinted by its path is reused: its
+    sidecar takes the content fingerprint; a member of another recipe is not."""
+    from modeconn.population.train import adopt_trained, is_trained, member_paths
+
+    weights, sidecar = member_paths(tmp_path, "seed-00")
+    weights.write_bytes(b"weights")
+    sidecar.write_text(json.dumps({"id": "seed-00", "recipe": "old"}))
+    assert not adopt_trained(tmp_path, "seed-00", "new", "other")
+    assert json.loads(sidecar.read_text())["recipe"] == "old"
+    assert adopt_trained(tmp_path, "seed-00", "new", "old")
+    assert json.loads(sidecar.read_text()) == {"id": "seed-00", "recipe": "new"}
+    assert is_trained(tmp_path, "seed-00", "new")

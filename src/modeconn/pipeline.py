@@ -34,6 +34,7 @@ from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrain
 from modeconn.population.members import Member, Population, check_label_order
 from modeconn.population.train import (
     MemberPlan,
+    adopt_trained,
     clean_partial,
     pretrained_identity,
     recipe_fingerprint,
@@ -157,7 +158,7 @@ class StudyRunner:
 
     def train(self) -> list[Path]:
         """Fine-tune the members the study asks for; members already trained are kept."""
-        from modeconn.population.train import checkpoint_steps, is_trained
+        from modeconn.population.train import checkpoint_steps
 
         train = self.study.train
         if train is None:
@@ -178,8 +179,12 @@ class StudyRunner:
         todo = [
             p
             for p in plans
-            if not is_trained(
-                out, p.member_id, recipe_fingerprint(p, recipe, base), checkpoints=steps
+            if not adopt_trained(
+                out,
+                p.member_id,
+                recipe_fingerprint(p, recipe, base),
+                recipe_fingerprint(p, recipe, str(model_dir)),  # as fingerprinted before
+                checkpoints=steps,
             )
         ]
         if todo:

@@ -378,6 +378,34 @@ def is_trained(
     )
 
 
+def adopt_trained(
+    out_dir: Path,
+    member_id: str,
+    fingerprint: str,
+    legacy: str,
+    *,
+    checkpoints: Sequence[int] = (),
+) -> bool:
+    """:func:`is_trained`, also for a member trained under `legacy`, the fingerprint the
+    same recipe had when the pretrained checkpoint was named by its path.
+
+    Such a member's weights are what this recipe makes, so its sidecars (member and
+    checkpoints) are rewritten to `fingerprint`, atomically, and it counts as trained:
+    members trained before fingerprints named the checkpoint by content are reused.
+    """
+    if is_trained(out_dir, member_id, fingerprint, checkpoints=checkpoints):
+        return True
+    if legacy == fingerprint or not is_trained(out_dir, member_id, legacy, checkpoints=checkpoints):
+        return False
+    sidecars = [member_paths(out_dir, member_id)[1]]
+    sidecars += [p.with_suffix(".json") for p in checkpoint_paths(out_dir, member_id, checkpoints)]
+    for sidecar in sidecars:
+        meta = json.loads(sidecar.read_text())
+        meta["recipe"] = fingerprint
+        write_text_atomic(sidecar, json.dumps(meta, indent=2, sort_keys=True))
+    return True
+
+
 def _encode(
     tokenizer: Any, plan: MemberPlan, label_order: Sequence[str], max_length: int
 ) -> tuple[dict[str, list[Any]], torch.Tensor]:
