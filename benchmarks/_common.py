@@ -199,3 +199,58 @@ def sync(device: torch.device) -> None:
 
 def default_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def interleaved(
+    rows: dict[str, Callable[[], Any]],
+    rounds: int,
+    *,
+    before: Callable[[str], None] | None = None,
+    settle: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Wall seconds of each row, timed A B C A B C … for `rounds` rounds.
+
+    A busy machine drifts (other jobs, clocks, caches) over minutes; rows timed in blocks
+    (all A, then all B) turn that drift into a false speed-up. Interleaved, adjacent
+    rows share the drift, so the per-round ratio A/B is what to compare
+    (:func:`ratio_summary`). ``before(name)`` runs untimed before each row (e.g. clearing
+    its output); ``settle()`` runs around each timing (e.g. a GPU synchronise).
+    """
+    if rounds < 1:
+        raise SystemExit(f"--rounds must be ≥ 1; got {rounds}")
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            if before is not None:
+                before(name)
+            if settle is not None:
+                settle()
+            start = time.perf_counter()
+            fn()
+            if settle is not None:
+                settle()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_summary(times: dict[str, list[float]], row: str, base: str) -> tuple[float, float, float]:
+    """Median and range (min, max) over rounds of times[row][i] / times[base][i]."""
+    ratios = sorted(a / b for a, b in zip(times[row], times[base], strict=True))
+    n = len(ratios)
+    median = ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+    return median, ratios[0], ratios[-1]
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def format_ratio(summary: tuple[float, float, float]) -> str:
+    """'0.98 [0.95–1.01]': the median ratio and its range over rounds."""
+    mid, lo, hi = summary
+    return f"{mid:.2f} [{lo:.2f}–{hi:.2f}]"

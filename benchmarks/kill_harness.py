@@ -205,8 +205,14 @@ def build(
     backend: str,
     workers: int,
     data: Path | None = None,
+    landmarks: int | None = None,
+    tolerance: float | None = None,
 ) -> tuple[Path, Path]:
-    """The reference and the to-be-killed study files over the same tiny members."""
+    """The reference and the to-be-killed study files over the same tiny members.
+
+    ``landmarks`` (``basins.landmarks``) and ``tolerance`` (``paths.tolerance``) are set
+    in both, so the uninterrupted reference is the same landmark / adaptive sweep.
+    """
     model = tiny_model_dir(work / "tiny-bert")
     make_members(str(model), work / "members", members, scale=0.05)
     splits = {"mnli": mnli_split(sample), "hans_lo": hans_lo_split(sample)}
@@ -220,6 +226,11 @@ def build(
         sweep=sweep,
         **common,  # type: ignore[arg-type]
     )
+    for study in (ref, killed):
+        if landmarks is not None:
+            study["basins"]["landmarks"] = landmarks
+        if tolerance is not None:
+            study["paths"]["tolerance"] = tolerance
     return write_study(work / "ref.yaml", ref), write_study(work / "killed.yaml", killed)
 
 
@@ -236,11 +247,20 @@ def run_harness(
     sig: int = signal.SIGKILL,
     grace: float = 5.0,
     say: Callable[[str], None] = print,
+    landmarks: int | None = None,
+    tolerance: float | None = None,
 ) -> HarnessResult:
     """Kill, check and resume as the module docstring says; returns the tally."""
     rng = random.Random(seed)
     ref_yaml, killed_yaml = build(
-        work, members=members, sample=sample, backend=backend, workers=workers, data=data
+        work,
+        members=members,
+        sample=sample,
+        backend=backend,
+        workers=workers,
+        data=data,
+        landmarks=landmarks,
+        tolerance=tolerance,
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -344,6 +364,8 @@ def main() -> None:
     ap.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
     ap.add_argument("--grace", type=float, default=5.0, help="seconds a child may outlive it")
     ap.add_argument("--workdir", type=Path, help="work here (default: a temporary folder)")
+    ap.add_argument("--landmarks", type=int, help="basins.landmarks of both runs")
+    ap.add_argument("--tolerance", type=float, help="paths.tolerance of both runs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -357,6 +379,8 @@ def main() -> None:
             seed=args.seed,
             sig=signal.Signals[f"SIG{args.signal}"],
             grace=args.grace,
+            landmarks=args.landmarks,
+            tolerance=args.tolerance,
         )
     sys.exit(0 if result.ok else 1)
 

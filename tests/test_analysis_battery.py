@@ -36,13 +36,20 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from modeconn.analyses import registry
-from modeconn.analyses.base import MeasureContext, is_enabled, settings_fingerprint, value_key
+from modeconn.analyses.base import (
+    MeasureContext,
+    is_enabled,
+    settings_fingerprint,
+    summary_json,
+    value_key,
+)
 from modeconn.cli import main
 from modeconn.config.sections import SectionModel
 from modeconn.config.study import load_study
 from modeconn.errors import ConfigError
 from modeconn.pipeline import StudyRunner, _check_against
 from modeconn.report.html import Section
+from modeconn.report.json import dumps, study_json
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -57,17 +64,34 @@ ANALYSES: dict[str, Any] = {
     "planes": [{"members": ["aug-00", "seed-00", "seed-01"], "split": "mnli", "resolution": 2}],
     "trajectory": {},
     "curvature": {"split": "mnli", "points": 3, "bootstrap": 50},
-    "layerwise": {"split": "mnli", "depth": 2, "points": 3},
+    "layerwise": {
+        "split": "mnli",
+        "depth": 2,
+        "points": 3,
+        "random_orders": 2,
+        "predict": True,
+        "training": True,
+        "bootstrap": 50,
+    },
     "mechanisms": {
         "sets": {
             "clean": "mnli",
-            "cue": "hans_lo",
-            "random_cue": "hans_sub",
-            "random_image": "mnli",
+            "cue": "mnli_cue",
+            "random_cue": "mnli_random_cue",
+            "random_image": "mnli_random_text",
         },
         "points": 3,
         "reference": "aug",
     },
+    "curves": {
+        "pairs": [["seed-00", "seed-01"]],
+        "split": "mnli",
+        "eval_splits": ["mnli", "hans_lo"],
+        "steps": 2,
+        "batch_size": 4,
+        "points": 3,
+    },
+    "spawn": {"steps": [0, 2], "children": 2, "split": "mnli", "points": 3, "curvature": 3},
 }
 WRITES = ("put_value", "write_unit", "write_member_points")
 ENGINE = ("as_point", "evaluate", "evaluate_member", "evaluate_lerp")
@@ -136,6 +160,12 @@ def battery(tiny_model_dir: Path, data_root: Path, tmp_path_factory) -> dict[str
     folder = tmp_path_factory.mktemp("battery")
     data = tiny_study_dict(tiny_model_dir, data_root, folder / "out", members=2, sample=16)
     data["analyses"] = ANALYSES
+    mnli = {**data["splits"]["mnli"], "role": "ood"}  # the token-cue sets of mechanisms
+    data["splits"].update(
+        mnli_cue={**mnli, "cue": "label"},
+        mnli_random_cue={**mnli, "cue": "random"},
+        mnli_random_text={**mnli, "cue": "random_text"},
+    )
     data["train"]["checkpoints"] = [0.5]
     data["basins"]["bootstrap"] = 50
     study = load_study(_write_study(folder, data))
@@ -178,6 +208,9 @@ def test_records_are_keyed_by_weights(battery, analysis) -> None:
     assert sum(calls[w] for w in WRITES) > 0, "measure wrote nothing on a fresh store"
     members = battery["result"].members
     ids, hashes = set(members.index), set(members["hash"])
+    # runs an analysis trains itself (spawn's parent and children) are keyed by their own
+    # weight hashes, which its value lists
+    hashes |= set(getattr(battery["result"].analyses[analysis.key], "hashes", ()) or ())
     keys = [k.removeprefix("key ") for k in calls if k.startswith("key ")]
     with Store(battery["study"].store_path(), create=False) as store:
         for full in keys:
@@ -203,6 +236,19 @@ def test_reads_back_and_reports(battery, analysis) -> None:
     sections = analysis.sections(result, value)
     assert sections and all(isinstance(s, Section) for s in sections)
     assert all(isinstance(line, str) for line in analysis.summary_lines(value))
+
+
+@pytest.mark.parametrize("analysis", ALL, ids=IDS)
+def test_summary_json_is_strict_json(battery, analysis) -> None:
+    """Its own summary_json, or the generic default: plain JSON, no NaN (report --json)."""
+    out = summary_json(analysis, battery["result"].analyses[analysis.key])
+    assert isinstance(out, dict)
+    json.dumps(out, allow_nan=False)
+
+
+def test_report_json_holds_every_analysis(battery) -> None:
+    doc = json.loads(dumps(study_json(battery["result"])))
+    assert list(doc["analyses"]) == IDS
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +286,8 @@ def changed(battery, tmp_path_factory) -> dict[str, Counter]:
     data["population"] = {"dir": str(copy)}
     data["output_dir"] = str(folder / "out")
     data["analyses"]["trajectory"] = {"checkpoints_dir": str(members / "checkpoints")}
+    data["analyses"].pop("spawn")  # trains from the `train` recipe this study has not got
+    data["analyses"]["layerwise"]["checkpoints_dir"] = str(members / "checkpoints")
     runner = StudyRunner(load_study(_write_study(folder, data)), progress=False)
     runner.sweep()
     return _measure_each(runner)
@@ -247,6 +295,11 @@ def changed(battery, tmp_path_factory) -> dict[str, Counter]:
 
 @pytest.mark.parametrize("analysis", ALL, ids=IDS)
 def test_a_changed_input_never_reuses_a_stale_record(changed, analysis) -> None:
+    if analysis.key == "spawn":
+        pytest.skip(
+            "spawn reads no member: its inputs are the recipe, data and seeds, whose "
+            "change CHANGED_SETTINGS checks"
+        )
     calls = changed[analysis.key]
     if analysis.needs_weights:
         assert sum(calls[w] for w in WRITES) > 0, "changed weights found old records"
@@ -261,6 +314,8 @@ CHANGED_SETTINGS: dict[str, Any] = {
     "curvature": dict(ANALYSES["curvature"], points=5),
     "layerwise": dict(ANALYSES["layerwise"], depth=1),
     "mechanisms": dict(ANALYSES["mechanisms"], points=4),
+    "curves": dict(ANALYSES["curves"], steps=3),
+    "spawn": dict(ANALYSES["spawn"], seed=1),
 }
 
 

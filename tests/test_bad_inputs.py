@@ -422,6 +422,19 @@ def _duplicate_member(env: Env) -> None:
     shutil.copy(env.members / "m2.safetensors", env.members / "m3.safetensors")
 
 
+def _curves(**changes: Any) -> Callable[[Env], None]:
+    """An `analyses.curves` section, sound but for `changes`."""
+    section = {
+        "pairs": [["m0", "m1"]],
+        "split": "mnli_train",
+        "eval_splits": ["mnli", "hans_lo"],
+        "steps": 2,
+        "batch_size": 4,
+        "points": 3,
+    }
+    return _set("analyses", {"curves": {**section, **changes}})
+
+
 def _sound_run(env: Env) -> None:
     """Sweep the study for real (a few seconds), so that `report` has a store to analyse."""
     assert cli.main(env.run()) == 0
@@ -498,8 +511,84 @@ def _recorded_report_dir(
     return make
 
 
+def _layerwise(**options: Any) -> Callable[[Env], None]:
+    """Ask for layer-wise connectivity on the study's path split with `options`."""
+    return _set("analyses", {"layerwise": {"split": "mnli", **options}})
+
+
 def _nothing_elsewhere(env: Env) -> None:
     assert not any((env.root / "elsewhere").iterdir()), "the report was written outside"
+
+
+def _spawn(**section: Any) -> Callable[[Env], None]:
+    """A `train` recipe of 4 steps (64 examples, batch 16) in place of the population, and
+    an ``analyses.spawn`` section with `section`."""
+
+    def step(env: Env) -> None:
+        env.set("population", DROP)
+        env.set(
+            "train",
+            {
+                "examples": 64,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "arms": [{"name": "seed", "members": 3, "data": "mnli_train"}],
+            },
+        )
+        env.set("analyses", {"spawn": {"steps": [0, 2], "split": "mnli", **section}})
+
+    return step  # fmt: skip
+
+
+# ---- cue datasets and counterfactual sets (Lubana et al. 2023)
+DIGITS = {"kind": "digits", "sample_size": 8}
+CUE_SETS = {"clean": "d_clean", "cue": "d_cue", "random_cue": "d_random",
+            "random_image": "d_image"}  # fmt: skip
+
+
+def _cue_study(env: Env, **sets: str) -> None:
+    """Four digits splits playing the four sets, and `analyses.mechanisms` naming them
+    (with `sets` overriding the roles)."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["splits"].update(
+            d_clean={**DIGITS},
+            d_cue={**DIGITS, "cue": "label"},
+            d_random={**DIGITS, "cue": "random"},
+            d_image={**DIGITS, "cue": "random_image"},
+        )
+        data.setdefault("analyses", {})["mechanisms"] = {"sets": {**CUE_SETS, **sets}}
+
+    env.edit(change)
+
+
+def _unknown_recipe(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [{"name": "a", "members": 2, "data": "mnli_train",
+                                   "recipe": "magic"}]}  # fmt: skip
+
+    env.edit(change)
+
+
+def _text_arm_with_vary_init(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [{"name": "a", "members": 2, "data": "mnli_train",
+                                   "vary": "init"}]}  # fmt: skip
+
+    env.edit(change)
+
+
+def _from_arm_with_vary_init(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [
+            {"name": "a", "members": 2, "data": "mnli_train"},
+            {"name": "b", "members": 2, "data": "mnli_train", "recipe": "ft-s", "from": "a",
+             "vary": "init"}]}  # fmt: skip
+
+    env.edit(change)
 
 
 CASES = [
@@ -599,6 +688,17 @@ CASES = [
     Bad("basins-preset-contradicted",
         _with(_set("basins.preset", "paper"), _set("basins.delta", "median")), ConfigError,
         ("basins: preset: paper sets delta to 1.0", "'median'", "Remove basins.delta")),
+    Bad("basins-landmarks-with-all-pairs-analysis",
+        _with(_set("basins.landmarks", 3), _set("analyses", {"distances": ["euclidean"]})),
+        ConfigError, ("basins.landmarks", "analyses.distances needs every pair",
+                      "remove analyses.distances or basins.landmarks")),
+    Bad("basins-landmarks-too-few", _with(_set("basins.landmarks", 2)), ConfigError,
+        ("basins.landmarks", "greater than or equal to 3")),
+    Bad("paths-tolerance-other-distance",
+        _with(_set("paths.tolerance", 0.01), _set("basins.distance", "auc")), ConfigError,
+        ("paths.tolerance", "basins.distance is 'auc'", "set basins.distance: convexity_gap")),
+    Bad("paths-tolerance-not-positive", _with(_set("paths.tolerance", 0)), ConfigError,
+        ("paths.tolerance", "greater than 0")),
     Bad("study-unknown-field", _with(_set("basins.n_basin", 3)), ConfigError,
         ("basins.n_basin", "unknown field")),
     Bad("study-wrong-field-type", _with(_set("paths.points", "eleven")), ConfigError,
@@ -629,6 +729,25 @@ CASES = [
         ConfigError, ("tiny.yaml", "nests deeper than 64 levels", "line 1")),
     Bad("study-too-many-aliases", _with(_many_aliases), ConfigError,
         ("tiny.yaml", "more than 1000 aliases")),
+    # ---- spawn time (analyses.spawn)
+    Bad("spawn-step-beyond-training", _with(_spawn(steps=[0, 2, 9])), ConfigError,
+        ("analyses.spawn.steps", "spawn step 9", "beyond the parent's training (4 steps")),
+    Bad("spawn-steps-not-increasing", _with(_spawn(steps=[2, 1])), ConfigError,
+        ("analyses.spawn.steps", "strictly increasing", "2 then 1")),
+    Bad("spawn-one-child", _with(_spawn(children=1)), ConfigError,
+        ("analyses.spawn.children", "at least 2", "got 1")),
+    # ---- layer-wise connectivity (analyses.layerwise): refused before anything is swept
+    Bad("layerwise-unknown-block", _with(_layerwise(blocks=["bert.encoder", "bert.decoder"])),
+        ConfigError, ("analyses.layerwise.blocks", "'bert.decoder'", "depth 2",
+                      "bert.embeddings, bert.encoder, bert.pooler, classifier")),
+    Bad("layerwise-unknown-pair-member", _with(_layerwise(pairs=[["m0", "m7"]])), ConfigError,
+        ("analyses.layerwise.pairs", "'m7'", "members: m0, m1, m2")),
+    Bad("layerwise-pair-of-one-member", _with(_layerwise(pairs=[["m1", "m1"]])), ConfigError,
+        ("analyses.layerwise.pairs", "[m1, m1]", "two different members")),
+    Bad("layerwise-predict-even-points", _with(_layerwise(predict=True, points=4)),
+        ConfigError, ("analyses.layerwise.points", "odd", "got 4", "use 5")),
+    Bad("layerwise-training-without-checkpoints", _with(_layerwise(training=True)),
+        ConfigError, ("analyses.layerwise.training", "train.checkpoints", "checkpoints_dir")),
     # ---- the model
     Bad("model-unknown-builtin", _with(_set("model.pretrained", "builtin:bert-huge")),
         ConfigError, ("'builtin:bert-huge'", "not a built-in model")),
@@ -673,6 +792,9 @@ CASES = [
     Bad("run-store-is-a-fifo",
         lambda env: (env.store.unlink(), _fifo("out/results.sqlite")(env), env.run())[2],
         StoreError, ("{out}/results.sqlite", "is a named pipe (FIFO), not a file")),
+    Bad("report-json-missing-store",
+        lambda env: ["report", str(env.root / "nowhere" / "results.sqlite"), "--json"],
+        StoreError, ("no results store at {root}/nowhere/results.sqlite",)),
     Bad("report-dir-recorded-outside", _recorded_report_dir("../../evil", link_report_out=True),
         StoreError, ("{out}/results.sqlite", "outside its folder", "'../../evil'", "--out"),
         check=_nothing_elsewhere),
@@ -689,6 +811,42 @@ CASES = [
         ("{root}/tiny.yaml", "File exists")),
     Bad("report-out-impossible", _report_out("tiny.yaml/report"), NotADirectoryError,
         ("{root}/tiny.yaml/report", "Not a directory")),
+    # ---- analyses
+    Bad("curves-unknown-member", _with(_curves(pairs=[["m0", "m9"]])), ConfigError,
+        ("analyses.curves.pairs", "'m9'", "m0, m1, m2")),
+    Bad("curves-members-differ",
+        _with(_change_member(2, _wrong_head), _curves(pairs=[["m0", "m2"]])), PopulationError,
+        ("'m2'", "classifier.bias", "(2,)", "(3,)")),
+    Bad("curves-zero-steps", _with(_curves(steps=0)), ConfigError,
+        ("analyses.curves.steps", "greater than or equal to 1")),
+    Bad("curves-one-member-pair", _with(_curves(pairs=[["m1", "m1"]])), ConfigError,
+        ("analyses.curves.pairs", "[m1, m1]", "two members")),
+    Bad("curves-unknown-split", _with(_curves(eval_splits=["mnli", "hans_zz"])), ConfigError,
+        ("analyses.curves.eval_splits", "'hans_zz'", "declare it")),
+    Bad("curves-unknown-kind", _with(_curves(kind="spline")), ConfigError,
+        ("analyses.curves.kind", "'bezier' or 'chain'")),
+    # ---- cue datasets and counterfactual sets
+    Bad("cue-fraction-outside-0-1",
+        _with(_set("splits.d_cue", {**DIGITS, "cue": "label", "cue_fraction": 1.5})),
+        ConfigError, ("splits.d_cue.cue_fraction", "1.5")),
+    Bad("cue-spots-outside-the-image",
+        _with(_set("splits.d_cue", {**DIGITS, "cue": "label",
+                                    "cue_spots": [[0, 2 * i] for i in range(9)] + [[27, 0]]})),
+        ConfigError, ("splits.d_cue", "label 9's box at [27, 0], outside the 28×28 image",
+                      "0..25")),
+    Bad("mechanisms-set-wrong-cue", _with(lambda env: _cue_study(env, random_cue="d_clean")),
+        ConfigError, ("analyses.mechanisms.sets.random_cue names split 'd_clean'",
+                      "cue is 'none'", "`cue: random`")),
+    Bad("mechanisms-text-set-with-wrong-cue",
+        _with(lambda env: _cue_study(env, random_image="mnli")), ConfigError,
+        ("analyses.mechanisms.sets.random_image names split 'mnli'", "cue is 'none'",
+         "`cue: random_text`")),
+    Bad("train-unknown-recipe", _with(_unknown_recipe), ConfigError,
+        ("train.arms.0.recipe", "'magic'")),
+    Bad("train-vary-init-on-a-text-arm", _with(_text_arm_with_vary_init), ConfigError,
+        ("train.arms[a].vary: 'init'", "model.kind: cnn", "vary: both, head or data")),
+    Bad("train-vary-init-with-from", _with(_from_arm_with_vary_init), ConfigError,
+        ("train.arms[b].vary: 'init'", "members of 'a'", "remove `vary: init`")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),

@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modeconn.results", "modeconn.status"),
     ("modeconn.figures", "modeconn.report"),
     ("modeconn.analyses",),
-    ("modeconn.report.study",),
+    ("modeconn.report.study", "modeconn.report.json"),
     ("modeconn.pipeline",),
     ("modeconn.cli", "modeconn"),
 )

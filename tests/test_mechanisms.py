@@ -30,7 +30,7 @@ def _data(tmp_path: Path) -> dict:
     digits = {"kind": "digits", "sample_size": 32, "role": "ood"}
     data["splits"]["cue"] = {**digits, "cue": "label"}
     data["splits"]["ri"] = {**digits, "cue": "random_image"}
-    data["analyses"] = {"mechanisms": {"sets": SETS, "points": 3}}
+    data["analyses"] = {"mechanisms": {"sets": dict(SETS), "points": 3}}  # tests edit it
     data["paths"]["splits"] = ["clean"]
     return data
 

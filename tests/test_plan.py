@@ -250,3 +250,14 @@ def test_plan_needs_no_model(tiny_model_dir: Path, data_root: Path, tmp_path: Pa
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     assert plan_study(load_study(path)).members == 4
+
+
+def test_builtin_study_by_name_counts_its_digits_rows(capsys) -> None:
+    """`modeconn plan demo-digits` finds the built-in study and counts the wheel's digits."""
+    from modeconn.cli import main
+
+    assert main(["plan", "demo-digits"]) == 0
+    out = capsys.readouterr().out
+    assert "unknown" not in out
+    # 100 test digits a class are held out of the 5,000: the test part has 1,000 rows
+    assert "1,000 per evaluation (of 1,000 rows) × (10 member evaluations) = 10,000" in out

@@ -480,3 +480,33 @@ def test_runner_trains_checkpoints_and_resumes(
     StudyRunner(study, progress=False, say=said.append).train()
     assert said[-1] == f"training 1 of 2 members into {out}"
     assert (out / "checkpoints" / "aug-00@1.safetensors").is_file()
+
+
+def test_pretrained_identity_follows_content_not_location(tmp_path: Path) -> None:
+    """The same checkpoint in two folders fingerprints the same; one changed byte does not."""
+    from modeconn.population.train import pretrained_identity
+
+    a, b = tmp_path / "x" / "mini", tmp_path / "y" / "mini"
+    for d in (a, b):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text('{"hidden_size": 4}')
+        (d / "model.safetensors").write_bytes(bytes(range(200)))
+    assert pretrained_identity(a) == pretrained_identity(b)
+    assert pretrained_identity(a).startswith("mini@")
+    (b / "model.safetensors").write_bytes(bytes(range(1, 201)))
+    assert pretrained_identity(a) != pretrained_identity(b)
+
+
+def test_a_member_of_the_path_fingerprint_is_adopted(tmp_path: Path) -> None:
+    """A member trained when the checkpoint was fingerprinted by its path is reused: its
+    sidecar takes the content fingerprint; a member of another recipe is not."""
+    from modeconn.population.train import adopt_trained, is_trained, member_paths
+
+    weights, sidecar = member_paths(tmp_path, "seed-00")
+    weights.write_bytes(b"weights")
+    sidecar.write_text(json.dumps({"id": "seed-00", "recipe": "old"}))
+    assert not adopt_trained(tmp_path, "seed-00", "new", "other")
+    assert json.loads(sidecar.read_text())["recipe"] == "old"
+    assert adopt_trained(tmp_path, "seed-00", "new", "old")
+    assert json.loads(sidecar.read_text()) == {"id": "seed-00", "recipe": "new"}
+    assert is_trained(tmp_path, "seed-00", "new")

@@ -5,6 +5,8 @@ rows the local one does."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from modeconn.cli import main
@@ -167,3 +170,84 @@ def test_the_builtin_demo_digits_study_is_valid() -> None:
     assert study.model.kind == "cnn" and study.eval.batchnorm == "reestimate"
     assert [a.name for a in study.train.arms] == ["seed", "cue"]  # type: ignore[union-attr]
     assert study.basins.split == "clean" and study.basins.ood[0] == "random_cue"
+
+
+def _init_study(root: Path, vary: str) -> Any:
+    """The tiny study with one arm of `vary` and two members, 128 examples each."""
+    data = tiny_digits_study(root / "out")
+    data["train"]["examples"] = 128
+    data["train"]["arms"] = [
+        {"name": "scratch", "members": 2, "data": "train_clean", "vary": vary, "seed_offset": 7}
+    ]
+    return load_study(_write(data, root))
+
+
+def test_vary_init_draws_each_member_from_its_own_seed(tmp_path: Path) -> None:
+    from modeconn.models import build_model
+    from modeconn.population.train_vision import (
+        ImageTrainConfig,
+        image_fingerprint,
+        image_member_plans,
+        starting_model,
+    )
+
+    def step0(vary: str) -> list[dict[str, Any]]:
+        study = _init_study(tmp_path / vary, vary)
+        source = StudyRunner(study, progress=False).engine_spec().model
+        plans = image_member_plans(study)
+        make = lambda: build_model(source)[0]  # noqa: E731
+        return [starting_model(make, p, ImageTrainConfig()).state_dict() for p in plans]
+
+    a, b = step0("init")  # body and head differ at step 0, every conv and linear weight
+    weights = [k for k in a if k.endswith("weight") and a[k].ndim > 1]
+    assert len(weights) >= 4 and not any(torch.equal(a[k], b[k]) for k in weights)
+    a, b = step0("data")  # the shared initialisation: the same at step 0
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # without `vary: init` the fingerprint is the one it was before the option existed
+    plan = image_member_plans(_init_study(tmp_path / "fp", "data"))[0]
+    config = ImageTrainConfig(examples=128, batch_size=32)
+    before = {
+        "v": 1,
+        "recipe": "image-sgd",
+        "base": "b",
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoints"},
+        "arm": plan.arm,
+        "head_seed": plan.head_seed,
+        "data_seed": plan.data_seed,
+        "data": plan.data_fingerprint,
+    }
+    old = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert image_fingerprint(plan, config, "b") == old
+    drawn = dataclasses.replace(plan, init_seed=7)
+    assert image_fingerprint(drawn, config, "b") != old
+
+
+def test_a_vary_init_arm_trains_once(tmp_path: Path) -> None:
+    study = _init_study(tmp_path, "init")
+    paths = StudyRunner(study, progress=False).train()
+    assert [p.stem for p in paths] == ["scratch-00", "scratch-01"]
+    meta = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
+    assert [(m["init_seed"], m["data_seed"], m["head_seed"]) for m in meta] == [
+        (7, 7, -1),
+        (8, 8, -1),
+    ]
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    StudyRunner(study, progress=False).train()  # the rerun trains nothing
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mechanisms-permuted",
+        "mechanisms-basins",
+        "mechanisms-basins-wide",
+        "mechanisms-basins-random-cue",
+    ],
+)
+def test_the_mechanisms_examples_are_valid(name: str) -> None:
+    study = load_study(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
+    assert study.train is not None and study.train.examples == 12000
+    want = "init" if name == "mechanisms-permuted" else "data"
+    assert {arm.vary for arm in study.train.arms} == {want}

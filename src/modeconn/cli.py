@@ -42,11 +42,20 @@ def _print_result(result: object) -> None:
         print(f"\nreport: {result.report}")
 
 
+def _study_file(arg: str) -> Path:
+    """The study file ``arg`` names: a path, or else the name of a built-in study."""
+    from modeconn.config.study import builtin_studies, builtin_study_path
+
+    if not Path(arg).exists() and arg in builtin_studies():
+        return builtin_study_path(arg)
+    return Path(arg)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from modeconn.config.study import load_study
     from modeconn.pipeline import StudyRunner
 
-    study = load_study(args.study, output_dir=args.out, data_root=args.data_root)
+    study = load_study(_study_file(args.study), output_dir=args.out, data_root=args.data_root)
     result = StudyRunner(study, progress=not args.quiet, say=_say).run()
     _print_result(result)
     return 0
@@ -71,7 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from modeconn.config.study import load_study
     from modeconn.engine.planning import plan_study
 
-    study = load_study(args.study, data_root=args.data_root)
+    study = load_study(_study_file(args.study), data_root=args.data_root)
     estimate = plan_study(
         study, members=args.members, throughput=args.throughput, workers=args.workers
     )
@@ -132,8 +141,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     assert isinstance(store, Store)
     with store:
         result = analyze_study(store)
-        out = Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
-        path = write_study_report(store, result, out)
+        path = None  # --json alone writes nothing anywhere
+        if args.out or not args.json:
+            out = (
+                Path(args.out) if args.out else _report_folder(store.path, result.study.report_dir)
+            )
+            path = write_study_report(store, result, out)
+    if args.json:
+        from modeconn.report.json import dumps, study_json
+
+        print(dumps(study_json(result, report=path)))
+        return 0
+    assert path is not None
     _print_result(result.with_report(path))
     return 0
 
@@ -205,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train (if asked) → sweep paths → basins → report")
-    p.add_argument("study", help="the study YAML file")
+    p.add_argument("study", help="the study YAML file, or a built-in study's name")
     p.add_argument("--out", help="override the study's output_dir")
     p.add_argument("--data-root", help="folder the split paths are relative to")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -226,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plan", help="count a study's evaluations and project its wall time")
-    p.add_argument("study", help="the study YAML file")
+    p.add_argument("study", help="the study YAML file, or a built-in study's name")
     p.add_argument("--members", type=int, help="number of members (for members kept elsewhere)")
     p.add_argument("--throughput", type=float, metavar="EX_PER_S", help="examples/s per worker")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="workers (default 1)")
@@ -237,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild the analysis and HTML report from a store")
     p.add_argument("store", help="results.sqlite, or the study's output folder")
     p.add_argument("--out", help="report folder (default: beside the store)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON (docs/json.md) instead; writes the HTML report "
+        "only when --out is given",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("status", help="what a store holds and what remains")

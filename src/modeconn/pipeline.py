@@ -26,12 +26,20 @@ from modeconn.config.study import Study
 from modeconn.data.base import Split
 from modeconn.data.text import Example, read_examples
 from modeconn.engine.evaluate import Evaluator
+from modeconn.engine.planning import landmark_plan
 from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
 from modeconn.engine.sweep import MemberRef, SweepPlan, SweepStats, plan_sweep, run_sweep
 from modeconn.errors import ConfigError, DataError
 from modeconn.models.hf import load_classifier, load_tokenizer, resolve_pretrained
 from modeconn.population.members import Member, Population, check_label_order
-from modeconn.population.train import MemberPlan, clean_partial, recipe_fingerprint, train_member
+from modeconn.population.train import (
+    MemberPlan,
+    adopt_trained,
+    clean_partial,
+    pretrained_identity,
+    recipe_fingerprint,
+    train_member,
+)
 from modeconn.results import StudyResult
 from modeconn.store import Store
 
@@ -150,7 +158,7 @@ class StudyRunner:
 
     def train(self) -> list[Path]:
         """Fine-tune the members the study asks for; members already trained are kept."""
-        from modeconn.population.train import checkpoint_steps, is_trained
+        from modeconn.population.train import checkpoint_steps
 
         train = self.study.train
         if train is None:
@@ -166,13 +174,17 @@ class StudyRunner:
         recipe = train.recipe(self.study.model.max_length)
         plans = self.member_plans()
         model_dir = self._hf_dir()
-        base = str(model_dir)
+        base = pretrained_identity(model_dir)  # by content: another checkout reuses members
         steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
         todo = [
             p
             for p in plans
-            if not is_trained(
-                out, p.member_id, recipe_fingerprint(p, recipe, base), checkpoints=steps
+            if not adopt_trained(
+                out,
+                p.member_id,
+                recipe_fingerprint(p, recipe, base),
+                recipe_fingerprint(p, recipe, str(model_dir)),  # as fingerprinted before
+                checkpoints=steps,
             )
         ]
         if todo:
@@ -262,14 +274,38 @@ class StudyRunner:
             member_splits=self.study.eval_splits(),
             points=self.study.paths.points,
             store=store,
+            pairs=landmark_plan(len(self.members()), self.study.basins),
+            tolerance=self.study.paths.tolerance,
         )
+
+    def check_analyses(self) -> None:
+        """Analysis options that name parts of the model or members (a layer-wise block,
+        a pair), checked against the model's state names and the member ids before
+        anything is trained, swept or written: every enabled analysis with a
+        ``check_inputs(study, keys=..., members=...)`` method is asked. The member ids of
+        a study that trains are those its arms will produce."""
+        from modeconn.analyses.registry import enabled
+
+        checks = [a for a in enabled(self.study) if hasattr(a, "check_inputs")]
+        if not checks:
+            return
+        train = self.study.train
+        if train is not None:
+            ids = [f"{arm.name}-{i:02d}" for arm in train.arms for i in range(arm.members)]
+        else:
+            ids = [m.id for m in self.population()]
+        keys = list(self.evaluator().keys)
+        for analysis in checks:
+            analysis.check_inputs(self.study, keys=keys, members=ids)
 
     def sweep(self) -> SweepStats:
         """Evaluate every missing member point and path unit, writing as it goes."""
         self.splits()  # a bad split fails here, before any member is trained or loaded
-        pop = self.population()
-        ev = self.evaluator()
+        self.check_analyses()  # so does a block or pair an analysis names
+        self.population()
+        self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
+        self.check_analyses()
         with self.open_store() as store:
             plan = self.plan(store)
             self._record(store, plan)
@@ -278,35 +314,89 @@ class StudyRunner:
                 f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
                 f"({len(plan.member_todo)} to do)"
             )
-            cfg = self.study.sweep
-            if cfg.backend == "local":
-                return run_sweep(
-                    plan,
-                    ev,
-                    lambda mid: ev.as_point(pop.load(mid), name=mid),
-                    self.splits(),
-                    store,
-                    progress=self.progress,
-                )
-            from modeconn.engine.backends import run_parallel_sweep
+            if self._kmeanspp_landmarks():
+                return self._staged_sweep(store)
+            return self._execute(plan, store)
 
-            if plan.member_todo or plan.unit_todo:
-                where = f" at {cfg.address}" if cfg.address else ""
-                self.say(
-                    f"sweep backend: {cfg.backend}{where}, {cfg.workers} workers × "
-                    f"{cfg.threads_per_worker} threads"
-                )
-            return run_parallel_sweep(
+    def _kmeanspp_landmarks(self) -> bool:
+        b = self.study.basins
+        n = len(self.members())
+        return b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < n - 1
+
+    def _staged_sweep(self, store: Store) -> SweepStats:
+        """``basins.landmark_choice: kmeans++``: sweep landmark by landmark, each next one
+        drawn from the measured paths of those before (stats.landmarks.kmeanspp_landmarks);
+        :func:`modeconn.results.kmeanspp_ids` redraws the same ones from the store."""
+        from modeconn.results import distance_matrix
+        from modeconn.stats.landmarks import kmeanspp_landmarks, landmark_pairs
+
+        b = self.study.basins
+        ids = [m.id for m in self.members()]
+        n, total = len(ids), SweepStats()
+
+        def sweep_pairs(pairs: list[tuple[int, int]]) -> None:
+            plan = plan_sweep(
+                self.members(),
+                self.splits(),
+                path_splits=self.study.paths.splits,
+                member_splits=self.study.eval_splits(),
+                points=self.study.paths.points,
+                store=store,
+                pairs=pairs,
+                tolerance=self.study.paths.tolerance,
+            )
+            done = self._execute(plan, store)
+            total.member_evaluations += done.member_evaluations
+            total.path_evaluations += done.path_evaluations
+            total.units_written += done.units_written
+            total.loads += done.loads
+            total.seconds += done.seconds
+            for k, v in done.per_split.items():
+                total.per_split[k] = total.per_split.get(k, 0) + v
+
+        def row(i: int) -> Any:
+            sweep_pairs([(min(i, j), max(i, j)) for j in range(n) if j != i])
+            d = distance_matrix(store, split=b.split, metric=b.distance, missing_ok=True)
+            return d.loc[ids[i], ids].to_numpy()
+
+        assert b.landmarks is not None
+        marks = kmeanspp_landmarks(n, b.landmarks, seed=b.landmark_seed, row=row)
+        self.say(f"landmarks (k-means++ on measured paths): {', '.join(ids[i] for i in marks)}")
+        sweep_pairs(landmark_pairs(n, marks))  # the last landmark's paths
+        return total
+
+    def _execute(self, plan: SweepPlan, store: Store) -> SweepStats:
+        """Run `plan` on the study's sweep backend."""
+        pop, ev = self.population(), self.evaluator()
+        cfg = self.study.sweep
+        if cfg.backend == "local":
+            return run_sweep(
                 plan,
-                self.worker_spec(plan),
+                ev,
+                lambda mid: ev.as_point(pop.load(mid), name=mid),
                 self.splits(),
                 store,
-                backend=cfg.backend,
-                workers=cfg.workers,
-                address=cfg.address,
-                max_retries=cfg.max_retries,
                 progress=self.progress,
             )
+        from modeconn.engine.backends import run_parallel_sweep
+
+        if plan.member_todo or plan.unit_todo:
+            where = f" at {cfg.address}" if cfg.address else ""
+            self.say(
+                f"sweep backend: {cfg.backend}{where}, {cfg.workers} workers × "
+                f"{cfg.threads_per_worker} threads"
+            )
+        return run_parallel_sweep(
+            plan,
+            self.worker_spec(plan),
+            self.splits(),
+            store,
+            backend=cfg.backend,
+            workers=cfg.workers,
+            address=cfg.address,
+            max_retries=cfg.max_retries,
+            progress=self.progress,
+        )
 
     def worker_spec(self, plan: SweepPlan) -> WorkerSpec:
         """What a sweep worker needs to rebuild this runner's splits and engine by itself.

@@ -26,6 +26,7 @@ from modeconn.stats.basins import (
     find_basins,
 )
 from modeconn.stats.inference import correlate
+from modeconn.stats.landmarks import choose_landmarks, kmeanspp_landmarks, landmark_basins
 from modeconn.store import ALPHA_DECIMALS, Store
 from modeconn.store.frames import labels
 
@@ -58,6 +59,13 @@ class StudyResult:
     grid: dict[str, Any]
     report: Path | None = None
     analyses: Any = None  # AnalysisValues: what each enabled analysis read (analyses.run)
+    # basins.landmarks: the landmark member ids; `distance` is NaN on the pairs not measured
+    landmarks: tuple[str, ...] | None = None
+
+    @property
+    def measured(self) -> pd.DataFrame:
+        """N×N bool, indexed by member id: True where the pair's path was measured."""
+        return self.distance.notna()
 
     def with_report(self, path: Path) -> StudyResult:
         return dataclasses.replace(self, report=path)
@@ -66,7 +74,7 @@ class StudyResult:
     def distance_range(self) -> tuple[float, float]:
         d = self.distance.to_numpy()
         off = d[~np.eye(len(d), dtype=bool)]
-        return float(off.min()), float(off.max())
+        return float(np.nanmin(off)), float(np.nanmax(off))
 
     def metric_column(self, split: str) -> str:
         """The member column of `split`'s metric: ``basins.metric``, else the split's own."""
@@ -77,12 +85,24 @@ class StudyResult:
         """``{OOD split: member column}`` for every split of ``basins.ood``."""
         return {s: self.metric_column(s) for s in self.study.basins.ood}
 
+    def _landmark_lines(self) -> list[str]:
+        if self.landmarks is None:
+            return []
+        n = len(self.distance)
+        done = (int(self.measured.to_numpy().sum()) - n) // 2
+        return [
+            f"landmark basins: {len(self.landmarks)} landmarks, {done:,} of "
+            f"{n * (n - 1) // 2:,} pairs measured; the rest completed by Nyström "
+            "(stats.landmarks)"
+        ]
+
     def summary(self) -> str:
         lo, hi = self.distance_range
         b = self.study.basins
         lines = [
             f"study {self.study.name}: {len(self.members)} members, "
             f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
+            *self._landmark_lines(),
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
             f"similarity scale δ = {self.fit.delta:.4g}",
             f"clustering seed {self.fit.seed}, {self.fit.centroids_from} centroids"
@@ -231,15 +251,67 @@ def _reversed(curve: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("alpha")
 
 
-def distance_matrix(store: Store, *, split: str, metric: str) -> pd.DataFrame:
-    """The N×N matrix of `metric` over every pair's curve on `split`, indexed by member id."""
+def landmark_ids(ids: list[str], landmarks: int | None, seed: int) -> tuple[str, ...] | None:
+    """The landmark members of `ids` the sweep measured (None: every pair was measured).
+
+    The sweep draws indices into the ids sorted (:func:`modeconn.engine.planning.landmark_plan`).
+    """
+    order = sorted(ids)
+    if landmarks is None or landmarks >= len(order) - 1:
+        return None
+    return tuple(order[i] for i in choose_landmarks(len(order), landmarks, seed=seed))
+
+
+def kmeanspp_ids(store: Store, split: str, metric: str, m: int, seed: int) -> tuple[str, ...]:
+    """The landmarks ``basins.landmark_choice: kmeans++`` drew, redrawn from the store.
+
+    The sweep drew each next landmark from the measured rows of the landmarks so far
+    (:func:`modeconn.stats.landmarks.kmeanspp_landmarks`); the same draw on the same
+    stored curves gives the same landmarks. A chosen landmark with a missing path means
+    the sweep is incomplete.
+    """
+    partial = distance_matrix(store, split=split, metric=metric, missing_ok=True)
+    order = sorted(partial.index)
+    d = partial.loc[order, order].to_numpy()
+
+    def row(i: int) -> np.ndarray:
+        if not np.all(np.isfinite(d[i])):
+            raise DataError(
+                f"landmark {order[i]} lacks paths on split '{split}' in {store.path}: the "
+                "sweep is incomplete; rerun `modeconn run` (it resumes)"
+            )
+        return d[i]
+
+    return tuple(order[i] for i in kmeanspp_landmarks(len(order), m, seed=seed, row=row))
+
+
+def distance_matrix(
+    store: Store,
+    *,
+    split: str,
+    metric: str,
+    landmarks: tuple[str, ...] | None = None,
+    missing_ok: bool = False,
+) -> pd.DataFrame:
+    """The N×N matrix of `metric` over every pair's curve on `split`, indexed by member id.
+
+    With ``landmarks`` only the pairs touching a landmark must be present; every other
+    entry is NaN (not measured). ``missing_ok`` gives NaN for any pair not in the store.
+    """
     ids = [m["id"] for m in population(store)]
     index = {m: i for i, m in enumerate(ids)}
     d = np.zeros((len(ids), len(ids)))
     found = curves(store, split)
+    marks = set(landmarks) if landmarks is not None else None
     for i, a in enumerate(ids):
         for b in ids[i + 1 :]:
+            if marks is not None and a not in marks and b not in marks:
+                d[index[a], index[b]] = d[index[b], index[a]] = np.nan
+                continue
             g = found.get((a, b))
+            if g is None and missing_ok:
+                d[index[a], index[b]] = d[index[b], index[a]] = np.nan
+                continue
             if g is None:
                 raise DataError(
                     f"no path {a}–{b} on split '{split}' in {store.path}: the sweep is "
@@ -274,9 +346,20 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     grid = _meta_json(store, "grid")
     b = study.basins
     members = member_table(store)
-    distance = distance_matrix(store, split=b.split, metric=b.distance)
+    ids = [m["id"] for m in population(store)]
+    marks: tuple[str, ...] | None
+    if b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < len(ids) - 1:
+        marks = kmeanspp_ids(store, b.split, b.distance, b.landmarks, b.landmark_seed)
+    else:
+        marks = landmark_ids(ids, b.landmarks, b.landmark_seed)
+    distance = distance_matrix(store, split=b.split, metric=b.distance, landmarks=marks)
     d = distance.to_numpy()
-    fit = find_basins(d, **b.fit_options())
+    if marks is None:
+        fit = find_basins(d, **b.fit_options())
+    else:
+        where = [int(distance.index.get_loc(m)) for m in marks]  # type: ignore[arg-type]
+        fit = landmark_basins(d, where, **b.fit_options())
+        d = np.where(np.isnan(d), np.nanmedian(d), d)  # for the notes' similarity spread
     members["basin"] = fit.labels
     members["score"] = fit.scores
     # each split is judged by its own metric (accuracy, F1 or MCC) unless the study names one
@@ -326,6 +409,7 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
         arms=crosstab,
         splits=splits,
         grid=grid,
+        landmarks=marks,
     )
 
 

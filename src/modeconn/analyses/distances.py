@@ -293,3 +293,15 @@ class Distances:
             first = f", r {rs[0][2:]} = {r[rs[0]]:+.3f}" if rs and pd.notna(r[rs[0]]) else ""
             lines.append(f"distance {r['distance']}: basins {r['basins']}{first}")
         return lines
+
+    def summary_json(self, value: DistanceTables) -> dict[str, Any]:
+        """One record per distance (the Appendix I table), and each one's basin per member."""
+        from modeconn.analyses.base import records
+
+        return {
+            "distances": records(value.distances),
+            "basins": {
+                name: dict(zip(value.matrices[name].index, fit.labels.tolist(), strict=True))
+                for name, fit in value.fits.items()
+            },
+        }

@@ -15,6 +15,11 @@ This analysis gives, from the study's ``analyses.mechanisms`` section::
         sets: {clean: clean, cue: cue, random_cue: random_cue, random_image: random_image}
         points: 11          # α grid of the paths back to the cue models
         reference: null     # arm of the cue models for arms without `from` (optional)
+        permute: false      # permuted linear connectivity between scratch-trained members
+        permute_sets: [clean, cue]
+        match_split: null   # images the activations are matched on (default: clean set)
+        groups: null        # mechanism group → arms, for the basins' ARI (default: arms)
+        bootstrap: 200      # draws of the bootstrap over the basins' sample for that ARI
 
 * per member, its accuracy on each set (the sweep's member points: the sets are evaluated
   for every member) and its **reliance on the cue**: clean − randomized-cue accuracy, and
@@ -28,6 +33,12 @@ This analysis gives, from the study's ``analyses.mechanisms`` section::
   each path's loss barrier height (Entezari et al.) and its accuracy along α. Records are
   keyed by the two weight hashes, the set's store key and the grid.
 
+* with ``permute: true``, **permuted linear connectivity** between the members trained from
+  scratch (the cue and clean arms), before and after activation matching
+  (:mod:`modeconn.analyses.mechanisms_permuted`);
+* **basins meet mechanisms**: the adjusted Rand index of the study's convexity-gap basins
+  against the members' mechanism groups, with a bootstrap over the evaluation sample.
+
 The paper's claim, checked by the table and the paths: naive fine-tuning (FT-S, FT-M,
 LLRT, LP-FT) keeps the cue (randomized cue far below clean) and stays linearly connected
 to the cue model on the cue set; CBFT removes the cue and sits behind a barrier on it.
@@ -38,12 +49,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from modeconn.analyses import mechanisms_permuted as permuted
 from modeconn.analyses.base import MeasureContext, settings_fingerprint, value_key
 from modeconn.config.sections import SectionModel
 from modeconn.results import StudyResult
@@ -54,7 +66,16 @@ if TYPE_CHECKING:
     from modeconn.report.html import Section
 
 SET_NAMES = ("clean", "cue", "random_cue", "random_image")
+SetName = Literal["clean", "cue", "random_cue", "random_image"]
 KIND = "mechanisms_path"
+# the `cue` value a split playing each counterfactual set must have ("random_text" is the
+# text cues' name for the randomized image)
+SET_CUES: dict[str, tuple[str, ...]] = {
+    "clean": ("none",),
+    "cue": ("label",),
+    "random_cue": ("random",),
+    "random_image": ("random_image", "random_text"),
+}
 
 
 class CounterfactualSets(SectionModel):
@@ -72,10 +93,32 @@ class MechanismsSection(SectionModel):
     sets: CounterfactualSets
     points: int = Field(default=11, ge=3, le=101)
     reference: str | None = None
+    permute: bool = False
+    permute_sets: list[SetName] = Field(default_factory=lambda: ["clean", "cue"], min_length=1)  # type: ignore[arg-type]
+    match_split: str | None = None
+    groups: dict[str, list[str]] | None = None
+    bootstrap: int = Field(default=200, ge=2)
+    seed: int = 0
 
     def check(self, study: Study) -> None:
         for role, name in self.sets.model_dump().items():
             study.check_split(f"analyses.mechanisms.sets.{role}", name)
+            check_set_split(study, role, name)
+        if self.match_split is not None:
+            study.check_split("analyses.mechanisms.match_split", self.match_split)
+        if self.permute and study.model.kind != "cnn":
+            raise ValueError(
+                "analyses.mechanisms.permute: activation matching permutes the channels of a "
+                f"CNN (`model.kind: cnn`); this study's model kind is '{study.model.kind}'; "
+                "remove `permute: true`"
+            )
+        arms = [] if study.train is None else [a.name for a in study.train.arms]
+        unknown = sorted({a for g in (self.groups or {}).values() for a in g} - set(arms))
+        if unknown and arms:
+            raise ValueError(
+                f"analyses.mechanisms.groups names arm(s) {unknown}, not arms of train.arms "
+                f"({', '.join(arms)}); list each group's arms by name"
+            )
         arms = [] if study.train is None else [a.name for a in study.train.arms]
         if self.reference is not None and arms and self.reference not in arms:
             raise ValueError(
@@ -84,7 +127,34 @@ class MechanismsSection(SectionModel):
             )
 
     def eval_splits(self) -> list[str]:
-        return list(dict.fromkeys(self.sets.model_dump().values()))
+        names = list(self.sets.model_dump().values())
+        return list(dict.fromkeys([*names, *([self.match_split] if self.match_split else [])]))
+
+
+def check_set_split(study: Study, role: str, name: str) -> None:
+    """Raise ValueError unless split `name` can play counterfactual set `role`: a split of
+    a kind with cue fields whose ``cue`` is the role's (``none`` for clean, ``label`` for
+    cue, ``random`` for randomized cue, ``random_image`` for randomized image)."""
+    from modeconn.config.splits import split_kind
+
+    entry = study.splits[name]
+    kind = split_kind(entry)
+    where = f"analyses.mechanisms.sets.{role} names split '{name}'"
+    cue = getattr(entry, "cue", None)
+    if cue is None:  # a split kind a data module added without cue fields
+        raise ValueError(
+            f"{where} of kind '{kind}', which has no cue fields; a counterfactual set is a "
+            f"split with `cue: {SET_CUES[role][0]}` (e.g. `kind: digits`)"
+        )
+    if cue not in SET_CUES[role]:
+        want = "random_text" if role == "random_image" and kind == "text" else SET_CUES[role][0]
+        raise ValueError(f"{where}, whose cue is '{cue}'; the {role} set needs `cue: {want}`")
+    fraction = getattr(entry, "cue_fraction", 1.0)
+    if role == "cue" and fraction != 1.0:
+        raise ValueError(
+            f"{where}, whose cue_fraction is {fraction}; the cue set cues every "
+            "image: set `cue_fraction: 1`"
+        )
 
 
 def path_pairs(study: Study, ids: list[str]) -> list[tuple[str, str]]:
@@ -145,6 +215,8 @@ class Mechanisms:
         from modeconn.engine.paths import alpha_grid
 
         section: MechanismsSection = ctx.study.section(self.key)
+        if section.permute:
+            permuted.measure(ctx, section)
         hashes = {r.id: r.hash for r in ctx.members}
         sets = section.sets.model_dump()
         alphas = alpha_grid(section.points)
@@ -234,6 +306,8 @@ class Mechanisms:
             "table": table,
             "paths": pd.DataFrame(paths),
             "curves": pd.DataFrame(curves),
+            "permuted": permuted.read(store, result, section) if section.permute else None,
+            "recovery": permuted.recovery(store, result, section),
         }
 
     def sections(self, result: StudyResult, value: dict[str, Any]) -> list[Section]:
@@ -273,6 +347,23 @@ class Mechanisms:
                     accuracy_along_paths(value["curves"], sets=list(SET_NAMES)),
                 )
             )
+        perm = value.get("permuted")
+        if perm is not None and len(perm):
+            tables.append(
+                ("Permuted linear connectivity between members trained from scratch: mean "
+                 "loss barrier per pair of arms and set, on the plain path and after aligning "
+                 "B to A by activation matching (share of channels left in place: "
+                 f"{perm.loc[perm['aligned'], 'fixed_channels'].mean():.2f}).",
+                 permuted.barrier_table(perm).round(4)),
+            )  # fmt: skip
+        rec = value.get("recovery")
+        if rec is not None:
+            tables.append(
+                ("Basins meet mechanisms: adjusted Rand index of the basins on "
+                 f"'{rec['split']}' against the mechanism groups, with a 95 % bootstrap "
+                 f"interval over its {rec['examples']} examples ({rec['draws']} draws).",
+                 pd.DataFrame([{k: v for k, v in rec.items() if k != "groups"}])),
+            )  # fmt: skip
         names = list(result.study.section(self.key).sets.model_dump().values())
         return [
             Section(
@@ -301,4 +392,32 @@ class Mechanisms:
                 f"mechanisms {method}: "
                 + " / ".join(f"{s} {acc.get(s, math.nan):.3f}" for s in SET_NAMES)
             )
+        perm = value.get("permuted")
+        if perm is not None and len(perm):
+            for (pair, role), g in perm.groupby(["pair", "set"], sort=False):
+                plain = g.loc[~g["aligned"], "loss_barrier"].mean()
+                aligned = g.loc[g["aligned"], "loss_barrier"].mean()
+                out.append(
+                    f"mechanisms permuted {pair} on {role}: barrier {plain:.3f} plain, "
+                    f"{aligned:.3f} aligned"
+                )
+        rec = value.get("recovery")
+        if rec is not None:
+            out.append(
+                f"mechanisms basins vs groups ({', '.join(rec['groups'])}): ARI "
+                f"{rec['ari']:.2f} [{rec['low']:.2f}, {rec['high']:.2f}] over "
+                f"{rec['draws']} draws of '{rec['split']}'"
+            )
         return out
+
+    def summary_json(self, value: dict[str, Any]) -> dict[str, Any]:
+        """The methods × sets table as records (method, set, accuracy, low, high, members),
+        each member's accuracy per set and cue reliance, and each path back to its cue
+        model (loss barrier, lowest and end accuracy per set)."""
+        from modeconn.analyses.base import records
+
+        return {
+            "table": records(value["table"]),
+            "members": records(value["members"], index="id"),
+            "paths": records(value["paths"]),
+        }

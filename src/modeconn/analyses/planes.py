@@ -150,3 +150,22 @@ class Planes:
 
     def summary_lines(self, value: list[dict[str, Any]]) -> list[str]:
         return [f"loss planes: {len(value)} in the store"] if value else []
+
+    def summary_json(self, value: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per plane: its three members, split, grid, unit length and loss range (the
+        whole grid is in the store: ``modeconn export``)."""
+        import numpy as np
+
+        return {
+            "planes": [
+                {
+                    "members": list(rec["spec"]["members"]),
+                    "split": rec.get("split_name", rec["split"]),
+                    "grid": [len(rec["loss"][0]), len(rec["loss"])],
+                    "scale": rec["scale"],
+                    "loss_min": float(np.nanmin(rec["loss"])),
+                    "loss_max": float(np.nanmax(rec["loss"])),
+                }
+                for rec in value
+            ]
+        }

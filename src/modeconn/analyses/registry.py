@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 from modeconn.analyses import (
     curvature,
+    curves,
     distances,
     layerwise,
     mechanisms,
     planes,
     sharpness,
+    spawn,
     table_one,
     trajectory,
     uncertainty,
@@ -39,6 +41,8 @@ ANALYSES: list[Analysis] = [
     curvature.Curvature(),  # barrier prediction from curvature (Singh et al. 2024)
     layerwise.Layerwise(),  # layer-wise LMC (Adilova et al. 2024)
     mechanisms.Mechanisms(),  # counterfactual connectivity, Lubana et al. Table 1
+    curves.Curves(),  # trained Bézier curves / chains vs. the line (Garipov et al. 2018)
+    spawn.Spawn(),  # spawn time: barrier between siblings vs. step (Frankle et al. 2020)
 ]
 
 

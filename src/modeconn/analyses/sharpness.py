@@ -162,3 +162,7 @@ class Sharpness:
 
     def summary_lines(self, value: pd.Series) -> list[str]:
         return [f"ε-sharpness: {value.min():.4g} – {value.max():.4g} over the members"]
+
+    def summary_json(self, value: pd.Series) -> dict[str, Any]:
+        """ε-sharpness of every member, by id."""
+        return {"epsilon_sharpness": {str(m): float(v) for m, v in value.items()}}

@@ -184,3 +184,13 @@ class TableOne:
                 f"[{r['pearson_lo']:+.3f}, {r['pearson_hi']:+.3f}]"
             )
         return lines
+
+    def summary_json(self, value: TableOneTables) -> dict[str, Any]:
+        """Table 1, the R² of each OOD metric per predictor, each predictor's correlations."""
+        from modeconn.analyses.base import records
+
+        return {
+            "cluster_stats": records(value.cluster_stats),
+            "regressions": records(value.regressions),
+            "predictors": records(value.predictors),
+        }

@@ -238,3 +238,22 @@ class Uncertainty:
                     f"identical basins in {r['identical']:.0%}"
                 )
         return lines
+
+    def summary_json(self, value: UncertaintyTables) -> dict[str, Any]:
+        """The bootstrap's headline (ARI vs. the full sample with its interval, share of
+        draws with identical basins), each member's share of draws kept in its basin, and
+        the stability to sub-sample sizes."""
+        from modeconn.analyses.base import records
+
+        u = value.uncertainty
+        s = u.summary()
+        return {
+            "draws": s["draws"],
+            "usable_draws": s["usable draws"],
+            "ari_mean": s["ARI vs. full sample: mean"],
+            "ari_interval": list(s["ARI interval"]),
+            "identical_share": s["draws with identical basins"],
+            "score_r_interval": list(s["score ↔ OOD r interval"]),
+            "kept": dict(zip(u.members, u.keep.tolist(), strict=True)),
+            "stability": None if value.stability is None else records(value.stability),
+        }

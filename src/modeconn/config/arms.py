@@ -47,7 +47,13 @@ class ArmConfig(_Strict):
     data: str
     mix: MixConfig | None = None
     seed_offset: int = 0
-    vary: Literal["both", "head", "data"] = "both"
+    vary: Literal["both", "head", "data", "init"] = Field(
+        default="both",
+        description=(
+            "what the member's seed re-draws: both (head and data order), head, data; init "
+            "(image arms): the whole initialisation and the data order, a model from scratch"
+        ),
+    )
     recipe: Literal["finetune", "lp-ft", "cue", "ft-s", "ft-m", "llrt", "cbft"] = Field(
         default="finetune",
         description=(

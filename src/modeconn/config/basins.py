@@ -80,6 +80,23 @@ class BasinsConfig(_Strict):
         default=None, description="split whose metric orders the heatmaps (default: ood[0])"
     )
 
+    landmarks: int | None = Field(
+        default=None,
+        ge=3,
+        description="landmark basins: measure only the paths to m landmark members (plus "
+        "those among them) and complete the affinity by Nyström (stats.landmarks); "
+        "default: all pairs",
+    )
+    landmark_seed: int = Field(
+        default=0, description="seed of the landmarks' random choice (stats.landmarks)"
+    )
+    landmark_choice: Literal["random", "kmeans++"] = Field(
+        default="random",
+        description="'random': m members drawn with landmark_seed; 'kmeans++': each next "
+        "landmark drawn ∝ its squared distance to the nearest landmark so far, measured "
+        "landmark by landmark (stats.landmarks.kmeanspp_landmarks)",
+    )
+
     def fit_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`modeconn.stats.basins.find_basins` for these settings."""
         return {

@@ -250,7 +250,10 @@ class DigitsSpec:
     ``random_image``: the label's box on the image of a random other digit, drawn with
     ``cue_seed``);
     ``sample_size`` images are then drawn with ``sample_seed`` (None: the whole part) and
-    cut into batches of ``max_batch``.
+    cut into batches of ``max_batch``. ``cue_spots`` replaces the ten default box positions
+    (one (row, column) per label, the box's top-left pixel). ``compose: dominoes`` makes
+    each image a dominoes pair (:mod:`modeconn.data.dominoes`): the cue is then an easy
+    image stacked on top of the digit instead of a box.
     """
 
     kind: ClassVar[str] = "digits"
@@ -262,6 +265,8 @@ class DigitsSpec:
     cue: Literal["none", "label", "random", "random_image"] = "none"
     cue_fraction: float = 1.0
     cue_seed: int = 0
+    cue_spots: tuple[tuple[int, int], ...] | None = None
+    compose: Literal["none", "dominoes"] = "none"
     sample_size: int | None = 512
     sample_seed: int = 0
     metric: MetricName = "accuracy"
@@ -280,6 +285,42 @@ class DigitsSpec:
             raise ConfigError(
                 f"split '{self.name}': cue_fraction must be in [0, 1]; got {self.cue_fraction}"
             )
+        if self.cue_spots is not None:
+            problem = cue_spots_problem(self.cue_spots)
+            if problem:
+                raise ConfigError(f"split '{self.name}': cue_spots {problem}")
+
+
+DIGITS_SIDE, DIGITS_BOX, DIGITS_CLASSES = 28, 3, 10  # image side, cue box side, labels
+
+
+def cue_spots_problem(spots: Any) -> str | None:
+    """Why a box-cue position code does not fit the 28×28 digits, or None.
+
+    A code lists one (row, column) per label: the top-left pixel of the label's 3×3 box,
+    each in 0..25 so that the box lies inside the image, no two the same.
+
+    >>> cue_spots_problem([(0, 1)] * 10)
+    'gives two labels the same spot (0, 1); give each of the 10 labels its own spot'
+    """
+    spots = [tuple(s) for s in spots]
+    top = DIGITS_SIDE - DIGITS_BOX
+    if len(spots) != DIGITS_CLASSES:
+        return f"must list one (row, column) per label, {DIGITS_CLASSES} in all; got {len(spots)}"
+    for label, spot in enumerate(spots):
+        if len(spot) != 2 or not all(0 <= int(v) <= top for v in spot):
+            return (
+                f"places label {label}'s box at {list(spot)}, outside the {DIGITS_SIDE}×"
+                f"{DIGITS_SIDE} image: a {DIGITS_BOX}×{DIGITS_BOX} box's top-left (row, column) "
+                f"must each lie in 0..{top}"
+            )
+    seen = [s for i, s in enumerate(spots) if s in spots[:i]]
+    if seen:
+        return (
+            f"gives two labels the same spot {seen[0]}; give each of the {DIGITS_CLASSES} "
+            "labels its own spot"
+        )
+    return None
 
 
 class DigitsSplitConfig(SplitEntry):
@@ -295,6 +336,12 @@ class DigitsSplitConfig(SplitEntry):
     The four counterfactual sets of Lubana et al. (2023) are ``cue: none`` (clean),
     ``label`` with ``cue_fraction: 1`` (cue), ``random`` (randomized cue) and
     ``random_image`` (randomized image).
+
+    ``cue_spots`` (optional) is the box's position code: one ``[row, column]`` per label
+    (the box's top-left pixel, each in 0..25). ``compose: dominoes`` turns every image
+    into a dominoes pair (:mod:`modeconn.data.dominoes`, 56×28): an easy scikit-learn
+    8×8 digit of the label's class on top (the cue half) and the MNIST digit below (the
+    core half), with the same ``cue`` options meaning the same four sets.
     """
 
     kind: Literal["digits"] = "digits"
@@ -304,6 +351,21 @@ class DigitsSplitConfig(SplitEntry):
     cue: Literal["none", "label", "random", "random_image"] = "none"
     cue_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     cue_seed: int = 0
+    cue_spots: list[tuple[int, int]] | None = None
+    compose: Literal["none", "dominoes"] = "none"
+
+    @model_validator(mode="after")
+    def _spots_fit(self) -> DigitsSplitConfig:
+        if self.cue_spots is not None:
+            problem = cue_spots_problem(self.cue_spots)
+            if problem:
+                raise ValueError(f"cue_spots {problem}")
+            if self.compose == "dominoes":
+                raise ValueError(
+                    "cue_spots places a box cue, which a dominoes split (compose: dominoes) "
+                    "does not have: its cue is the top image; remove cue_spots"
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -322,11 +384,9 @@ class DigitsSplitConfig(SplitEntry):
         return data
 
     def recipe(self, name: str, study: Study) -> DigitsSpec:
-        return DigitsSpec(
-            name=name,
-            max_batch=study.eval.max_batch,
-            **self.model_dump(exclude={"kind"}),
-        )
+        fields = self.model_dump(exclude={"kind", "cue_spots"})
+        spots = None if self.cue_spots is None else tuple((r, c) for r, c in self.cue_spots)
+        return DigitsSpec(name=name, max_batch=study.eval.max_batch, cue_spots=spots, **fields)
 
 
 # kind → entry model; a data module adds its kind here (one line, no torch)

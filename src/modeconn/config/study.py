@@ -117,6 +117,13 @@ class PopulationConfig(_Strict):
 class PathsConfig(_Strict):
     points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
     splits: list[str] = Field(min_length=1)
+    tolerance: float | None = Field(
+        default=None,
+        gt=0,
+        description="adaptive α grids: evaluate a coarse subset of the grid and refine "
+        "until each path's convexity gap is known to this loss (stats.adaptive_grid); "
+        "default: every α",
+    )
 
 
 class Study(_Strict):
@@ -193,15 +200,62 @@ class Study(_Strict):
                     need(f"train.arms[{arm.name}].mix.split", arm.mix.split)
                 if arm.cue_data is not None:
                     need(f"train.arms[{arm.name}].cue_data", arm.cue_data)
+                if arm.vary == "init" and arm.from_ is not None:
+                    raise ValueError(
+                        f"train.arms[{arm.name}].vary: 'init' draws a fresh initialisation, "
+                        f"but the arm starts from the members of '{arm.from_}'; remove "
+                        "`vary: init` (or `from`)"
+                    )
+                if arm.vary == "init" and self.model.kind != "cnn":
+                    raise ValueError(
+                        f"train.arms[{arm.name}].vary: 'init' re-draws the whole "
+                        f"initialisation of an image model (model.kind: cnn); a "
+                        f"'{self.model.kind}' member starts from its pretrained body: use "
+                        "vary: both, head or data"
+                    )
                 if arm.from_ is not None and arm.mix is not None:
                     raise ValueError(
                         f"train.arms[{arm.name}].mix: an arm with `from` fine-tunes trained "
                         "members on its `data` alone; remove `mix` (or `from`)"
                     )
+        self._check_landmarks()
+        self._check_adaptive()
         sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
+
+    def _check_adaptive(self) -> None:
+        if self.paths.tolerance is None:
+            return
+        if self.basins.distance != "convexity_gap":
+            raise ValueError(
+                f"paths.tolerance bounds the error of the convexity gap, but basins.distance "
+                f"is '{self.basins.distance}'; set basins.distance: convexity_gap or remove "
+                "paths.tolerance"
+            )
+        if self.sweep.backend != "local":
+            raise ValueError(
+                f"paths.tolerance runs on the local sweep only (sweep.backend is "
+                f"'{self.sweep.backend}'); set sweep.backend: local or remove paths.tolerance"
+            )
+
+    def _check_landmarks(self) -> None:
+        m = self.basins.landmarks
+        if m is None:
+            return
+        for key in ("distances", "uncertainty", "trajectory"):
+            if sections.is_set(self.analyses.get(key)):
+                raise ValueError(
+                    f"basins.landmarks measures only the paths to {m} landmarks, but "
+                    f"analyses.{key} needs every pair; remove analyses.{key} or "
+                    "basins.landmarks"
+                )
+        if self.basins.n_basins is not None and m < self.basins.n_basins:
+            raise ValueError(
+                f"basins.landmarks ({m}) must be at least basins.n_basins "
+                f"({self.basins.n_basins}): each basin needs a landmark to be seen"
+            )
 
     def check_split(self, field: str, name: str) -> None:
         """Raise ValueError unless split `name` (named by `field`) is declared."""

@@ -57,6 +57,8 @@ import torch
 from modeconn.config.splits import DIGITS_PER_CLASS as PER_CLASS
 from modeconn.config.splits import DigitsSpec
 from modeconn.data.base import SampleInfo
+from modeconn.data.dominoes import stack_cue_halves
+from modeconn.data.partition import partition
 from modeconn.data.tensors import TensorSplit, tensor_split
 from modeconn.errors import ConfigError, DataError
 
@@ -103,35 +105,19 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def partition(
-    labels: np.ndarray, *, test_per_class: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, class-stratified, disjoint (train, test) index arrays.
-
-    Each class's indices are shuffled with one generator seeded by `seed` (classes in
-    order 0–9); the first `test_per_class` go to test. Both arrays list the images
-    class by class, each class in its shuffled order.
-
-    >>> y = np.repeat(np.arange(3), 4)
-    >>> tr, te = partition(y, test_per_class=1, seed=0)
-    >>> len(tr), len(te), len(set(tr) & set(te))
-    (9, 3, 0)
-    """
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        test.append(idx[:test_per_class])
-        train.append(idx[test_per_class:])
-    return np.concatenate(train), np.concatenate(test)
-
-
-def paste_cue(images: torch.Tensor, spots: np.ndarray, value: float) -> None:
+def paste_cue(
+    images: torch.Tensor,
+    spots: np.ndarray,
+    value: float,
+    code: Sequence[tuple[int, int]] = CUE_SPOTS,
+) -> None:
     """Paste a BOX×BOX square of `value` at spot ``spots[i]`` of image i, in place;
-    a spot of −1 leaves the image clean. `images` is (n, 1, 28, 28)."""
+    a spot of −1 leaves the image clean. `images` is (n, 1, 28, 28); `code` gives each
+    spot's top-left (row, column) (the study's ``cue_spots``, by default
+    :data:`CUE_SPOTS`)."""
     for i, s in enumerate(spots.tolist()):
         if s >= 0:
-            r, c = CUE_SPOTS[s]
+            r, c = code[s]
             images[i, :, r : r + BOX, c : c + BOX] = value
 
 
@@ -188,7 +174,11 @@ def digits_part(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
     if spec.cue == "random_image":
         pixels = pixels[random_image_donors(y, spec.cue_seed)]
     x = normalise(pixels)
-    paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD)
+    if spec.compose == "dominoes":  # the cue is an easy image on top, not a box
+        halves = stack_cue_halves(spec, x, y, mean=MNIST_MEAN, std=MNIST_STD)
+        return halves, torch.from_numpy(y.astype(np.int64))
+    code = CUE_SPOTS if spec.cue_spots is None else spec.cue_spots
+    paste_cue(x, cue_spots(spec, y), (1.0 - MNIST_MEAN) / MNIST_STD, code)
     return x, torch.from_numpy(y.astype(np.int64))
 
 
@@ -207,7 +197,8 @@ def digits_sample(spec: DigitsSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def build_split(spec: DigitsSpec, label_order: Sequence[str] = CLASSES) -> TensorSplit:
     """The ``digits`` split kind's builder (:data:`modeconn.data.base.SPLIT_BUILDERS`):
     the sample as a :class:`~modeconn.data.tensors.TensorSplit` of
-    ``{"images": (B, 1, 28, 28)}`` batches, fed as ``model(images=...)``.
+    ``{"images": (B, 1, 28, 28)}`` batches (``(B, 1, 56, 28)`` for dominoes), fed as
+    ``model(images=...)``.
 
     The split's classes are the digits ``"0"``–``"9"``; each must be one of the model's
     labels (`label_order`), which says which output scores it.

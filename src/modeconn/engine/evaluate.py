@@ -387,6 +387,35 @@ class Evaluator:
                 buf.add_(dv, alpha=wy)
         self._stale = True
 
+    @torch.no_grad()
+    def set_weighted(
+        self, points: Sequence[Sequence[torch.Tensor]], weights: Sequence[float]
+    ) -> None:
+        """Write θ = Σₖ wₖ·θₖ into the resident buffers (a point of a curve through nodes).
+
+        Per tensor, ``mul(θ₀, w₀, out=buffer)`` then ``buffer += wₖ·θₖ`` for every other
+        non-zero weight: no temporary, no model copy. A single weight of 1 (a curve's end)
+        writes that point exactly. :func:`modeconn.engine.paths.curve_coefficients` gives
+        the weights of a Bézier curve or a polygonal chain.
+        """
+        if len(points) != len(weights) or any(len(p) != len(self._buffers) for p in points):
+            raise PopulationError(
+                f"a weighted point needs one weight per point and points of "
+                f"{len(self._buffers)} tensors; got {len(weights)} weights for "
+                f"{[len(p) for p in points]} tensors; build the points with Evaluator.as_point"
+            )
+        used = [(p, float(w)) for p, w in zip(points, weights, strict=True) if w != 0.0]
+        if not used:
+            raise PopulationError("a weighted point needs a non-zero weight")
+        if len(used) == 1 and used[0][1] == 1.0:
+            self.set_point(used[0][0])
+            return
+        for i, buf in enumerate(self._buffers):
+            torch.mul(used[0][0][i], used[0][1], out=buf)
+            for p, w in used[1:]:
+                buf.add_(p[i], alpha=w)
+        self._stale = True
+
     def prepared(self, split: Split) -> Split:
         """`split` with its batches and labels on the engine's device (moved once)."""
         if split.batches and next(iter(split.batches[0].values())).device == self.device:

@@ -8,8 +8,9 @@ parameter tensors),
     θ_ℓ^A(s) = A with block ℓ replaced by (1 − s)·A_ℓ + s·B_ℓ     ("rest at A"),
     θ_ℓ^B(s) = B with block ℓ replaced by (1 − s)·B_ℓ + s·A_ℓ     ("rest at B"),
 
-and the cumulative paths interpolate the first k blocks together (shallow-first) or the
-last k (deep-first), the rest at A, for k = 1 … K (k = K is the full linear path).
+and the cumulative paths interpolate the first k blocks together (shallow-first), the
+last k (deep-first), or the first k of a seeded random order of the blocks (random), the
+rest at A, for k = 1 … K (k = K is the full linear path).
 
 **Blocks** come from the model's own state names: each name's module path (the name
 without its last part, ``weight`` / ``bias`` / ``running_mean`` …) cut to its first
@@ -26,7 +27,7 @@ Every point is written into the engine's resident weights
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from modeconn.data.base import Split
 from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError
 
-__all__ = ["LayerwiseCurves", "block_of", "blocks", "layerwise_curves"]
+__all__ = ["LayerwiseCurves", "block_of", "blocks", "layerwise_curves", "random_orders"]
 
 
 def block_of(name: str, depth: int) -> str:
@@ -63,18 +64,39 @@ def blocks(keys: Sequence[str], depth: int) -> dict[str, list[int]]:
     return out
 
 
-def select_blocks(found: dict[str, list[int]], names: Sequence[str] | None) -> dict[str, list[int]]:
+def select_blocks(
+    found: dict[str, list[int]], names: Sequence[str] | None, *, depth: int | None = None
+) -> dict[str, list[int]]:
     """The blocks named (all if None), in the model's order; an unknown name is an error
-    listing the model's blocks."""
+    listing the model's blocks (at `depth`, when given)."""
     if names is None:
         return found
     unknown = [n for n in names if n not in found]
     if unknown:
+        at = "this depth" if depth is None else f"depth {depth}"
         raise ConfigError(
-            f"analyses.layerwise.blocks names {unknown}, not blocks of this model at this "
-            f"depth; its blocks are: {', '.join(found)}"
+            f"analyses.layerwise.blocks names {unknown}, not blocks of this model at {at}; "
+            f"its blocks are: {', '.join(found)} (or change analyses.layerwise.depth)"
         )
     return {k: v for k, v in found.items() if k in set(names)}
+
+
+def random_orders(names: Sequence[str], draws: int, seed: int) -> list[list[str]]:
+    """`draws` seeded random orders of the blocks `names` (draw r from
+    ``numpy.random.default_rng([seed, r])``, so adding draws keeps the earlier ones).
+
+    >>> random_orders(["a", "b", "c"], 2, 0) == random_orders(["a", "b", "c"], 2, 0)
+    True
+    >>> sorted(random_orders(["a", "b", "c"], 1, 5)[0])
+    ['a', 'b', 'c']
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 0:
+        raise ConfigError(f"analyses.layerwise.random_orders must be an integer ≥ 0; got {draws!r}")
+    out = []
+    for r in range(draws):
+        perm = np.random.default_rng([int(seed), r]).permutation(len(names))
+        out.append([names[i] for i in perm])
+    return out
 
 
 @dataclass(frozen=True)
@@ -83,7 +105,8 @@ class LayerwiseCurves:
 
     ``rest_a[ℓ]`` / ``rest_b[ℓ]``: f(s) for block ℓ interpolated, the rest at A / at B;
     ``shallow[k-1]`` / ``deep[k-1]``: f(s) with the first / last k blocks interpolated (the
-    rest at A); ``loss_a``, ``loss_b``: the full members' losses.
+    rest at A); ``random[r][k-1]``: the first k blocks of ``orders[r]`` (a seeded random
+    order) interpolated, the rest at A; ``loss_a``, ``loss_b``: the full members' losses.
     """
 
     blocks: list[str]
@@ -94,6 +117,8 @@ class LayerwiseCurves:
     deep: list[list[float]]
     loss_a: float
     loss_b: float
+    orders: list[list[str]] = field(default_factory=list)
+    random: list[list[list[float]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,7 +126,8 @@ class LayerwiseCurves:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerwiseCurves:
         fields = ("blocks", "s", "rest_a", "rest_b", "shallow", "deep", "loss_a", "loss_b")
-        return cls(**{k: data[k] for k in fields})
+        more = {k: data[k] for k in ("orders", "random") if k in data}
+        return cls(**{k: data[k] for k in fields}, **more)
 
 
 def layerwise_curves(
@@ -113,13 +139,16 @@ def layerwise_curves(
     groups: dict[str, list[int]],
     points: int = 5,
     cumulative: bool = True,
+    orders: Sequence[Sequence[str]] = (),
 ) -> LayerwiseCurves:
     """Evaluate every layer-wise path of (A, B) on `split` at `points` values of s in [0, 1].
 
     Per block, both variants (2·K·(points − 1) evaluations: s = 0 is the base member,
     evaluated once; s = 1 is a hybrid, so each path's chord is its own); with `cumulative`,
     shallow-first and deep-first (2·K·(points − 1) more), over the given blocks only (the
-    rest stay at A, so k = K is the full path only when every block is given).
+    rest stay at A, so k = K is the full path only when every block is given); and for
+    each order of `orders` (:func:`random_orders`), its first k blocks for k = 1 … K — a
+    set of blocks already evaluated (a single block, the full set) is not evaluated again.
     Counted as ``kind="layerwise"`` in the evaluator's counts.
     """
     if points < 2:
@@ -151,4 +180,32 @@ def layerwise_curves(
         for k in range(1, len(names) + 1):
             shallow.append(curve(a, b, [i for n in names[:k] for i in groups[n]]))
             deep.append(curve(a, b, [i for n in names[len(names) - k :] for i in groups[n]]))
-    return LayerwiseCurves(names, grid, rest_a, rest_b, shallow, deep, loss_a, loss_b)
+    # random orders: a set of blocks seen before (rest at A) is read, not evaluated again
+    seen = {frozenset([n]): rest_a[n] for n in names}
+    if cumulative:
+        for k in range(1, len(names) + 1):
+            seen[frozenset(names[:k])] = shallow[k - 1]
+            seen[frozenset(names[len(names) - k :])] = deep[k - 1]
+    random: list[list[list[float]]] = []
+    for order in orders:
+        if sorted(order) != sorted(names):
+            raise ConfigError(f"a random order must list the blocks {names} once each; got {order}")
+        draw = []
+        for k in range(1, len(order) + 1):
+            chosen = frozenset(order[:k])
+            if chosen not in seen:
+                seen[chosen] = curve(a, b, [i for n in names if n in chosen for i in groups[n]])
+            draw.append(seen[chosen])
+        random.append(draw)
+    return LayerwiseCurves(
+        names,
+        grid,
+        rest_a,
+        rest_b,
+        shallow,
+        deep,
+        loss_a,
+        loss_b,
+        [list(o) for o in orders],
+        random,
+    )

@@ -4,10 +4,16 @@ The linear segment between members A and B is θα = α·θA + (1−α)·θB (Ju
 following Frankle et al. 2020), evaluated on a uniform α grid; α = 0 is B and α = 1 is A.
 The grid identifier (e.g. ``"linear:11"``) is part of every stored row's key, so results
 on different grids never mix.
+
+Curves beyond the line (:func:`curve_coefficients`): a quadratic Bézier curve, or a
+Bernstein curve of any degree, and a polygonal chain, both through trained bends
+(:mod:`modeconn.engine.curves` trains them). These are pure functions of α; their nodes'
+combination is written into the engine's resident weights like any other point.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,3 +42,106 @@ def segment(
 ) -> list[torch.Tensor]:
     """θα = α·θA + (1−α)·θB as new tensors (the engine writes the same in place)."""
     return list(torch._foreach_lerp(list(point_b), list(point_a), float(alpha)))
+
+
+# --------------------------------------------------------------------------- curves
+
+
+CURVE_KINDS = ("bezier", "chain")
+
+
+def _check_curve(kind: str, bends: int, alpha: float) -> None:
+    if kind not in CURVE_KINDS:
+        raise ConfigError(
+            f"analyses.curves.kind must be one of {', '.join(CURVE_KINDS)}; got {kind!r}"
+        )
+    if isinstance(bends, bool) or not isinstance(bends, int) or bends < 1:
+        raise ConfigError(f"analyses.curves.bends must be an integer ≥ 1; got {bends!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"a point on a curve needs α in [0, 1]; got {alpha!r}")
+
+
+def curve_coefficients(kind: str, bends: int, alpha: float) -> np.ndarray:
+    """Weights cₖ(α) of the curve's nodes [θA, θ₁ … θ_bends, θB]: θ(α) = Σₖ cₖ(α)·θₖ.
+
+    Curves run from A (α = 0) to B (α = 1), the form of Garipov et al. (2018, "Loss
+    Surfaces, Mode Connectivity, and Fast Ensembling of DNNs") and Lubana et al. (2023):
+
+    * ``bezier`` — the Bernstein polynomials of degree n = bends + 1,
+      cₖ(α) = C(n, k) αᵏ (1 − α)ⁿ⁻ᵏ; one bend is the quadratic Bézier curve
+      θ(α) = (1 − α)²θA + 2α(1 − α)θ₁ + α²θB;
+    * ``chain`` — the polygonal chain through the nodes at α = k / (bends + 1): on the
+      segment j ≤ α·(bends + 1) ≤ j + 1 only nodes j and j + 1 weigh, (1 − u) and u with
+      u = α·(bends + 1) − j (Garipov et al.'s "polygonal chain", one bend: their eq. 4).
+
+    The weights are non-negative and sum to 1 (a convex combination of the nodes), and
+    both kinds reproduce the straight line when the bends sit on it at k / (bends + 1)
+    (:func:`line_bends`); α = 0 gives exactly [1, 0, …, 0] and α = 1 exactly [0, …, 0, 1].
+
+    >>> curve_coefficients("bezier", 1, 0.5).tolist()
+    [0.25, 0.5, 0.25]
+    >>> curve_coefficients("chain", 1, 0.25).tolist()
+    [0.5, 0.5, 0.0]
+    """
+    _check_curve(kind, bends, alpha)
+    n = bends + 1  # segments of a chain; degree of the Bernstein polynomials
+    a = float(alpha)
+    out = np.zeros(n + 1)
+    if kind == "bezier":
+        for k in range(n + 1):
+            out[k] = math.comb(n, k) * a**k * (1.0 - a) ** (n - k)
+        return out
+    t = a * n
+    j = min(math.floor(t), n - 1)
+    u = t - j
+    out[j], out[j + 1] = 1.0 - u, u
+    return out
+
+
+def bend_gradient_scales(kind: str, bends: int, alpha: float) -> np.ndarray:
+    """∂θ(α)/∂θₖ for each bend k = 1 … bends: the factor the chain rule puts on its step.
+
+    θ(α) = Σ cₖ(α)θₖ is linear in every node, so ∇_θₖ L(θ(α)) = cₖ(α)·∇L(θ(α)): a bend
+    moves by the loss gradient at the curve's point times its own weight there. For the
+    quadratic Bézier curve that is 2α(1 − α), the scaling of Lubana et al.'s code.
+
+    >>> round(float(bend_gradient_scales("bezier", 1, 0.3)[0]), 12)  # 2 · 0.3 · 0.7
+    0.42
+    """
+    return curve_coefficients(kind, bends, alpha)[1:-1]
+
+
+def line_bends(bends: int) -> tuple[float, ...]:
+    """Where the bends start: at t = k / (bends + 1) of the segment from A to B.
+
+    A bend initialised at (1 − t)·θA + t·θB makes the untrained curve the straight line
+    itself, for both kinds (Bernstein polynomials have linear precision,
+    Σₖ cₖ(α)·k/n = α), so training starts from the line and every gain is the bend's.
+
+    >>> line_bends(3)
+    (0.25, 0.5, 0.75)
+    """
+    if isinstance(bends, bool) or not isinstance(bends, int) or bends < 1:
+        raise ConfigError(f"analyses.curves.bends must be an integer ≥ 1; got {bends!r}")
+    return tuple(k / (bends + 1) for k in range(1, bends + 1))
+
+
+def curve_point(
+    nodes: Sequence[Sequence[torch.Tensor]], kind: str, alpha: float
+) -> list[torch.Tensor]:
+    """θ(α) = Σₖ cₖ(α)·θₖ as new tensors, `nodes` = [θA, θ₁ … θ_bends, θB] (the engine
+    writes the same in place, :meth:`~modeconn.engine.evaluate.Evaluator.set_weighted`).
+
+    >>> a, m, b = [torch.tensor([0.0])], [torch.tensor([2.0])], [torch.tensor([4.0])]
+    >>> curve_point([a, m, b], "bezier", 0.5)
+    [tensor([2.])]
+    """
+    c = curve_coefficients(kind, len(nodes) - 2, alpha)
+    out = []
+    for parts in zip(*nodes, strict=True):
+        acc = torch.zeros_like(parts[0])
+        for w, t in zip(c, parts, strict=True):
+            if w != 0.0:
+                acc = acc + float(w) * t
+        out.append(acc)
+    return out

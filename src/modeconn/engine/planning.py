@@ -36,15 +36,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from modeconn.errors import ConfigError
+from modeconn.stats.landmarks import choose_landmarks, landmark_pairs
 
 if TYPE_CHECKING:
+    from modeconn.config.basins import BasinsConfig
     from modeconn.config.study import Study
 
-__all__ = ["SweepEstimate", "count_members", "plan_study", "split_rows"]
+__all__ = ["SweepEstimate", "count_members", "landmark_plan", "plan_study", "split_rows"]
+
+
+def landmark_plan(n: int, basins: BasinsConfig) -> list[tuple[int, int]] | None:
+    """The pairs a sweep measures under ``basins.landmarks`` (None: every pair).
+
+    Landmarks are indices into the members sorted by id (the sweep's order), drawn by
+    :func:`modeconn.stats.landmarks.choose_landmarks` with ``basins.landmark_seed``; the
+    analysis (:func:`modeconn.results.analyze`) draws the same ones. m ≥ N − 1 measures
+    every pair. ``landmark_choice: kmeans++`` gives None: its landmarks are drawn as
+    their paths are measured (:meth:`modeconn.pipeline.StudyRunner.sweep`).
+    """
+    m = basins.landmarks
+    if m is None or m >= n - 1 or basins.landmark_choice != "random":
+        return None  # every pair, or landmarks chosen as the sweep goes (kmeans++)
+    return landmark_pairs(n, choose_landmarks(n, m, seed=basins.landmark_seed))
+
 
 ASSUMPTION = (
     "assumes perfect scaling across workers and no load time "
@@ -72,6 +90,8 @@ class SweepEstimate:
     workers: int = 1
     study: str | None = None
     members_from: str | None = None
+    landmarks: int | None = None
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("path_splits", "eval_splits"):
@@ -115,14 +135,28 @@ class SweepEstimate:
                 f"--throughput must be a positive number of examples per second; "
                 f"got {self.throughput!r}"
             )
+        if self.landmarks is not None and (
+            isinstance(self.landmarks, bool)
+            or not isinstance(self.landmarks, int)
+            or self.landmarks < 1
+        ):
+            raise ConfigError(f"basins.landmarks must be an integer ≥ 1; got {self.landmarks!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigError(f"--workers must be a whole number ≥ 1; got {self.workers!r}")
 
     # ---- counts -------------------------------------------------------------------
 
     @property
-    def pairs(self) -> int:
+    def all_pairs(self) -> int:
         return self.members * (self.members - 1) // 2
+
+    @property
+    def pairs(self) -> int:
+        """Pairs whose paths are measured: all, or those touching a landmark."""
+        m = self.landmarks
+        if m is None or m >= self.members - 1:
+            return self.all_pairs
+        return m * (self.members - m) + m * (m - 1) // 2
 
     @property
     def path_units(self) -> int:
@@ -203,6 +237,7 @@ class SweepEstimate:
         out["path_splits"], out["eval_splits"] = list(self.path_splits), list(self.eval_splits)
         out["sample_sizes"], out["row_counts"] = dict(self.sample_sizes), dict(self.row_counts)
         out.update(
+            all_pairs=self.all_pairs,
             pairs=self.pairs,
             path_units=self.path_units,
             interior_points=self.interior_points,
@@ -238,7 +273,7 @@ class SweepEstimate:
         lines = [f"plan of study {self.study}"] if self.study else []
         lines += [
             f"members: {n:,}{source}",
-            f"pairs: {self.pairs:,} = {n:,} × {n - 1:,} / 2",
+            *self._pair_lines(),
             f"splits on paths: {s_path} ({', '.join(self.path_splits)}); "
             f"evaluated per member: {s_eval} ({', '.join(self.eval_splits)})",
             f"path units: {self.path_units:,} = {self.pairs:,} pairs × {s_path} path splits",
@@ -267,8 +302,50 @@ class SweepEstimate:
             made = self.split_examples(s)
             line = f"  {s:<{width}}  {size} per evaluation ({of}) × ({evals} evaluations)"
             lines.append(line + (f" = {made:,}" if made is not None else ""))
+        if self.tolerance is not None:
+            lines.append(
+                f"paths.tolerance {self.tolerance:g}: adaptive α grids evaluate a subset of "
+                f"the {interior} interior α of each path (at least the coarse ones), so the "
+                "interior counts above and the projection are upper bounds"
+            )
         lines.append(self._projection())
+        saving = self._saving()
+        if saving is not None:
+            lines.append(saving)
         return "\n".join(lines)
+
+    def _pair_lines(self) -> list[str]:
+        n = self.members
+        every = f"{self.all_pairs:,} = {n:,} × {n - 1:,} / 2"
+        if self.pairs == self.all_pairs:
+            return [f"pairs: {every}"]
+        m = self.landmarks
+        assert m is not None
+        return [
+            f"pairs: {self.pairs:,} = {m} landmarks × {n - m:,} others + {m} × {m - 1} / 2 "
+            f"among landmarks (basins.landmarks), of all {every}: "
+            f"{100 * self.pairs / self.all_pairs:.1f} % of the paths"
+        ]
+
+    def all_pairs_estimate(self) -> SweepEstimate:
+        """The same sweep over every pair (what landmarks save against)."""
+        return replace(self, landmarks=None)
+
+    def _saving(self) -> str | None:
+        if self.pairs == self.all_pairs:
+            return None
+        full = self.all_pairs_estimate()
+        line = (
+            f"saved by landmarks: {full.evaluations - self.evaluations:,} of "
+            f"{full.evaluations:,} evaluations "
+            f"({100 * (1 - self.evaluations / full.evaluations):.1f} %)"
+        )
+        if self.wall_seconds is not None and full.wall_seconds is not None:
+            line += (
+                f"; {_duration(self.wall_seconds)} instead of {_duration(full.wall_seconds)} "
+                f"(saves {_duration(full.wall_seconds - self.wall_seconds)})"
+            )
+        return line
 
     def _projection(self) -> str:
         if self.throughput is None:
@@ -326,7 +403,8 @@ def count_members(study: Study) -> tuple[int, str]:
 def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
     """Rows of each split after its `where` and `rows`, read from its file; None if absent.
 
-    A missing data root or data file gives None (the plan says "rows not read"); a file
+    Digits splits are counted from the installed wheel. A missing data root or data file
+    gives None (the plan says "rows not read"); a file
     that is there but wrong (a missing column, nothing left after the filters) raises, as
     the run would.
     """
@@ -334,16 +412,31 @@ def split_rows(study: Study, names: Sequence[str]) -> dict[str, int | None]:
 
     try:
         study.data_path()
+        have_root = True
     except ConfigError:
-        return dict.fromkeys(names)
+        have_root = False
     out: dict[str, int | None] = {}
     for name in names:
-        if study.split_entry(name).kind != "text":
+        kind = study.split_entry(name).kind
+        if kind == "digits":  # no data root: the digits ship inside an installed wheel
+            out[name] = _digits_rows(study.split_entry(name))
+            continue
+        if kind != "text" or not have_root:
             out[name] = None  # other kinds are not counted from a file here
             continue
         spec = study.split_spec(name)
         out[name] = len(read_examples(spec)) if spec.path.is_file() else None
     return out
+
+
+def _digits_rows(entry: Any) -> int:
+    """Images in a digits split's part (the MNIST digits ship inside an installed wheel)."""
+    from modeconn.data.digits import load_mnist_5k
+    from modeconn.data.partition import partition
+
+    labels = load_mnist_5k()[1]
+    train, test = partition(labels, test_per_class=entry.test_per_class, seed=entry.partition_seed)
+    return len(train if entry.part == "train" else test)
 
 
 def plan_study(
@@ -370,4 +463,6 @@ def plan_study(
         workers=workers,
         study=study.name,
         members_from=source,
+        landmarks=study.basins.landmarks,
+        tolerance=study.paths.tolerance,
     )

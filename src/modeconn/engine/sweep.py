@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,6 +37,7 @@ from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
 from modeconn.errors import PopulationError
+from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
 
 PointLoader = Callable[[str], list[torch.Tensor]]
@@ -59,6 +60,7 @@ class SweepPlan:
     unit_todo: tuple[tuple[int, int, str], ...]  # (index A, index B, split name)
     n_units: int  # all path units of the study, done or not
     n_member_points: int  # all member points of the study
+    tolerance: float | None = None  # paths.tolerance: adaptive α grids (stats.adaptive_grid)
 
     @property
     def n_evaluations(self) -> int:
@@ -111,8 +113,19 @@ def plan_sweep(
     member_splits: Sequence[str],
     points: int,
     store: Store,
+    pairs: Collection[tuple[int, int]] | None = None,
+    tolerance: float | None = None,
 ) -> SweepPlan:
-    """Every member point and path unit of the study that the store does not hold yet."""
+    """Every member point and path unit of the study that the store does not hold yet.
+
+    ``pairs`` (member indices i < j) restricts the paths to those pairs — the landmark
+    pairs of :mod:`modeconn.stats.landmarks`; ``None`` sweeps every pair.
+
+    ``tolerance`` (``paths.tolerance``) makes every unit adaptive: a done unit counts as
+    done whatever subset of the lattice it holds. Without it a done unit holding fewer
+    points than the grid (written by an adaptive sweep) is still to do, and
+    :func:`run_sweep` evaluates only its missing α.
+    """
     alphas = alpha_grid(points)
     grid = grid_id("linear", points)
     plan = SweepPlan(tuple(members), alphas, grid, (), (), 0, 0)
@@ -125,13 +138,17 @@ def plan_sweep(
         is None
     ]
     done = store.done_units()
+    wanted = None if pairs is None else set(pairs)
     units = [
         (i, j, s)
         for i in range(len(members))
         for j in range(i + 1, len(members))
+        if wanted is None or (i, j) in wanted
         for s in path_splits
     ]
     # a pair whose id order changed (a rename, a swap) was swept the other way: done
+    if tolerance is None:  # units an adaptive sweep left partial are not done for a full grid
+        done = done - _partial_units(store, grid, points, done)
     unit_todo = [u for u in units if not is_swept(unit_key(plan, u[0], u[1], splits[u[2]]), done)]
     return SweepPlan(
         tuple(members),
@@ -141,7 +158,43 @@ def plan_sweep(
         tuple(unit_todo),
         n_units=len(units),
         n_member_points=len(members) * len(all_member_splits),
+        tolerance=tolerance,
     )
+
+
+def _partial_units(store: Store, grid: str, points: int, done: set[UnitKey]) -> set[UnitKey]:
+    """The done units of `grid` that hold fewer than `points` α (an adaptive sweep's)."""
+    if not any(u.grid == grid for u in done):
+        return set()
+    rows = store.path_points(rows="all", grid=grid)
+    cols = [
+        "member_a",
+        "member_b",
+        "hash_a",
+        "hash_b",
+        "path",
+        "split",
+        "sample_seed",
+        "sample_size",
+    ]
+    sizes = rows.groupby(cols).size()
+    short = {k for k, v in sizes.items() if v < points}
+    return {
+        u
+        for u in done
+        if u.grid == grid
+        and (
+            u.member_a,
+            u.member_b,
+            u.hash_a,
+            u.hash_b,
+            u.path,
+            u.split,
+            u.sample_seed,
+            u.sample_size,
+        )
+        in short
+    }
 
 
 def plan_cost(plan: SweepPlan, splits: Mapping[str, Split]) -> int:
@@ -265,6 +318,35 @@ def unit_rows(
     return rows
 
 
+def _unit_points(
+    plan: SweepPlan,
+    key: UnitKey,
+    end_a: MemberPoint,
+    end_b: MemberPoint,
+    stored: Mapping[float, PathPoint],
+    evaluate: Callable[[float], PathPoint],
+) -> dict[float, PathPoint]:
+    """A unit's points by α: ends from the member points, then the stored interior points,
+    then every missing interior α (full grid) or those the adaptive grid asks for."""
+    alphas = plan.alphas
+    ends = unit_rows(key, (0.0, 1.0), end_a, end_b, [])
+    found = {**{p.alpha: p for p in stored.values() if 0.0 < p.alpha < 1.0}, 0.0: ends[0]}
+    found[1.0] = ends[1]
+    if plan.tolerance is None:
+        for alpha in alphas[1:-1]:
+            if alpha not in found:
+                found[alpha] = evaluate(alpha)
+        return found
+
+    def loss(k: int) -> float:
+        found[alphas[k]] = evaluate(alphas[k])
+        return found[alphas[k]].loss
+
+    known = {k: found[a].loss for k, a in enumerate(alphas) if a in found}
+    adaptive_gap(loss, alphas, plan.tolerance, known=known)
+    return found
+
+
 def run_sweep(
     plan: SweepPlan,
     evaluator: Evaluator,
@@ -328,14 +410,24 @@ def run_sweep(
         assert end_a is not None and end_b is not None, "member points are written first"
         point_a, point_b = cache.get(key.member_a), cache.get(key.member_b)
         bar.set_postfix_str(f"{key.member_a}–{key.member_b} on {s}")
-        results = []
-        for alpha in plan.alphas[1:-1]:
-            res = evaluator.evaluate_lerp(point_a, point_b, alpha, split, per_example=keep_examples)
+        # points an earlier (adaptive) sweep stored for this unit are reused, never redone
+        stored = {p.alpha: p for p in store.unit_points(key)}
+
+        def evaluate(
+            alpha: float,
+            key: UnitKey = key,
+            split: Split = split,
+            ends: tuple[list[torch.Tensor], list[torch.Tensor]] = (point_a, point_b),
+        ) -> PathPoint:
+            res = evaluator.evaluate_lerp(*ends, alpha, split, per_example=keep_examples)
             check_finite(res, f"path {key.member_a}–{key.member_b}", split, alpha)
-            results.append(res)
             stats.path_evaluations += 1
             bar.update(split.cost)
-        rows = unit_rows(key, plan.alphas, end_a, end_b, results, keep_examples=keep_examples)
+            examples = res.example_losses if keep_examples else None
+            return _path_point(key, alpha, res.loss, res.metrics, examples, res.n_examples)
+
+        found = _unit_points(plan, key, end_a, end_b, stored, evaluate)
+        rows = [found[a] for a in sorted(found)]
         store.write_unit(key, rows)
         stats.units_written += 1
     for i in list(pending):  # members whose units were all done before

@@ -4,7 +4,10 @@
   midpoint and endpoint forms of :mod:`modeconn.measures.barrier_forms`) against the
   barrier measured on the path, one marker per form, with the line y = x.
 * :func:`layerwise_barriers` — the barrier when one block is interpolated and the rest
-  kept at A (or at B), and the cumulative barriers as blocks are added.
+  kept at A (or at B), and the cumulative barriers as blocks are added (shallow-first,
+  deep-first, random orders with their range).
+* :func:`layerwise_heatmap` — per-block barriers between two runs' checkpoints at each
+  stored training step: layers × training time.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from modeconn.errors import DataError
 from modeconn.figures.style import (
     BASIN_PALETTE,
     COLUMN_WIDTH,
+    FONT_SIZES,
     FULL_WIDTH,
+    HEATMAP_CMAP,
     _axes,
     _legend_below,
     _require_columns,
@@ -34,6 +39,7 @@ def barrier_prediction(
     pairs: pd.DataFrame,
     *,
     forms: Sequence[str] = ("exact", "midpoint", "endpoint"),
+    title: str = "barrier predicted from curvature, per pair",
     ax: Axes | None = None,
 ) -> Figure:
     """Predicted vs. measured barrier per pair, one colour and marker per form.
@@ -75,20 +81,26 @@ def barrier_prediction(
     ax.plot([a, b], [a, b], linestyle="--", color="0.5", linewidth=1)
     ax.set_xlabel("measured barrier f(½) − ½(f(0) + f(1))")
     ax.set_ylabel("predicted barrier")
-    ax.set_title("barrier predicted from curvature, per pair")
+    ax.set_title(title)
     _legend_below(ax)
     _style_axes(ax)
     return fig
 
 
 def layerwise_barriers(
-    per_block: pd.DataFrame, cumulative: pd.DataFrame | None = None, *, ax: Axes | None = None
+    per_block: pd.DataFrame,
+    cumulative: pd.DataFrame | None = None,
+    *,
+    label: str = "barrier",
+    ax: Axes | None = None,
 ) -> Figure:
     """Per-block barriers (one bar pair per block: the rest at A, the rest at B), and, if
     given, cumulative barriers (one line per order) on a second axis.
 
     `per_block` is indexed by block with columns ``rest_a`` and ``rest_b``; `cumulative`
-    is indexed by the number of blocks interpolated with one column per order.
+    is indexed by the number of blocks interpolated with one column per order; columns
+    ``<order>_min`` and ``<order>_max`` draw a band around that order's line (the range
+    over random orders).
 
     >>> pb = pd.DataFrame({"rest_a": [0.1, 0.3], "rest_b": [0.2, 0.1]}, index=["l0", "l1"])
     >>> fig = layerwise_barriers(pb)
@@ -105,32 +117,110 @@ def layerwise_barriers(
         ax.set_position((0.08, 0.3, 0.4, 0.6))
         axes.append(fig.add_axes((0.58, 0.3, 0.4, 0.6)))
     idx = np.arange(len(per_block))
-    for j, (col, label) in enumerate((("rest_a", "rest at A"), ("rest_b", "rest at B"))):
+    for j, (col, name) in enumerate((("rest_a", "rest at A"), ("rest_b", "rest at B"))):
         ax.bar(
             idx + (j - 0.5) * 0.4,
             per_block[col].to_numpy(dtype=float),
             width=0.4,
             color=BASIN_PALETTE[j],
-            label=label,
+            label=name,
         )
     ax.set_xticks(idx, [str(b) for b in per_block.index], rotation=45, ha="right")
-    ax.set_ylabel("barrier (one block interpolated)")
+    ax.set_ylabel(f"{label} (one block interpolated)")
     ax.legend(fontsize="small")
     _style_axes(ax)
     if cumulative is not None:
         cx = axes[1]
-        for j, col in enumerate(cumulative.columns):
+        k = cumulative.index.to_numpy()
+        lines = [c for c in cumulative.columns if not str(c).endswith(("_min", "_max"))]
+        for j, col in enumerate(lines):
+            color = BASIN_PALETTE[(j + 2) % len(BASIN_PALETTE)]
             cx.plot(
-                cumulative.index.to_numpy(),
+                k,
                 cumulative[col].to_numpy(dtype=float),
                 marker="o",
-                color=BASIN_PALETTE[(j + 2) % len(BASIN_PALETTE)],
+                color=color,
                 label=str(col),
             )
+            if f"{col}_min" in cumulative and f"{col}_max" in cumulative:
+                cx.fill_between(
+                    k,
+                    cumulative[f"{col}_min"].to_numpy(dtype=float),
+                    cumulative[f"{col}_max"].to_numpy(dtype=float),
+                    color=color,
+                    alpha=0.2,
+                    linewidth=0,
+                )
         cx.set_xlabel("blocks interpolated")
-        cx.set_ylabel("barrier")
+        cx.set_ylabel(label)
         cx.legend(fontsize="small")
         _style_axes(cx)
+    return fig
+
+
+def layerwise_heatmap(
+    training: pd.DataFrame,
+    *,
+    convention: str = "own",
+    label: str = "barrier",
+    ax: Axes | None = None,
+) -> Figure:
+    """Per-block barriers along training: blocks (rows, input at the top) × stored steps
+    (columns, the final members last), one panel per variant (rest at A, rest at B).
+
+    `training` has columns ``stage``, ``step``, ``block``, ``rest_a`` and ``rest_b``
+    (:func:`modeconn.analyses.layerwise_tables.training_rows`), and ``rest_a_lmc``,
+    ``rest_b_lmc`` for ``convention="lmc"`` (maximum minus the members' mean loss, which
+    may be negative: the colour scale then starts below 0).
+
+    >>> t = pd.DataFrame({"stage": [0, 0, 1, 1], "step": [5, 5, "final", "final"],
+    ...                   "block": ["b0", "b1"] * 2, "rest_a": [0.1, 0.2, 0.0, 0.3],
+    ...                   "rest_b": [0.1, 0.1, 0.2, 0.2]})
+    >>> fig = layerwise_heatmap(t)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['5', 'final']
+    """
+    if convention not in ("own", "lmc"):
+        raise DataError(f"convention must be 'own' or 'lmc'; got {convention!r}")
+    suffix = "_lmc" if convention == "lmc" else ""
+    cols = {"rest_a": f"rest_a{suffix}", "rest_b": f"rest_b{suffix}"}
+    _require_columns(training, ["stage", "step", "block", *cols.values()], "the training table")
+    if len(training) == 0:
+        raise DataError("the layer-wise training table is empty")
+    blocks = list(dict.fromkeys(training["block"]))
+    stages = sorted(training["stage"].unique())
+    steps = [str(training.loc[training["stage"] == k, "step"].iloc[0]) for k in stages]
+    if ax is None:
+        fig = Figure(figsize=(FULL_WIDTH, 0.4 * FULL_WIDTH), layout="constrained")
+        axes = list(fig.subplots(1, 2))
+        variants = ["rest_a", "rest_b"]
+    else:  # one panel on the given axes: rest at A
+        fig, ax = _axes(ax, FULL_WIDTH, 0.4 * FULL_WIDTH)
+        axes, variants = [ax], ["rest_a"]
+    grids = [
+        training.pivot(index="block", columns="stage", values=cols[col]).loc[blocks, stages]
+        for col in variants
+    ]
+    hi = max(float(np.nanmax(g.to_numpy(dtype=float))) for g in grids)
+    lo = min(0.0, *(float(np.nanmin(g.to_numpy(dtype=float))) for g in grids))
+    titles = {"rest_a": "rest at A", "rest_b": "rest at B"}
+    for a, grid, col in zip(axes, grids, variants, strict=True):
+        title = titles[col]
+        image = a.imshow(
+            grid.to_numpy(dtype=float),
+            aspect="auto",
+            cmap=HEATMAP_CMAP,
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1,
+        )
+        a.set_xticks(range(len(steps)), steps, rotation=45, ha="right")
+        a.set_yticks(range(len(blocks)), blocks)
+        a.set_xlabel("training step")
+        a.set_title(f"one block interpolated, {title}")
+        _style_axes(a, grid=False)
+    cbar = fig.colorbar(image, ax=axes, fraction=0.046, pad=0.03)
+    cbar.set_label(label, fontsize=FONT_SIZES["label"])
+    cbar.ax.tick_params(labelsize=FONT_SIZES["tick"])
     return fig
 
 

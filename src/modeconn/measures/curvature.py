@@ -277,6 +277,13 @@ class PathCurvature:
     for; on exit the point, flags and gradients are as they were. Every method is at a
     path coordinate s (0 is A, 1 is B; values outside [0, 1] extend the line).
 
+    With `indices` (positions in the engine's keys, e.g. one block of
+    :func:`modeconn.engine.layerwise.blocks`) the path is layer-wise: Δ is θB − θA on those
+    entries and zero elsewhere, so θ(s) is A with the chosen entries moved toward B (the
+    "rest at A" path of :mod:`modeconn.engine.layerwise`; swap `a` and `b` for "rest at
+    B"), and θ(1) is that hybrid, not B. Float buffers among the chosen entries (BatchNorm
+    statistics) are blended too before the engine's policy refreshes them.
+
     L is the engine's loss: mean cross-entropy over the split's prepared sample after its
     logit map, as :meth:`Evaluator.evaluate` computes it — but with the BatchNorm
     statistics of θ(s) frozen (module docstring).
@@ -288,6 +295,8 @@ class PathCurvature:
         a: Sequence[torch.Tensor],
         b: Sequence[torch.Tensor],
         split: Split,
+        *,
+        indices: Sequence[int] | None = None,
     ) -> None:
         ev = evaluator
         if len(a) != len(ev.keys) or len(b) != len(ev.keys):
@@ -301,8 +310,14 @@ class PathCurvature:
         # the model's unique parameters (tied weights once), in the evaluator's key order
         self.names = [n for n, _ in ev.model.named_parameters() if n in index]
         self._slots = [index[n] for n in self.names]
+        self.indices = None if indices is None else sorted({int(i) for i in indices})
+        chosen = set(self._slots if self.indices is None else self.indices)
         self.theta_a = [self.a[i] for i in self._slots]
-        self.delta = [self.b[i] - self.a[i] for i in self._slots]
+        # Δ restricted to the chosen entries: zero on every other parameter
+        self.delta = [
+            self.b[i] - self.a[i] if i in chosen else torch.zeros_like(self.a[i])
+            for i in self._slots
+        ]
         self._stack: contextlib.ExitStack | None = None
         self._at: float | None = None
 
@@ -335,8 +350,11 @@ class PathCurvature:
         if self._stack is None:
             raise RuntimeError("use PathCurvature as a context manager (`with ... as pc:`)")
         if self._at != s:
-            # θA + sΔ = s·θB + (1 − s)·θA: set_lerp writes α·first + (1 − α)·second
-            self.evaluator.set_lerp(self.b, self.a, float(s))
+            if self.indices is None:
+                # θA + sΔ = s·θB + (1 − s)·θA: set_lerp writes α·first + (1 − α)·second
+                self.evaluator.set_lerp(self.b, self.a, float(s))
+            else:  # a layer-wise path: the chosen entries move, the rest stay at A
+                self.evaluator.set_blend(self.a, self.b, float(s), self.indices)
             self.evaluator.refresh_batchnorm()
             self._at = float(s)
         return _axpy(self.theta_a, self.delta, float(s))

@@ -100,6 +100,30 @@ class MemberPlan:
         return "finetune" if self.probe is None else "lp-ft"
 
 
+_IDENTITIES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def pretrained_identity(model_dir: Path) -> str:
+    """``<folder name>@<hash>``: the pretrained checkpoint by content, not by location.
+
+    Every file directly in the folder (weights, config, tokenizer) enters the hash by name
+    and content, so the same checkpoint unpacked in another checkout or venv fingerprints
+    the same and its members are reused; a changed file changes it. Hashed once per
+    process for a folder whose files keep their sizes and modification times.
+    """
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
+    key = (str(model_dir), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if key not in _IDENTITIES:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(f"{p.name}\0{p.stat().st_size}\0".encode())
+            with p.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        _IDENTITIES[key] = f"{Path(model_dir).name}@{digest.hexdigest()[:16]}"
+    return _IDENTITIES[key]
+
+
 def recipe_fingerprint(plan: MemberPlan, config: TrainConfig, base: str) -> str:
     """A short hash of everything that decides a member's final weights.
 
@@ -352,6 +376,34 @@ def is_trained(
         _saved(p, p.with_suffix(".json"), fingerprint)
         for p in checkpoint_paths(out_dir, member_id, checkpoints)
     )
+
+
+def adopt_trained(
+    out_dir: Path,
+    member_id: str,
+    fingerprint: str,
+    legacy: str,
+    *,
+    checkpoints: Sequence[int] = (),
+) -> bool:
+    """:func:`is_trained`, also for a member trained under `legacy`, the fingerprint the
+    same recipe had when the pretrained checkpoint was named by its path.
+
+    Such a member's weights are what this recipe makes, so its sidecars (member and
+    checkpoints) are rewritten to `fingerprint`, atomically, and it counts as trained:
+    members trained before fingerprints named the checkpoint by content are reused.
+    """
+    if is_trained(out_dir, member_id, fingerprint, checkpoints=checkpoints):
+        return True
+    if legacy == fingerprint or not is_trained(out_dir, member_id, legacy, checkpoints=checkpoints):
+        return False
+    sidecars = [member_paths(out_dir, member_id)[1]]
+    sidecars += [p.with_suffix(".json") for p in checkpoint_paths(out_dir, member_id, checkpoints)]
+    for sidecar in sidecars:
+        meta = json.loads(sidecar.read_text())
+        meta["recipe"] = fingerprint
+        write_text_atomic(sidecar, json.dumps(meta, indent=2, sort_keys=True))
+    return True
 
 
 def _encode(

@@ -14,6 +14,12 @@ with different data orders linearly connected, while networks from different
 initialisations generally are not (without aligning their units). With a shared body,
 a barrier between two members points at what they learned, not at where they started.
 
+An arm with ``vary: init`` is the other experiment: each member draws its **whole**
+initialisation (body and head) from its own seed, and its data order too, as the
+mechanistic-connectivity paper's models trained from scratch (Lubana et al. 2023, Sec. 4,
+"permuted linear connectivity"). Such members differ by a permutation of their units as
+well as by what they learned; :mod:`modeconn.engine.permute` aligns them before a path.
+
 Optimiser: SGD with momentum 0.9 (the mechanistic-connectivity paper's optimiser),
 weight decay on conv and linear weights only, the learning rate warmed up linearly over
 ``warmup``·steps then decayed linearly to 0; batches are drawn in a seeded order, epoch
@@ -109,6 +115,7 @@ class ImageMemberPlan:
     images: torch.Tensor  # (n, C, H, W) float32, normalised (and cued, for a cue arm)
     labels: torch.Tensor  # (n,) int64
     data: str = ""  # the training split's name, kept in the sidecar
+    init_seed: int = -1  # ≥ 0: the whole model is drawn from this seed (`vary: init`)
 
     @property
     def data_fingerprint(self) -> str:
@@ -120,7 +127,9 @@ class ImageMemberPlan:
 def image_fingerprint(plan: ImageMemberPlan, config: ImageTrainConfig, base: str) -> str:
     """A short hash of everything that decides an image member's final weights.
 
-    `base` describes the shared starting point (architecture and ``init_seed``).
+    `base` describes the shared starting point (architecture and ``init_seed``). A member
+    with its own initialisation (``vary: init``) adds its ``init_seed``; the key is absent
+    otherwise, so members trained before the option existed keep their fingerprint.
     """
     recipe = asdict(config)
     del recipe["checkpoints"]
@@ -134,6 +143,8 @@ def image_fingerprint(plan: ImageMemberPlan, config: ImageTrainConfig, base: str
         "data_seed": plan.data_seed,
         "data": plan.data_fingerprint,
     }
+    if plan.init_seed >= 0:
+        payload["init_seed"] = plan.init_seed
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -165,6 +176,25 @@ def _sgd(model: nn.Module, config: ImageTrainConfig) -> torch.optim.SGD:
     )
 
 
+def starting_model(
+    make_body: Callable[[], nn.Module], plan: ImageMemberPlan, config: ImageTrainConfig
+) -> nn.Module:
+    """The member at step 0: the shared body, re-drawn whole from ``init_seed`` when it is
+    ≥ 0 (``vary: init``), then its head re-drawn from ``head_seed`` when that is ≥ 0."""
+    model = make_body()
+    if plan.init_seed >= 0:
+        init_weights(model, seed=plan.init_seed)
+    if (
+        plan.head_seed >= 0
+        and init_weights(model, seed=plan.head_seed, prefix=config.head_prefix) == 0
+    ):
+        raise ConfigError(
+            f"train.head_prefix {config.head_prefix!r} matches no module of the model; the "
+            "CNN's head is 'classifier'"
+        )
+    return model
+
+
 def train_image_member(
     make_body: Callable[[], nn.Module],
     plan: ImageMemberPlan,
@@ -179,6 +209,8 @@ def train_image_member(
     `make_body()` returns the shared starting model (the same weights at every call);
     its head (modules under ``config.head_prefix``) is re-drawn from ``head_seed``, or kept
     from the shared initialisation when ``head_seed`` is −1 (an arm with ``vary: data``).
+    With ``init_seed`` ≥ 0 (``vary: init``) every module is re-drawn from that seed first
+    (:func:`modeconn.models.cnn.init_weights`): the shared body only gives the architecture.
     A member already on disk with this recipe's fingerprint is returned untouched.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,15 +225,7 @@ def train_image_member(
             f"train.arms[{plan.arm}]: split '{plan.data}' has {n} images, fewer than "
             f"train.batch_size ({config.batch_size}); lower the batch size"
         )
-    model = make_body()
-    if (
-        plan.head_seed >= 0
-        and init_weights(model, seed=plan.head_seed, prefix=config.head_prefix) == 0
-    ):
-        raise ConfigError(
-            f"train.head_prefix {config.head_prefix!r} matches no module of the model; the "
-            "CNN's head is 'classifier'"
-        )
+    model = starting_model(make_body, plan, config)
     order = image_batches(n, steps=config.steps, batch_size=config.batch_size, seed=plan.data_seed)
     opt = _sgd(model, config)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -215,6 +239,7 @@ def train_image_member(
             "arm": plan.arm,
             "head_seed": plan.head_seed,
             "data_seed": plan.data_seed,
+            **({"init_seed": plan.init_seed} if plan.init_seed >= 0 else {}),
             "step": step,
             "recipe": fingerprint,
             "recipe_kind": "image-sgd",
@@ -272,8 +297,10 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
     it when ``sample_size`` is null). Seeds follow the fine-tuning arms: member i of an
     arm has seed ``seed_offset + i``; ``vary: data`` (the usual choice here) keeps the head
     of the shared initialisation and varies the data order only, ``head`` / ``both``
-    re-draw the head from the seed too (``recipe: cue`` is this recipe by another name). ``mix``
-    is a text option; arms with ``from`` are trained by :mod:`modeconn.population.recipes`.
+    re-draw the head from the seed too, ``init`` draws the whole model and the data order
+    from the seed (members trained from scratch, for permuted connectivity). ``recipe: cue``
+    is this recipe by another name; ``mix`` is a text option; arms with ``from`` are trained
+    by :mod:`modeconn.population.recipes`.
     """
     from modeconn.data.digits import digits_sample
 
@@ -304,10 +331,11 @@ def image_member_plans(study: Study) -> list[ImageMemberPlan]:
                     member_id=f"{arm.name}-{i:02d}",
                     arm=arm.name,
                     head_seed=seed if arm.vary in ("both", "head") else -1,
-                    data_seed=seed if arm.vary in ("both", "data") else arm.seed_offset,
+                    data_seed=seed if arm.vary in ("both", "data", "init") else arm.seed_offset,
                     images=images,
                     labels=labels,
                     data=arm.data,
+                    init_seed=seed if arm.vary == "init" else -1,
                 )
             )
     return plans

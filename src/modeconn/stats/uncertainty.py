@@ -293,3 +293,41 @@ def size_stability(
             }
         )
     return pd.DataFrame(rows)
+
+
+def group_recovery(
+    examples: FloatArray,
+    pairs: Sequence[tuple[int, int]],
+    groups: ArrayLike,
+    *,
+    alphas: Sequence[float],
+    metric: str,
+    n_basins: int,
+    delta: Delta,
+    samples: int = 200,
+    seed: int = 0,
+    cluster_seed: int = 0,
+    centroids: Centroids = "mean",
+) -> FloatArray:
+    """Do the basins recover known groups? The ARI of each bootstrap draw's basins against
+    `groups` (one label per member, e.g. the mechanism each member was trained to use).
+
+    The draws are those of :func:`sample_uncertainty` (the shared sample resampled with
+    replacement, one draw for every pair and α; ``examples`` is (P, A, n)); a draw whose
+    clustering finds a single basin counts as ARI 0 (it recovers nothing). Returns the
+    (B,) ARIs; their spread is the uncertainty the evaluation sample puts on the
+    recovery that :func:`modeconn.stats.basins.basin_recovery` gives on the full sample.
+    """
+    grp = np.asarray(groups)
+    w = resample_weights(np.asarray(examples).shape[2], samples=samples, seed=seed)
+    dist = distance_samples(examples, w, pairs, len(grp), alphas=alphas, metric=metric)
+    out = np.zeros(samples)
+    for b in range(samples):
+        try:
+            fit = _fit(
+                dist[b], n_basins=n_basins, delta=delta, seed=cluster_seed, centroids=centroids
+            )
+        except ModeconnError:
+            continue
+        out[b] = adjusted_rand_score(grp, fit.labels)
+    return out
