@@ -388,3 +388,14 @@ def test_members_of_different_architectures_are_refused() -> None:
     assert "\n" not in msg
     assert "analyses.curves" in msg and "'seed-00'" in msg and "'wide-00'" in msg
     assert "fc1.bias" in msg and "(16,)" in msg and "(32,)" in msg
+
+
+def test_the_interior_maximum_leaves_out_the_members_own_losses() -> None:
+    """When a member's own loss is the path's highest, no bend can lower the maximum; the
+    highest loss strictly between the members is what a trained bend changes."""
+    from modeconn.analyses.curves import path_summary
+
+    got = path_summary([0.0, 0.25, 0.5, 0.75, 1.0], [2.0, 1.5, 1.0, 0.7, 0.5])
+    assert got["max_loss"] == 2.0
+    assert got["interior_max_loss"] == 1.5
+    assert got["mid_loss"] == 1.0

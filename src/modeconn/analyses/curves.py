@@ -148,15 +148,18 @@ def curve_key(hash_a: str, hash_b: str, split_key: str, bend: str, points: int) 
 
 
 def path_summary(alphas: Sequence[float], losses: Sequence[float]) -> dict[str, float]:
-    """Maximum loss along a path, its barrier above the end-to-end chord, and the loss at
-    the α nearest ½ (the midpoint, where the quadratic curve's bend weighs most).
+    """Maximum loss along a path, the maximum strictly between its two members (what a
+    bend can change: the members' own losses it cannot), its barrier above the end-to-end
+    chord, and the loss at the α nearest ½ (where the quadratic curve's bend weighs most).
 
     >>> path_summary([0.0, 0.5, 1.0], [0.2, 1.2, 0.4])
-    {'max_loss': 1.2, 'barrier': 0.9, 'mid_loss': 1.2}
+    {'max_loss': 1.2, 'interior_max_loss': 1.2, 'barrier': 0.9, 'mid_loss': 1.2}
     """
     mid = int(np.argmin(np.abs(np.asarray(alphas, dtype=float) - 0.5)))
+    inner = np.asarray(losses, dtype=float)[1:-1]  # α ascending, as barrier_height needs
     return {
         "max_loss": float(np.max(losses)),
+        "interior_max_loss": float(np.max(inner)) if inner.size else float("nan"),
         "barrier": round(barrier_height(list(losses), list(alphas)), 12),
         "mid_loss": float(losses[mid]),
     }
@@ -372,7 +375,9 @@ class Curves:
         for _, r in value.summary.iterrows():
             out.append(
                 f"curves: {r['pair']} on {r['split']}: max loss line {r['line_max_loss']:.3f}, "
-                f"curve {r['curve_max_loss']:.3f}; barrier line {r['line_barrier']:.3f}, "
+                f"curve {r['curve_max_loss']:.3f}; between the members line "
+                f"{r['line_interior_max_loss']:.3f}, curve {r['curve_interior_max_loss']:.3f}; "
+                f"barrier line {r['line_barrier']:.3f}, "
                 f"curve {r['curve_barrier']:.3f}; loss at ½ line {r['line_mid_loss']:.3f}, "
                 f"curve {r['curve_mid_loss']:.3f}"
             )
