@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from kill_harness import run_harness
 
 
+@pytest.mark.slow  # 40 s; tests/test_resume.py kills and resumes a sweep in the default suite
 def test_three_kills_are_survived_and_the_resumed_store_equals_the_reference(
     data_root: Path, tmp_path: Path
 ) -> None:
