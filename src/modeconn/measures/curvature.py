@@ -39,6 +39,14 @@ statistics, not of s ↦ "re-estimate, then evaluate" (which has extra terms thr
 statistics). The sweep's measured barrier uses re-estimated statistics at each α, so for
 a BatchNorm model the forms predict it only up to that difference (docs/method.md).
 
+With ``batchnorm="batch"`` (:class:`PathCurvature`) every BatchNorm layer instead
+normalises each batch by that batch's own mean and variance (train-mode BatchNorm) while
+dropout stays off. The running buffers are never touched: each forward gets fresh copies
+through ``functional_call``, so the resident model's statistics are unchanged. The split's
+batches are fixed, so f(s) is one deterministic, differentiable function of the
+parameters, and f, f' and f'' (and a barrier f(½) − ½(f(0) + f(1)) measured from f) all
+belong to it — the forms and the measurement see the same f.
+
 Dropout is off (eval mode), as in every engine evaluation. Attention runs in PyTorch's
 ``MATH`` SDPA kernel during derivatives: the fused CPU/GPU kernels have no double
 backward. The evaluator's resident point, parameter flags and gradients are restored on
@@ -58,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import nn
 
 from modeconn.data.base import Split
 from modeconn.engine.evaluate import Evaluator
@@ -76,6 +85,8 @@ __all__ = [
     "loss_value",
     "top_eigenvalues",
 ]
+
+BATCHNORM_MODES = ("frozen", "batch")  # PathCurvature's `batchnorm` option
 
 Params = Sequence[torch.Tensor]
 Terms = Callable[[Params], Iterator[torch.Tensor]]  # params → scalar terms summing to L
@@ -285,8 +296,10 @@ class PathCurvature:
     statistics) are blended too before the engine's policy refreshes them.
 
     L is the engine's loss: mean cross-entropy over the split's prepared sample after its
-    logit map, as :meth:`Evaluator.evaluate` computes it — but with the BatchNorm
-    statistics of θ(s) frozen (module docstring).
+    logit map, as :meth:`Evaluator.evaluate` computes it — with `batchnorm` "frozen" (the
+    default) the BatchNorm statistics of θ(s), refreshed by the engine's policy and held
+    fixed; with "batch" each fixed batch normalised by its own statistics, so that f is
+    one function of the parameters along the whole path (module docstring).
     """
 
     def __init__(
@@ -297,8 +310,15 @@ class PathCurvature:
         split: Split,
         *,
         indices: Sequence[int] | None = None,
+        batchnorm: str = "frozen",
     ) -> None:
         ev = evaluator
+        if batchnorm not in BATCHNORM_MODES:
+            raise ConfigError(
+                f"PathCurvature batchnorm must be one of {BATCHNORM_MODES}; got {batchnorm!r}"
+            )
+        self.batchnorm = batchnorm
+        self._norms = [m for m in ev.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if len(a) != len(ev.keys) or len(b) != len(ev.keys):
             raise PopulationError(
                 f"a path needs two points of {len(ev.keys)} tensors (the engine's keys); got "
@@ -325,6 +345,16 @@ class PathCurvature:
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(_restoring(self.evaluator))
         self._stack.enter_context(_sdpa_math())
+        if self.batchnorm == "batch":  # train-mode BatchNorm only; dropout stays off
+            flags = [m.training for m in self._norms]
+
+            def restore() -> None:
+                for m, flag in zip(self._norms, flags, strict=True):
+                    m.train(flag)
+
+            self._stack.callback(restore)
+            for m in self._norms:
+                m.train(True)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -336,9 +366,14 @@ class PathCurvature:
     def terms(self, params: Params) -> Iterator[torch.Tensor]:
         """L's terms at `params` (one per batch: the batch's summed loss / n)."""
         ev, split = self.evaluator, self.split
-        named = dict(zip(self.names, params, strict=True))
+        named: dict[str, torch.Tensor] = dict(zip(self.names, params, strict=True))
         n = split.n
         for batch, labels in zip(split.batches, split.batch_labels(), strict=True):
+            if self.batchnorm == "batch":
+                # train-mode BatchNorm writes its running buffers: give it copies to write
+                named.update(
+                    (name, buf.detach().clone()) for name, buf in ev.model.named_buffers()
+                )
             out = torch.func.functional_call(ev.model, named, args=(), kwargs=dict(batch))
             logits = out.logits if hasattr(out, "logits") else out
             mapped = split.map_logits(logits.float())
@@ -355,12 +390,13 @@ class PathCurvature:
                 self.evaluator.set_lerp(self.b, self.a, float(s))
             else:  # a layer-wise path: the chosen entries move, the rest stay at A
                 self.evaluator.set_blend(self.a, self.b, float(s), self.indices)
-            self.evaluator.refresh_batchnorm()
+            if self.batchnorm == "frozen":  # batch mode never reads the running buffers
+                self.evaluator.refresh_batchnorm()
             self._at = float(s)
         return _axpy(self.theta_a, self.delta, float(s))
 
     def loss(self, s: float) -> float:
-        """f(s), the frozen-statistics loss at θ(s)."""
+        """f(s), the loss at θ(s) (statistics frozen or per batch, as `batchnorm` says)."""
         return loss_value(self.terms, self.point(s))
 
     def first(self, s: float) -> float:
@@ -372,7 +408,7 @@ class PathCurvature:
         return dot(self.delta, hessian_vector_product(self.terms, self.point(s), self.delta))
 
     def second_fd(self, s: float, *, h: float = 1e-2) -> float:
-        """f''(s) by the three-point difference, statistics frozen at θ(s)'s."""
+        """f''(s) by the three-point difference (with "frozen", statistics held at θ(s)'s)."""
         x = self.point(s)
         f = [loss_value(self.terms, _axpy(x, self.delta, k * h)) for k in (-1, 0, 1)]
         return (f[0] - 2.0 * f[1] + f[2]) / (h * h)
