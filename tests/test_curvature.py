@@ -52,16 +52,16 @@ def one_thread():
 def _quadratic(seed: int, n: int = 6):
     """L(θ) = ½θᵀAθ + bᵀθ + c with A symmetric and indefinite (a ridge between minima)."""
     gen = torch.Generator().manual_seed(seed)
-    m = torch.randn(n, n, generator=gen)
+    m = torch.randn(n, n, generator=gen, dtype=torch.float64)
     a = (m + m.T) / 2
-    b = torch.randn(n, generator=gen)
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
 
     def terms(p):
         x = p[0]
         yield 0.5 * x @ a @ x + b @ x + 0.3
 
-    ta = [torch.randn(n, generator=gen)]
-    tb = [torch.randn(n, generator=gen)]
+    ta = [torch.randn(n, generator=gen, dtype=torch.float64)]
+    tb = [torch.randn(n, generator=gen, dtype=torch.float64)]
     return terms, a, ta, tb
 
 

@@ -318,7 +318,8 @@ class PathCurvature:
                 f"PathCurvature batchnorm must be one of {BATCHNORM_MODES}; got {batchnorm!r}"
             )
         self.batchnorm = batchnorm
-        self._norms = [m for m in ev.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        bn = nn.modules.batchnorm._BatchNorm
+        self._norms = [m for m in ev.model.modules() if isinstance(m, bn)]
         if len(a) != len(ev.keys) or len(b) != len(ev.keys):
             raise PopulationError(
                 f"a path needs two points of {len(ev.keys)} tensors (the engine's keys); got "
@@ -371,9 +372,7 @@ class PathCurvature:
         for batch, labels in zip(split.batches, split.batch_labels(), strict=True):
             if self.batchnorm == "batch":
                 # train-mode BatchNorm writes its running buffers: give it copies to write
-                named.update(
-                    (name, buf.detach().clone()) for name, buf in ev.model.named_buffers()
-                )
+                named.update((name, buf.detach().clone()) for name, buf in ev.model.named_buffers())
             out = torch.func.functional_call(ev.model, named, args=(), kwargs=dict(batch))
             logits = out.logits if hasattr(out, "logits") else out
             mapped = split.map_logits(logits.float())
