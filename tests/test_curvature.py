@@ -420,3 +420,18 @@ def test_batch_mode_is_validated() -> None:
     ev, split, a, b = _trained_cnn_pair(steps=0)
     with pytest.raises(ConfigError, match="batchnorm"):
         PathCurvature(ev, a, b, split, batchnorm="train")
+
+
+def test_the_section_keys_batch_mode_apart_and_keeps_frozen_keys() -> None:
+    from pydantic import ValidationError
+
+    from modeconn.analyses.curvature import CurvatureSection, curvature_key
+
+    frozen = CurvatureSection(split="dev")
+    assert "batchnorm" not in frozen.settings()  # records written before the option stay valid
+    assert CurvatureSection(split="dev", batchnorm="frozen").settings() == frozen.settings()
+    batch = CurvatureSection(split="dev", batchnorm="batch")
+    assert batch.settings()["batchnorm"] == "batch"
+    assert curvature_key("a", "b", "k", batch) != curvature_key("a", "b", "k", frozen)
+    with pytest.raises(ValidationError, match="batchnorm"):
+        CurvatureSection(split="dev", batchnorm="train")

@@ -14,13 +14,20 @@ sweep's own points at α = ½ (the engine's loss, BatchNorm statistics by the st
 policy); when the grid lacks α = ½, the record's frozen-statistics f(½) is used instead
 and the value says so. Pearson r and Spearman ρ of each form with the measured barrier,
 with bootstrap intervals (:func:`modeconn.stats.inference.correlate`), need ≥ 3 pairs.
+
+``batchnorm: batch`` computes f, f' and f'' with every BatchNorm layer normalising each
+fixed batch by its own statistics (:class:`~modeconn.measures.curvature.PathCurvature`),
+so the forms and f are derivatives of one function; the table then carries
+``measured_batch`` = f(½) − ½(f(0) + f(1)) in that mode, and each form is correlated with
+it as well as with the sweep's barrier (column ``against``). The default ``frozen`` is the
+eval-mode loss with θ(s)'s re-estimated statistics held fixed, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,6 +57,11 @@ class CurvatureSection(SectionModel):
     eigenvalues: int = Field(default=0, ge=0, description="top Hessian eigenvalues at s = ½")
     seed: int = 0
     bootstrap: int = Field(default=2000, ge=1)
+    batchnorm: Literal["frozen", "batch"] = Field(
+        default="frozen",
+        description="BatchNorm in f: frozen (θ(s)'s statistics, eval mode) or batch "
+        "(each batch's own statistics, so f, f' and f'' are one function's)",
+    )
 
     def check(self, study: Study) -> None:
         study.check_split("analyses.curvature.split", self.split)
@@ -68,7 +80,9 @@ class CurvatureSection(SectionModel):
 
     def settings(self) -> dict[str, Any]:
         """What the records depend on (the split is keyed apart; bootstrap is read-only)."""
-        return {"v": VERSION, **self.model_dump(exclude={"split", "bootstrap"})}
+        # batchnorm enters only when not the default, so frozen records keep their keys
+        exclude = {"split", "bootstrap"} | ({"batchnorm"} if self.batchnorm == "frozen" else set())
+        return {"v": VERSION, **self.model_dump(exclude=exclude)}
 
 
 def curvature_key(hash_a: str, hash_b: str, split_key: str, section: CurvatureSection) -> str:
@@ -135,7 +149,7 @@ class Curvature:
             return loaded[m.id]
 
         for a, b in tqdm(todo, desc="curvature", unit="pair", disable=not ctx.progress):
-            with PathCurvature(ev, point(a), point(b), split) as pc:
+            with PathCurvature(ev, point(a), point(b), split, batchnorm=s.batchnorm) as pc:
                 rec: dict[str, Any] = {
                     "s": grid.tolist(),
                     "f2": [pc.second(float(x)) for x in grid],
@@ -144,6 +158,7 @@ class Curvature:
                     "f1_1": pc.first(1.0),
                     "trace": None,
                     "eigenvalues": None,
+                    "batchnorm": s.batchnorm,
                 }
                 if s.trace_samples:
                     rec["trace"] = pc.trace(0.5, samples=s.trace_samples, seed=s.seed).to_dict()
@@ -177,6 +192,8 @@ class Curvature:
                     )
                 forms = pair_forms(rec)
                 measured = forms["frozen"]
+                if s.batchnorm == "batch":  # the record's f is the batch-statistics loss
+                    forms["measured_batch"] = forms.pop("frozen")
                 curve = paths.get((a, b))
                 if half and curve is not None:
                     loss = curve.set_index(curve["alpha"].round(9))["loss"]
@@ -184,16 +201,18 @@ class Curvature:
                 rows.append({"member_a": a, "member_b": b, "measured": measured, **forms})
         pairs = pd.DataFrame(rows)
         corr, notes = [], []
+        targets = ["measured"] + (["measured_batch"] if s.batchnorm == "batch" else [])
         if len(pairs) >= 3:
-            for form in bf.FORMS:
-                c = correlate(
-                    pairs[form],
-                    pairs["measured"],
-                    n_boot=s.bootstrap,
-                    seed=s.seed,
-                    constant="undefined",
-                )
-                corr.append({"form": form, **c.to_dict()})
+            for target in targets:
+                for form in bf.FORMS:
+                    c = correlate(
+                        pairs[form],
+                        pairs[target],
+                        n_boot=s.bootstrap,
+                        seed=s.seed,
+                        constant="undefined",
+                    )
+                    corr.append({"form": form, "against": target, **c.to_dict()})
         else:
             notes.append(f"{len(pairs)} pair(s): a correlation needs at least 3")
         return BarrierPrediction(
@@ -219,11 +238,28 @@ class Curvature:
                     barrier_prediction(value.pairs),
                 )
             )
+            if "measured_batch" in value.pairs.columns:
+                batch = value.pairs.drop(columns="measured")
+                figs.append(
+                    (
+                        "Barrier predicted from f'' vs. the barrier of the same f (BatchNorm "
+                        f"on batch statistics), per pair on '{value.split}'; dashed: y = x.",
+                        barrier_prediction(batch.rename(columns={"measured_batch": "measured"})),
+                    )
+                )
         tables = [("Barrier forms per pair.", value.pairs.round(6))]
         if len(value.correlations):
             cols = [
                 c
-                for c in ("form", "n", "pearson_r", "pearson_ci", "spearman_rho", "spearman_ci")
+                for c in (
+                    "form",
+                    "against",
+                    "n",
+                    "pearson_r",
+                    "pearson_ci",
+                    "spearman_rho",
+                    "spearman_ci",
+                )
                 if c in value.correlations.columns
             ]
             tables.append(("Each form against the measured barrier.", value.correlations[cols]))
@@ -246,5 +282,9 @@ class Curvature:
     def summary_lines(self, value: BarrierPrediction) -> list[str]:
         if not len(value.correlations):
             return [f"barrier prediction: {len(value.pairs)} pair(s), no correlation"]
-        parts = [f"{r['form']} r = {r['pearson_r']:.2f}" for _, r in value.correlations.iterrows()]
+        parts = [
+            f"{r['form']} r = {r['pearson_r']:.2f}"
+            + ("" if r["against"] == "measured" else f" (vs. {r['against']})")
+            for _, r in value.correlations.iterrows()
+        ]
         return ["barrier prediction: " + ", ".join(parts)]
