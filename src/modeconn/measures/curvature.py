@@ -45,7 +45,8 @@ dropout stays off. The running buffers are never touched: each forward gets fres
 through ``functional_call``, so the resident model's statistics are unchanged. The split's
 batches are fixed, so f(s) is one deterministic, differentiable function of the
 parameters, and f, f' and f'' (and a barrier f(½) − ½(f(0) + f(1)) measured from f) all
-belong to it — the forms and the measurement see the same f.
+belong to it — the forms and the measurement see the same f. (ReLU and max-pool kinks
+crossed along the path still escape the HVP, ReLU'' = 0: docs/method.md.)
 
 Dropout is off (eval mode), as in every engine evaluation. Attention runs in PyTorch's
 ``MATH`` SDPA kernel during derivatives: the fused CPU/GPU kernels have no double
