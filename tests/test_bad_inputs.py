@@ -737,6 +737,9 @@ CASES = [
     Bad("spawn-one-child", _with(_spawn(children=1)), ConfigError,
         ("analyses.spawn.children", "at least 2", "got 1")),
     # ---- layer-wise connectivity (analyses.layerwise): refused before anything is swept
+    Bad("curvature-unknown-batchnorm-mode",
+        _with(_set("analyses", {"curvature": {"split": "mnli", "batchnorm": "running"}})),
+        ConfigError, ("analyses.curvature.batchnorm", "'frozen'", "'batch'")),
     Bad("layerwise-unknown-block", _with(_layerwise(blocks=["bert.encoder", "bert.decoder"])),
         ConfigError, ("analyses.layerwise.blocks", "'bert.decoder'", "depth 2",
                       "bert.embeddings, bert.encoder, bert.pooler, classifier")),
