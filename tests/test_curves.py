@@ -52,7 +52,7 @@ from modeconn.engine.paths import (
 )
 from modeconn.errors import ConfigError, PopulationError
 from modeconn.measures.barriers import barrier_height
-from modeconn.measures.sharpness import _AscentBatches
+from modeconn.measures.sharpness import AscentBatches
 
 CLASSES = tuple(str(d) for d in range(10))
 ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
@@ -212,7 +212,7 @@ def test_one_step_on_the_bend_is_the_chain_rule() -> None:
     got = train_bends(ev, a, b, split, cfg).bends[0]
     # the same α and batch the step drew (the batch is the whole split, shuffled)
     alpha = float(torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64))
-    batch, labels = next(_AscentBatches(split, ev.device, batch_size=256, examples=256, seed=3))
+    batch, labels = next(AscentBatches(split, ev.device, batch_size=256, examples=256, seed=3))
     mid = [torch.lerp(x, y, 0.5).requires_grad_(True) for x, y in zip(a, b, strict=True)]
     theta = {
         k: (1 - alpha) ** 2 * x + 2 * alpha * (1 - alpha) * m + alpha**2 * y

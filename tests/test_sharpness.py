@@ -21,9 +21,9 @@ from modeconn.data.text import (
 from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, DataError, PopulationError
 from modeconn.measures.sharpness import (
+    AscentBatches,
     SharpnessConfig,
     SharpnessResult,
-    _AscentBatches,
     ascent_perturbation,
     box_radius,
     epsilon_sharpness,
@@ -335,7 +335,7 @@ def test_each_epoch_uses_every_pool_example_once(setup, bucket: int) -> None:
     assert len(key) == N  # the rows are distinct: a row's tokens name its example
 
     def epochs(examples: int) -> list[list[list[int]]]:
-        sampler = _AscentBatches(
+        sampler = AscentBatches(
             split, torch.device("cpu"), batch_size=8, examples=examples, seed=3, bucket=bucket
         )
         per_epoch = examples // 8

@@ -53,7 +53,7 @@ from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator, batchnorm_layers
 from modeconn.engine.paths import CURVE_KINDS, curve_coefficients, line_bends
 from modeconn.errors import ConfigError, DataError, PopulationError
-from modeconn.measures.sharpness import _AscentBatches, _restoring
+from modeconn.measures.sharpness import AscentBatches, restoring
 from modeconn.population.weights import check_compatible
 
 __all__ = [
@@ -205,11 +205,11 @@ def train_bends(
     for p, i in zip(params, slots, strict=True):
         live[ev.keys[i]] = p
     norms = batchnorm_layers(ev.model)
-    with _restoring(ev):
+    with restoring(ev):
         for p in params:
             p.requires_grad_(True)
             p.grad = None
-        batches = _AscentBatches(
+        batches = AscentBatches(
             split, ev.device, batch_size=config.batch_size, examples=split.n, seed=config.seed
         )
         for step in range(config.steps):

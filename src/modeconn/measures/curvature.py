@@ -51,7 +51,7 @@ crossed along the path still escape the HVP, ReLU'' = 0: docs/method.md.)
 Dropout is off (eval mode), as in every engine evaluation. Attention runs in PyTorch's
 ``MATH`` SDPA kernel during derivatives: the fused CPU/GPU kernels have no double
 backward. The evaluator's resident point, parameter flags and gradients are restored on
-exit (:func:`modeconn.measures.sharpness._restoring`, the same guard ε-sharpness uses).
+exit (:func:`modeconn.measures.sharpness.restoring`, the same guard ε-sharpness uses).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from torch import nn
 from modeconn.data.base import Split
 from modeconn.engine.evaluate import Evaluator
 from modeconn.errors import ConfigError, PopulationError
-from modeconn.measures.sharpness import _restoring
+from modeconn.measures.sharpness import restoring
 
 __all__ = [
     "PathCurvature",
@@ -345,7 +345,7 @@ class PathCurvature:
 
     def __enter__(self) -> PathCurvature:
         self._stack = contextlib.ExitStack()
-        self._stack.enter_context(_restoring(self.evaluator))
+        self._stack.enter_context(restoring(self.evaluator))
         self._stack.enter_context(_sdpa_math())
         if self.batchnorm == "batch":  # train-mode BatchNorm only; dropout stays off
             flags = [m.training for m in self._norms]

@@ -252,7 +252,7 @@ def box_radius(point: Sequence[torch.Tensor], epsilon: float) -> list[torch.Tens
 # --------------------------------------------------------------------------- mini-batches
 
 
-class _AscentBatches:
+class AscentBatches:
     """Seeded mini-batches re-collated from a prepared split's rows, on `device`.
 
     The split's rows come from its :meth:`~modeconn.data.base.Split.example_table`: for
@@ -370,7 +370,7 @@ def _check(evaluator: Evaluator, point: Sequence[torch.Tensor], config: Sharpnes
 
 
 @contextlib.contextmanager
-def _restoring(evaluator: Evaluator) -> Iterator[list[torch.Tensor]]:
+def restoring(evaluator: Evaluator) -> Iterator[list[torch.Tensor]]:
     """Yield a copy of the resident point; afterwards put the point, flags and grads back."""
     saved = [t.detach().clone() for t in evaluator.point.values()]
     state = [(p, p.requires_grad, p.grad) for p in evaluator.model.parameters()]
@@ -416,7 +416,7 @@ def _ascend(
     """Projected gradient ascent on y; returns y per parameter and each key's slot.
 
     On return the parameters hold x + y (the resident point is the perturbed one) and the
-    caller restores the evaluator (:func:`_restoring`).
+    caller restores the evaluator (:func:`restoring`).
     """
     params, slots = _parameters(evaluator)
     evaluator.set_point(point)  # buffers that are not parameters stay at the point's values
@@ -439,7 +439,7 @@ def _ascend(
         p.requires_grad_(True)
         p.grad = None
     with torch.enable_grad():
-        batches = _AscentBatches(
+        batches = AscentBatches(
             split,
             evaluator.device,
             batch_size=config.batch_size,
@@ -482,7 +482,7 @@ def ascent_perturbation(
     satisfies |y| ≤ ε(|x| + 1). The evaluator is left as it was found.
     """
     _check(evaluator, point, config)
-    with _restoring(evaluator) as saved:
+    with restoring(evaluator) as saved:
         y, slots = _ascend(evaluator, point, split, config, saved)
     return [
         torch.zeros_like(t) if slot is None else y[slot]
@@ -507,7 +507,7 @@ def epsilon_sharpness(
     """
     _check(evaluator, point, config)
     start = time.perf_counter()
-    with _restoring(evaluator) as saved:
+    with restoring(evaluator) as saved:
         evaluator.set_point(point)
         base = evaluator.evaluate(split, kind="sharpness")
         _ascend(evaluator, point, split, config, saved)  # leaves the weights at x + y

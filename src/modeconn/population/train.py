@@ -400,9 +400,7 @@ def adopt_trained(
     sidecars = [member_paths(out_dir, member_id)[1]]
     sidecars += [p.with_suffix(".json") for p in checkpoint_paths(out_dir, member_id, checkpoints)]
     for sidecar in sidecars:
-        meta = json.loads(sidecar.read_text())
-        meta["recipe"] = fingerprint
-        write_text_atomic(sidecar, json.dumps(meta, indent=2, sort_keys=True))
+        _atomic_write_json(sidecar, {**json.loads(sidecar.read_text()), "recipe": fingerprint})
     return True
 
 
