@@ -19,6 +19,7 @@ import yaml
 
 from modeconn.cli import main
 from modeconn.config.study import builtin_study_path, load_study
+from modeconn.errors import ConfigError
 from modeconn.pipeline import StudyRunner
 from modeconn.store import Store
 
@@ -251,3 +252,23 @@ def test_the_mechanisms_examples_are_valid(name: str) -> None:
     assert study.train is not None and study.train.examples == 12000
     want = "init" if name == "mechanisms-permuted" else "data"
     assert {arm.vary for arm in study.train.arms} == {want}
+
+
+def test_an_arm_without_from_trains_with_its_own_examples_and_lr(tmp_path: Path) -> None:
+    data = tiny_digits_study(tmp_path / "out")
+    data["train"]["examples"] = 128
+    data["train"]["arms"] = [
+        {"name": "short", "members": 1, "data": "train_clean", "examples": 64, "lr": 0.05},
+        {"name": "plain", "members": 1, "data": "train_clean", "seed_offset": 5},
+    ]
+    paths = StudyRunner(load_study(_write(data, tmp_path)), progress=False).train()
+    meta = {p.stem: json.loads(p.with_suffix(".json").read_text()) for p in paths}
+    assert (meta["short-00"]["config"]["examples"], meta["short-00"]["config"]["lr"]) == (64, 0.05)
+    assert (meta["plain-00"]["config"]["examples"], meta["plain-00"]["config"]["lr"]) == (128, 0.1)
+
+
+def test_an_arm_with_fewer_examples_than_a_batch_is_refused(tmp_path: Path) -> None:
+    data = tiny_digits_study(tmp_path / "out")
+    data["train"]["arms"][0]["examples"] = 16
+    with pytest.raises(ConfigError, match=r"train.arms\[seed\].examples \(16\).*batch_size"):
+        load_study(_write(data, tmp_path))

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,16 +176,18 @@ class StudyRunner:
         plans = self.member_plans()
         model_dir = self._hf_dir()
         base = pretrained_identity(model_dir)  # by content: another checkout reuses members
-        steps = checkpoint_steps(recipe)  # a member is trained once its checkpoints are too
+        # each arm's recipe: the study's, with the arm's own examples / lr where it gives them
+        recipes = {p.arm: replace(recipe, **train.overrides(p.arm)) for p in plans}
         todo = [
             p
             for p in plans
             if not adopt_trained(
                 out,
                 p.member_id,
-                recipe_fingerprint(p, recipe, base),
-                recipe_fingerprint(p, recipe, str(model_dir)),  # as fingerprinted before
-                checkpoints=steps,
+                recipe_fingerprint(p, recipes[p.arm], base),
+                recipe_fingerprint(p, recipes[p.arm], str(model_dir)),  # as fingerprinted before
+                # a member is trained once its checkpoints are too
+                checkpoints=checkpoint_steps(recipes[p.arm]),
             )
         ]
         if todo:
@@ -199,7 +202,7 @@ class StudyRunner:
                 self.tokenizer,
                 plan,
                 self.label_order,
-                recipe,
+                recipes[plan.arm],
                 out,
                 base=base,
                 progress=self.progress,

@@ -7,7 +7,7 @@ earlier arm (:mod:`modeconn.population.recipes`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -169,12 +169,30 @@ class TrainSection(_Strict):
     @model_validator(mode="after")
     def _probe_takes_a_step(self) -> TrainSection:
         for arm in self.arms:
+            if arm.from_ is None and arm.examples is not None and arm.examples < self.batch_size:
+                raise ValueError(
+                    f"train.arms[{arm.name}].examples ({arm.examples}) must be at least "
+                    f"train.batch_size ({self.batch_size}): the member would take no step"
+                )
             if arm.probe_examples is not None and arm.probe_examples < self.batch_size:
                 raise ValueError(
                     f"train.arms[{arm.name}].probe_examples ({arm.probe_examples}) must be at "
                     f"least train.batch_size ({self.batch_size}): the probe would take no step"
                 )
         return self
+
+    def overrides(self, arm_name: str) -> dict[str, Any]:
+        """The arm's own ``examples`` and ``lr``, for an arm trained by the plain recipe.
+
+        Arms with ``from`` read these in their recipe (:mod:`modeconn.population.recipes`);
+        an arm without ``from`` trains with ``train``'s values unless it gives its own, so
+        ``{name: probe, members: 2, data: x, examples: 320}`` trains 320 examples a member.
+        """
+        arm = next(a for a in self.arms if a.name == arm_name)
+        if arm.from_ is not None:
+            return {}
+        given = {"examples": arm.examples, "lr": arm.lr}
+        return {k: v for k, v in given.items() if v is not None}
 
     def recipe(self, max_length: int) -> TrainConfig:
         return TrainConfig(

@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -373,17 +373,28 @@ def train_image_members(
     )
     base = body_description(source.kind, source.options)
     plans = image_member_plans(study)
-    steps = config.checkpoint_steps()
+    # each arm's recipe: the study's, with the arm's own examples / lr where it gives them
+    configs = {p.arm: replace(config, **train.overrides(p.arm)) for p in plans}
     todo = [
         p
         for p in plans
-        if not is_trained(out, p.member_id, image_fingerprint(p, config, base), checkpoints=steps)
+        if not is_trained(
+            out,
+            p.member_id,
+            image_fingerprint(p, configs[p.arm], base),
+            checkpoints=configs[p.arm].checkpoint_steps(),
+        )
     ]
     if todo:
         say(f"training {len(todo)} of {len(plans)} members into {out}")
     for plan in tqdm(todo, desc="members", unit="member", disable=not progress):
         train_image_member(
-            lambda: build_model(source)[0], plan, config, out, base=base, progress=progress
+            lambda: build_model(source)[0],
+            plan,
+            configs[plan.arm],
+            out,
+            base=base,
+            progress=progress,
         )
     from modeconn.population.recipes import train_recipe_members
 
