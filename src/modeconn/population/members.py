@@ -369,15 +369,16 @@ class Population:
             )
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per member: id, source, kind, head_seed, data_seed, init_seed, arm, step.
+        """One row per member: id, source, kind, head_seed, data_seed, arm, step.
 
         Seeds and step are nullable integers (``Int64``), so unknown values stay ``<NA>``.
+        (``init_seed`` is in the report's members table, :func:`modeconn.results.member_table`.)
         """
         import pandas as pd
 
-        columns = ["id", "source", "kind", "head_seed", "data_seed", "init_seed", "arm", "step"]
+        columns = ["id", "source", "kind", "head_seed", "data_seed", "arm", "step"]
         frame = pd.DataFrame([m.to_dict() for m in self.members], columns=columns)
-        for column in ("head_seed", "data_seed", "init_seed", "step"):
+        for column in ("head_seed", "data_seed", "step"):
             frame[column] = frame[column].astype("Int64")
         return frame
 
