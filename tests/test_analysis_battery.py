@@ -251,6 +251,38 @@ def test_report_json_holds_every_analysis(battery) -> None:
     assert list(doc["analyses"]) == IDS
 
 
+def test_curves_alpha_one_is_the_pairs_first_member(battery) -> None:
+    """One α everywhere: the curves analysis's points at α = 1 are member A's own loss and
+    at α = 0 member B's — the members table's numbers, from the sweep's member points — on
+    the curve and the line alike; its records say so (``alpha_at_a``) and are keyed by the
+    convention, so a record of the old one (α = 0 at A, key version 1) is never read."""
+    from modeconn.analyses.curves import bend_key, curve_key
+
+    result: StudyResult = battery["result"]
+    value = result.analyses["curves"]
+    members = result.members
+    for (pair, split), g in value.points.groupby(["pair", "split"]):
+        a, b = pair.split("–")
+        loss_a, loss_b = members.loc[a, f"{split}.loss"], members.loc[b, f"{split}.loss"]
+        assert abs(loss_a - loss_b) > 1e-6, "the ends must differ for the check to mean much"
+        for path, p in g.groupby("path"):
+            by_alpha = p.set_index("alpha")["loss"]
+            assert by_alpha[1.0] == pytest.approx(loss_a, abs=1e-6), (pair, split, path)
+            assert by_alpha[0.0] == pytest.approx(loss_b, abs=1e-6), (pair, split, path)
+    s = battery["study"].section("curves")
+    a, b = s.pairs[0]
+    ha, hb = members.loc[a, "hash"], members.loc[b, "hash"]
+    split_key = result.splits["mnli"]["key"]
+    bend = bend_key(s, result.splits[s.split]["key"], battery["study"].eval.dtype)
+    key = curve_key(ha, hb, split_key, bend, s.points)
+    old = value_key(ha, hb, split_key, settings_fingerprint({"v": 1, "bend": bend, "points": 3}))
+    with Store(battery["study"].store_path(), create=False) as store:
+        rec = store.get_value("curves", key)
+        assert rec is not None and rec["alpha_at_a"] == 1.0
+        assert rec["member_a"] == a and rec["alphas"][-1] == 1.0
+        assert store.get_value("curves", old) is None and old != key
+
+
 @pytest.fixture(scope="module")
 def rebuilt(battery, tmp_path_factory) -> str:
     """`modeconn report` on a copy of the store file alone, into another folder."""

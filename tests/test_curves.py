@@ -1,9 +1,13 @@
 """Curves beyond the line: the curve maths by hand, bend training, resuming, any model.
 
-* the weights of a quadratic (and cubic) Bézier curve and of a polygonal chain at α = 0,
-  ½, 1 and elsewhere, against hand arithmetic; their properties (convex weights, the
-  straight line reproduced by bends on it) for every α;
-* the step on a bend is the chain rule's: one plain SGD step equals −lr·cₖ(α)·∇L(θ(α)),
+* the weights of a quadratic (and cubic) Bézier curve and of a polygonal chain at t = 0,
+  ½, 1 and elsewhere (t, the curve's own parameter, is 0 at A), against hand arithmetic;
+  their properties (convex weights, the straight line reproduced by bends on it) for
+  every t;
+* one α everywhere: along an evaluated curve α = 1 is member A and α = 0 member B, as on
+  the sweep's lines; a straight curve (its bend at the line's midpoint) has the linear
+  path's losses at the same α, and the line it is compared with *is* the sweep's;
+* the step on a bend is the chain rule's: one plain SGD step equals −lr·cₖ(t)·∇L(θ(t)),
   with the gradient taken by autograd through the curve's formula, independently;
 * on a small real problem (8×8 digits, an MLP and a copy of it with its hidden units
   permuted, the same function) the trained midpoint lowers the curve's maximum loss
@@ -45,9 +49,11 @@ from modeconn.engine.curves import (
 )
 from modeconn.engine.evaluate import Evaluator
 from modeconn.engine.paths import (
+    ALPHA_AT_A,
     bend_gradient_scales,
     curve_coefficients,
     curve_point,
+    curve_t,
     line_bends,
 )
 from modeconn.errors import ConfigError, PopulationError
@@ -62,7 +68,7 @@ ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
 
 
 @pytest.mark.parametrize(
-    ("kind", "bends", "alpha", "expected"),
+    ("kind", "bends", "t", "expected"),
     [
         ("bezier", 1, 0.0, [1, 0, 0]),
         ("bezier", 1, 1.0, [0, 0, 1]),
@@ -76,10 +82,10 @@ ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
         ("chain", 2, 0.5, [0, 0.5, 0.5, 0]),  # t = 1.5, between the two bends
     ],
 )
-def test_curve_weights_by_hand(kind: str, bends: int, alpha: float, expected: list) -> None:
-    got = curve_coefficients(kind, bends, alpha)
+def test_curve_weights_by_hand(kind: str, bends: int, t: float, expected: list) -> None:
+    got = curve_coefficients(kind, bends, t)
     np.testing.assert_allclose(got, expected, atol=ATOL)
-    if alpha in (0.0, 1.0):
+    if t in (0.0, 1.0):
         assert got.tolist() == [float(x) for x in expected]  # exact at the ends
 
 
@@ -96,14 +102,27 @@ def test_gradient_scales_by_hand() -> None:
 @given(
     kind=st.sampled_from(["bezier", "chain"]),
     bends=st.integers(1, 5),
-    alpha=st.floats(0.0, 1.0),
+    t=st.floats(0.0, 1.0),
 )
-def test_weights_are_convex_and_reproduce_the_line(kind: str, bends: int, alpha: float) -> None:
-    c = curve_coefficients(kind, bends, alpha)
+def test_weights_are_convex_and_reproduce_the_line(kind: str, bends: int, t: float) -> None:
+    c = curve_coefficients(kind, bends, t)
     assert (c >= 0).all() and c.sum() == pytest.approx(1.0, abs=1e-12)
-    # bends on the line at t = k / (bends + 1): the curve is the line, θ(α) = A + α(B − A)
+    # bends on the line at t = k / (bends + 1): the curve is the line, θ(t) = A + t(B − A)
     positions = np.array([0.0, *line_bends(bends), 1.0])
-    assert float(c @ positions) == pytest.approx(alpha, abs=1e-12)
+    assert float(c @ positions) == pytest.approx(t, abs=1e-12)
+
+
+def test_the_curve_parameter_is_one_minus_alpha() -> None:
+    """α (1 at A) is what results carry; t (0 at A) is the curve's maths: t = 1 − α, exact
+    at the ends, so α = 1 gives exactly A's weights [1, 0, 0] and α = 0 exactly B's."""
+    assert curve_t(1.0) == 0.0 and curve_t(0.0) == 1.0 and curve_t(0.25) == 0.75
+    assert curve_coefficients("bezier", 1, curve_t(1.0)).tolist() == [1.0, 0.0, 0.0]
+    assert curve_coefficients("chain", 2, curve_t(0.0)).tolist() == [0.0, 0.0, 0.0, 1.0]
+    # the mechanistic paper's form in α: α²θA + 2α(1 − α)θ₁ + (1 − α)²θB
+    np.testing.assert_allclose(
+        curve_coefficients("bezier", 1, curve_t(0.3)), [0.09, 0.42, 0.49], atol=ATOL
+    )
+    assert ALPHA_AT_A == 1.0
 
 
 def test_bad_curve_settings_are_named() -> None:
@@ -204,18 +223,18 @@ def test_set_weighted_writes_the_curve_point() -> None:
 
 def test_one_step_on_the_bend_is_the_chain_rule() -> None:
     """One SGD step (no momentum, lr at its start value) moves the midpoint by
-    −lr · 2α(1 − α) · ∇L(θ(α)), the gradient here taken by autograd *through* the curve."""
+    −lr · 2t(1 − t) · ∇L(θ(t)), the gradient here taken by autograd *through* the curve."""
     ev, a, b = _engine()
     split = digits_split("train", slice(0, 256))
     cfg = BendConfig(steps=1, lr=0.1, momentum=0.0, batch_size=256, seed=3)
     before = [p.clone() for p in ev.point.values()]
     got = train_bends(ev, a, b, split, cfg).bends[0]
-    # the same α and batch the step drew (the batch is the whole split, shuffled)
-    alpha = float(torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    # the same t and batch the step drew (the batch is the whole split, shuffled)
+    t = float(torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64))
     batch, labels = next(AscentBatches(split, ev.device, batch_size=256, examples=256, seed=3))
     mid = [torch.lerp(x, y, 0.5).requires_grad_(True) for x, y in zip(a, b, strict=True)]
     theta = {
-        k: (1 - alpha) ** 2 * x + 2 * alpha * (1 - alpha) * m + alpha**2 * y
+        k: (1 - t) ** 2 * x + 2 * t * (1 - t) * m + t**2 * y
         for k, x, m, y in zip(ev.keys, a, mid, b, strict=True)
     }
     loss = F.cross_entropy(functional_call(MLP(), theta, kwargs=batch), labels)
@@ -241,6 +260,46 @@ def test_a_trained_bend_lowers_the_maximum_loss(kind: str) -> None:
     assert max(curve) < 0.5 * max(line), (max(curve), max(line))
     assert barrier_height(curve) < 0.2 * barrier_height(line)
     assert ev.counts[("curve", "test")] == 2 * len(ALPHAS) - 2  # ends evaluated once
+
+
+def test_alpha_one_is_member_a_and_alpha_zero_member_b() -> None:
+    """On a trained curve, α = 1 has member A's own loss and α = 0 member B's — exactly,
+    the very numbers the engine gives each member — and α runs the same way on the line."""
+    ev, a, b = _engine()
+    train = digits_split("train", slice(0, 400))
+    test = digits_split("test", slice(1200, 1500))
+    trained = train_bends(ev, a, b, train, BendConfig(steps=5, batch_size=64, seed=0))
+    loss_a = ev.evaluate_member(a, test).loss
+    # A and B must differ for the test to tell the ends apart: B is A's permuted copy,
+    # so scale B's output layer (sharper logits: a different function, a different loss)
+    b = [p * 1.5 if k == "fc2.weight" else p for k, p in zip(ev.keys, b, strict=True)]
+    loss_b = ev.evaluate_member(b, test).loss
+    assert abs(loss_a - loss_b) > 1e-3
+    for kind in ("bezier", "chain"):
+        res = evaluate_curve(ev, [a, *trained.bends, b], test, (0.0, 0.5, 1.0), kind=kind)
+        assert res.alphas == [0.0, 0.5, 1.0]
+        assert res.curve[-1].loss == loss_a and res.line[-1].loss == loss_a  # α = 1: A
+        assert res.curve[0].loss == loss_b and res.line[0].loss == loss_b  # α = 0: B
+
+
+@pytest.mark.parametrize("kind", ["bezier", "chain"])
+def test_a_straight_curve_is_the_linear_path_at_the_same_alpha(kind: str) -> None:
+    """A curve whose bend sits at the midpoint of the line *is* the line: at every α its
+    loss is the sweep's linear-path loss at that α (Evaluator.evaluate_lerp, the sweep's
+    own call, α·θA + (1 − α)·θB), up to float32 rounding of the other order of sums; the
+    line evaluate_curve compares with is the sweep's point, bit for bit. A and B are far
+    apart (a barrier of > 0.5 between them) and the path is not symmetric, so a curve read
+    backwards (α ↔ 1 − α) would miss by far more than the tolerance."""
+    ev, a, b = _engine()
+    b = [p * 1.5 if k == "fc2.weight" else p for k, p in zip(ev.keys, b, strict=True)]
+    test = digits_split("test", slice(1200, 1500))
+    mid = [torch.lerp(x, y, 0.5) for x, y in zip(a, b, strict=True)]
+    res = evaluate_curve(ev, [a, mid, b], test, ALPHAS, kind=kind)
+    sweep = [ev.evaluate_lerp(a, b, alpha, test).loss for alpha in ALPHAS]
+    assert [r.loss for r in res.line] == sweep  # the same point, the same numbers
+    np.testing.assert_allclose([r.loss for r in res.curve], sweep, atol=FLOAT32_LOSS_ATOL)
+    backwards = sweep[::-1]
+    assert max(abs(x - y) for x, y in zip(sweep, backwards, strict=True)) > 100 * FLOAT32_LOSS_ATOL
 
 
 # --------------------------------------------------------------------------- resuming
@@ -313,8 +372,9 @@ def test_a_tiny_bert_with_dict_inputs() -> None:
     ]
     assert any(moved)
     res = evaluate_curve(ev, [a, *trained.bends, b], split, (0.0, 0.5, 1.0), kind="bezier")
-    assert res.curve[0].loss == pytest.approx(ev.evaluate_member(a, split).loss, abs=1e-6)
-    assert res.curve[-1].loss == pytest.approx(ev.evaluate_member(b, split).loss, abs=1e-6)
+    # α = 1 is A and α = 0 is B, as on the sweep's lines
+    assert res.curve[-1].loss == pytest.approx(ev.evaluate_member(a, split).loss, abs=1e-6)
+    assert res.curve[0].loss == pytest.approx(ev.evaluate_member(b, split).loss, abs=1e-6)
     assert all(math.isfinite(r.loss) for r in res.curve + res.line)
 
 
@@ -363,7 +423,7 @@ def test_a_cnn_with_batchnorm_reestimates_at_every_alpha() -> None:
         # independently: a fresh copy, the point by hand, statistics reset and re-estimated
         model = copy.deepcopy(BNNet())
         state = model.state_dict()
-        point = curve_point(nodes, "bezier", alpha)
+        point = curve_point(nodes, "bezier", curve_t(alpha))
         state.update({k: v for k, v in zip(ev.keys, point, strict=True)})
         model.load_state_dict(state)
         for m in model.modules():

@@ -45,7 +45,7 @@ def test_every_scratch_pair_has_a_plain_and_an_aligned_path(measured) -> None:
 
 
 def test_the_aligned_endpoint_is_the_same_function(measured) -> None:
-    """At α = 1 both paths stand on B: B and B aligned to A give the same loss."""
+    """At α = 0 both paths stand on B: B and B aligned to A give the same loss."""
     recs = list(measured["records"].values())
     ends = sorted((round(r["loss"][0], 4), round(r["loss"][-1], 4)) for r in recs)
     for plain, aligned in zip(ends[::2], ends[1::2], strict=True):

@@ -237,3 +237,49 @@ def test_an_analysis_without_summary_json_gets_the_generic_default() -> None:
     assert summary_json(New(), pd.Series([1.5], index=["m"])) == {"m": 1.5}
     assert summary_json(New(), [1, 2]) == {"value": [1, 2]}
     json.dumps(out, allow_nan=False)
+
+
+# ------------------------------------------------------------------ a member's own init_seed
+
+
+def test_a_members_init_seed_is_in_the_members_table_and_the_json(tmp_path, capsys) -> None:
+    """Members of a `vary: init` arm carry the seed their whole model was drawn from (their
+    sidecar's ``init_seed``) into the report's members table and ``report --json``; members
+    that share the study's initialisation, and every member of a store written before the
+    field was recorded, carry null."""
+    from test_vision_study import _write as write_study
+    from test_vision_study import tiny_digits_study
+
+    from modeconn.results import member_table
+    from modeconn.store import Store
+
+    data = tiny_digits_study(tmp_path / "out")
+    data["train"]["examples"] = 128
+    data["train"]["arms"] = [
+        {"name": "scratch", "members": 2, "data": "train_clean", "vary": "init", "seed_offset": 7},
+        {"name": "seed", "members": 1, "data": "train_clean", "vary": "data"},
+    ]
+    runner = StudyRunner(load_study(write_study(data, tmp_path)), progress=False)
+    result = runner.run()
+    store = result.study.store_path()
+    want = {"scratch-00": 7, "scratch-01": 8, "seed-00": None}  # seed_offset 7: seeds 7, 8
+
+    code, out, err = _report(capsys, str(store), "--json", "--out", str(tmp_path / "html"))
+    assert code == 0, err
+    doc = _strict(out)
+    assert {m["id"]: m["init_seed"] for m in doc["members"]} == want
+    first = doc["members"][0]
+    assert list(first).index("init_seed") == list(first).index("data_seed") + 1
+    html = (tmp_path / "html" / "report.html").read_text(encoding="utf-8")
+    members_table = html[html.index("Members.") :]
+    assert "<th>init_seed</th>" in members_table
+
+    # a store written before init_seed was recorded: the column is there, null throughout
+    with Store(store) as s:
+        old = [{k: v for k, v in m.items() if k != "init_seed"} for m in s.population()]
+        s.set_meta("members", json.dumps(old))
+        table = member_table(s)
+    assert list(table["init_seed"]) == [None, None, None]
+    code, out, err = _report(capsys, str(store), "--json")
+    assert code == 0, err
+    assert [m["init_seed"] for m in _strict(out)["members"]] == [None, None, None]

@@ -518,7 +518,13 @@ def _check_dtype(store: Store, study: Study) -> None:
 
 def _meta(member: Member) -> dict[str, Any]:
     m = member.meta
-    return {"arm": m.arm, "head_seed": m.head_seed, "data_seed": m.data_seed, "step": m.step}
+    return {
+        "arm": m.arm,
+        "head_seed": m.head_seed,
+        "data_seed": m.data_seed,
+        "init_seed": m.init_seed,  # None unless the member has its own initialisation
+        "step": m.step,
+    }
 
 
 def _check_against(

@@ -162,8 +162,23 @@ def study_from_store(store: Store) -> Study:
 
 
 def member_table(store: Store) -> pd.DataFrame:
-    """Members with their metadata and, per split, loss and metrics (columns split.name)."""
+    """Members with their metadata and, per split, loss and metrics (columns split.name).
+
+    ``init_seed`` is always a column: the seed a member's whole model was drawn from
+    (``vary: init``), None where the member shares the study's initialisation or the store
+    predates the field (a rerun of ``modeconn run`` records it from the sidecars).
+    """
     members = pd.DataFrame(population(store)).set_index("id")
+    if "init_seed" not in members.columns:
+        cols = list(members.columns)
+        at = cols.index("data_seed") + 1 if "data_seed" in cols else len(cols)
+        members.insert(at, "init_seed", None)
+    # Python ints and None (object), not floats with NaN: a seed reads as 3, not 3.0
+    members["init_seed"] = pd.Series(
+        [None if pd.isna(v) else int(v) for v in members["init_seed"]],
+        index=members.index,
+        dtype=object,
+    )
     splits = _meta_json(store, "splits")
     points = store.member_points()
     for name, info in splits.items():

@@ -1,7 +1,8 @@
 """Barrier prediction from curvature along the path (Singh et al. 2024, "Landscaping LMC").
 
 For every pair of members (A, B) on one split: f''(s) = ΔᵀH(θA + sΔ)Δ at ``points``
-equally spaced s (an odd count, so s = ½ is one of them) by Hessian-vector products, the
+equally spaced s (an odd count, so s = ½ is one of them; s runs from A, s = 1 − α of the
+sweep's path coordinate, α = 1 at A) by Hessian-vector products, the
 endpoint slopes f'(0), f'(1), and the frozen-statistics losses f(s)
 (:mod:`modeconn.measures.curvature`); optionally Hutchinson's trace and the top Hessian
 eigenvalues at the midpoint. One record per pair, keyed by the two weight hashes (sorted:
@@ -267,7 +268,8 @@ class Curvature:
             Section(
                 title="Barrier prediction from curvature",
                 text=(
-                    "With Δ = θB − θA and f(s) = L(θA + sΔ): exact B = −½∫₀¹ min(s, 1 − s) f''(s) "
+                    "With Δ = θB − θA and f(s) = L(θA + sΔ) (s = 1 − α: the linear path's "
+                    "loss at α = 1 − s): exact B = −½∫₀¹ min(s, 1 − s) f''(s) "
                     f"ds (trapezoid on {s.points} points), midpoint −⅛ f''(½), endpoint "
                     "¼(f'(0) − f'(1)) + (1/16)(f''(0) + f''(1)); f'' by Hessian-vector "
                     "products (Singh et al. 2024; derivation in docs/method.md). "

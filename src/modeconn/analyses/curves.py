@@ -7,16 +7,21 @@ bends and compare it with the straight line: a barrier on the line that a curve 
 says the members sit in one connected low-loss region; one the curve keeps says they do
 not (at least not by this path family). For every pair of ``analyses.curves.pairs``:
 
-1. the bends are trained on ``split``'s loss with α ~ U(0, 1) per step
-   (:mod:`modeconn.engine.curves`), or loaded if a file of the same endpoints, settings and
-   training data is already in ``<store folder>/curves/``;
-2. the curve and the line (1 − α)·θA + α·θB are evaluated at ``points`` values of α on
+1. the bends are trained on ``split``'s loss at a uniformly drawn point of the curve per
+   step (:mod:`modeconn.engine.curves`), or loaded if a file of the same endpoints,
+   settings and training data is already in ``<store folder>/curves/``;
+2. the curve and the line α·θA + (1 − α)·θB are evaluated at ``points`` values of α on
    each of ``eval_splits`` (ID and OOD), BatchNorm statistics by the engine's policy.
 
-One record per (pair, evaluation split), keyed by the two weight hashes (A then B), the
-split's key and a fingerprint of the bend (settings, training split's key, dtype) and
-the grid. ``read`` gives the points along both paths and, per pair and split, the maximum
-loss and the barrier (above the end-to-end chord) of each, and the lowest metric.
+**α is the sweep's coordinate**: α = 1 is member A (the pair's first), α = 0 member B, on
+the curve as on the line, in the records, the tables and the figure. One record per
+(pair, evaluation split), keyed by the two weight hashes (A then B), the split's key and
+a fingerprint of the bend (settings, training split's key, dtype), the grid and the α
+convention (:data:`ALPHA_CONVENTION`): records of an older modeconn, whose curves ran
+α = 0 at A, have other keys, so they are measured again (the bends are loaded, not
+retrained) rather than read backwards. ``read`` gives the points along both paths and,
+per pair and split, the maximum loss and the barrier (above the end-to-end chord) of
+each, and the lowest metric.
 
 Study section::
 
@@ -57,7 +62,8 @@ if TYPE_CHECKING:
     from modeconn.report.html import Section
 
 KIND = "curves"
-VERSION = 1  # bump when what a record holds changes meaning
+VERSION = 2  # bump when what a record holds changes meaning (2: α = 1 at A)
+ALPHA_CONVENTION = "alpha=1:A"  # in every record's key and body (``alpha_at_a``)
 
 
 class CurvesSection(SectionModel):
@@ -142,8 +148,11 @@ def bend_key(section: CurvesSection, train_key: str, dtype: str) -> str:
 
 
 def curve_key(hash_a: str, hash_b: str, split_key: str, bend: str, points: int) -> str:
-    """One record: pair (A then B), evaluation split, bend fingerprint and grid."""
-    grid = settings_fingerprint({"v": VERSION, "bend": bend, "points": points})
+    """One record: pair (A then B), evaluation split, bend fingerprint, grid and the α
+    convention (a record whose α ran the other way has another key)."""
+    grid = settings_fingerprint(
+        {"v": VERSION, "bend": bend, "points": points, "alpha": ALPHA_CONVENTION}
+    )
     return value_key(hash_a, hash_b, split_key, grid)
 
 
@@ -151,6 +160,7 @@ def path_summary(alphas: Sequence[float], losses: Sequence[float]) -> dict[str, 
     """Maximum loss along a path, the maximum strictly between its two members (what a
     bend can change: the members' own losses it cannot), its barrier above the end-to-end
     chord, and the loss at the α nearest ½ (where the quadratic curve's bend weighs most).
+    `alphas` ascend (α = 0, member B, first); every quantity is the same read either way.
 
     >>> path_summary([0.0, 0.5, 1.0], [0.2, 1.2, 0.4])
     {'max_loss': 1.2, 'interior_max_loss': 1.2, 'barrier': 0.9, 'mid_loss': 1.2}
@@ -201,7 +211,7 @@ class Curves:
             ensure_bends,
             evaluate_curve,
         )
-        from modeconn.engine.paths import alpha_grid
+        from modeconn.engine.paths import ALPHA_AT_A, alpha_grid
 
         s: CurvesSection = ctx.study.section(self.key)
         refs = {m.id: m for m in ctx.members}
@@ -247,7 +257,8 @@ class Curves:
                 split = ctx.splits[name]
                 res = evaluate_curve(ev, nodes, split, alphas, kind=s.kind)
                 rec = {
-                    "alphas": res.alphas,
+                    "alphas": res.alphas,  # α = 1 is member A, ascending
+                    "alpha_at_a": ALPHA_AT_A,
                     "curve_loss": [r.loss for r in res.curve],
                     "line_loss": [r.loss for r in res.line],
                     "curve_metrics": [r.metrics for r in res.curve],
@@ -338,8 +349,8 @@ class Curves:
         figs = (
             (
                 f"Loss (top) and {value.metric or 'metric'} (bottom) along the trained {shape} "
-                "(solid) and the straight line (dashed), one column per split; α = 0 is the "
-                "pair's first member.",
+                "(solid) and the straight line (dashed), one column per split; α = 1 is the "
+                "pair's first member (A), α = 0 its second (B), as on every path.",
                 curve_vs_line(value.points, metric=value.metric, splits=s.evaluate_on, roles=roles),
             ),
         )
@@ -348,9 +359,10 @@ class Curves:
                 title="Curves beyond the line",
                 text=(
                     f"Each pair joined by a {shape} whose bends were trained on '{s.split}' "
-                    f"({s.steps} steps, batch {s.batch_size}, lr {s.lr:g}, α ~ U(0, 1) per "
-                    "step, each bend's step scaled by its weight on the curve), against the "
-                    "line (1 − α)·θA + α·θB (Garipov et al. 2018; Lubana et al. 2023). A "
+                    f"({s.steps} steps, batch {s.batch_size}, lr {s.lr:g}, a uniformly drawn "
+                    "point of the curve per step, each bend's step scaled by its weight "
+                    "there), against the line α·θA + (1 − α)·θB; α = 1 is A on both "
+                    "(Garipov et al. 2018; Lubana et al. 2023). A "
                     "barrier the curve avoids means the pair is connected by a low-loss "
                     "curve though not by the line. " + " ".join(value.notes)
                 ),

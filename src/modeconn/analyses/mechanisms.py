@@ -28,7 +28,8 @@ This analysis gives, from the study's ``analyses.mechanisms`` section::
   t-interval over its members (the paper reports the mean of 3 seeds);
 * the **paths back to the cue model**: for every member of an arm with ``from`` (or of
   any arm, paired with the ``reference`` arm), θ(α) = (1 − α)·θ_C + α·θ from its cue model
-  θ_C (α = 0) to itself (α = 1), evaluated by the engine on each set (with the study's
+  θ_C (α = 0) to itself (α = 1: the member is the path's A, as α = 1 is A on every path),
+  evaluated by the engine on each set (with the study's
   BatchNorm policy: re-estimated at every α for a BatchNorm model, as the paper does);
   each path's loss barrier height (Entezari et al.) and its accuracy along α. Records are
   keyed by the two weight hashes, the set's store key and the grid.

@@ -57,7 +57,8 @@ def pair_kind(a: str, b: str) -> str:
 
 
 def _key(hash_a: str, hash_b: str, split_key: str, match_key: str, points: int, aligned: bool):
-    settings = {"points": points, "aligned": aligned, "match": match_key}
+    # "alpha": records before it ran α = 0 at A; they are measured again, not misread
+    settings = {"points": points, "aligned": aligned, "match": match_key, "alpha": "1=A"}
     return value_key(hash_a, hash_b, split_key, settings_fingerprint(settings))
 
 
@@ -106,8 +107,8 @@ def measure(ctx: MeasureContext, section: MechanismsSection) -> None:
         }
         for role, aligned in todo:
             loss, acc = [], []
-            for alpha in alphas:  # θ(α) = (1 − α)·θ_A + α·θ_B
-                res = ev.evaluate_lerp(point_a, points[aligned], 1.0 - float(alpha), splits[role])
+            for alpha in alphas:  # θ(α) = α·θ_A + (1 − α)·θ_B: α = 1 is A, as on every path
+                res = ev.evaluate_lerp(point_a, points[aligned], float(alpha), splits[role])
                 loss.append(res.loss)
                 acc.append(float(res.metrics.get("accuracy", math.nan)))
             record = {"alphas": [float(x) for x in alphas], "loss": loss, "accuracy": acc,

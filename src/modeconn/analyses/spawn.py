@@ -24,7 +24,8 @@ resumable like members). Then, on ``split``:
   the spawn point (parameters only; :mod:`modeconn.measures.displacement`);
 * the **parent's loss** along its trajectory: the engine's loss at every spawn step and at the
   end, and its per-step training loss;
-* the **curvature along each sibling path**, f''(s) = ΔᵀH(θ(s))Δ by Hessian-vector products
+* the **curvature along each sibling path**, f''(s) = ΔᵀH(θ(s))Δ (s from the first child,
+  s = 1 − α of the sibling path's α) by Hessian-vector products
   (:class:`modeconn.measures.curvature.PathCurvature`), and its midpoint form −⅛ f''(½).
 
 Frankle et al.'s finding, the expectation here: the barrier between siblings falls as k

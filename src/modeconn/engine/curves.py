@@ -4,14 +4,17 @@ Garipov et al. (2018, "Loss Surfaces, Mode Connectivity, and Fast Ensembling of 
 Juneja et al. 2023, Fig. 10) and Lubana et al. (2023, "Mechanistic Mode Connectivity")
 join two members that no straight line connects by a *curve* through trained bends:
 
-    θ(α) = Σₖ cₖ(α)·θₖ,   nodes θ₀ = θA, θ₁ … θₙ (the bends), θₙ₊₁ = θB,
+    θ(t) = Σₖ cₖ(t)·θₖ,   nodes θ₀ = θA, θ₁ … θₙ (the bends), θₙ₊₁ = θB,
 
 with the weights cₖ of :func:`modeconn.engine.paths.curve_coefficients` (a quadratic
-Bézier curve (1 − α)²θA + 2α(1 − α)θ₁ + α²θB for one bend, or a polygonal chain). The
-bends are trained to lower the loss *along the whole curve*: each step draws α ~ U(0, 1)
-(seeded), writes θ(α) into the engine's resident weights, takes the mini-batch loss
-gradient g = ∇L(θ(α)) there, and moves bend k by its chain-rule share cₖ(α)·g
-(:func:`~modeconn.engine.paths.bend_gradient_scales`; 2α(1 − α) for the quadratic curve,
+Bézier curve (1 − t)²θA + 2t(1 − t)θ₁ + t²θB for one bend, or a polygonal chain). The
+maths runs in the curve's own parameter t (0 at A, 1 at B, Garipov et al.'s form); what
+:func:`evaluate_curve` returns, and everything stored and shown, is in the sweep's path
+coordinate α = 1 − t, **α = 1 at A and α = 0 at B**, as on every linear path. The
+bends are trained to lower the loss *along the whole curve*: each step draws t ~ U(0, 1)
+(seeded), writes θ(t) into the engine's resident weights, takes the mini-batch loss
+gradient g = ∇L(θ(t)) there, and moves bend k by its chain-rule share cₖ(t)·g
+(:func:`~modeconn.engine.paths.bend_gradient_scales`; 2t(1 − t) for the quadratic curve,
 as Lubana et al.'s code scales its step). SGD with momentum and a cosine schedule from
 ``lr`` to 0; endpoints never move.
 
@@ -22,7 +25,7 @@ transformer, images for a CNN) with the split's logit map. No layer is rewritten
 
 **BatchNorm.** While the bends train, BatchNorm layers run in train mode (batch
 statistics, as in Garipov et al.'s curve training); every other module stays in eval
-mode (dropout off), so a step is a deterministic function of its batch and α. The
+mode (dropout off), so a step is a deterministic function of its batch and t. The
 running statistics this leaves behind are discarded: the resident point (weights and
 buffers) is restored on exit, and evaluating the curve re-estimates them at each α by the
 engine's policy (``eval.batchnorm: reestimate`` on ``eval.batchnorm_split``, the same code
@@ -51,7 +54,7 @@ import torch.nn.functional as F
 from modeconn._atomic import replace_atomic
 from modeconn.data.base import Split
 from modeconn.engine.evaluate import EvalResult, Evaluator, batchnorm_layers
-from modeconn.engine.paths import CURVE_KINDS, curve_coefficients, line_bends
+from modeconn.engine.paths import CURVE_KINDS, curve_coefficients, curve_t, line_bends
 from modeconn.errors import ConfigError, DataError, PopulationError
 from modeconn.measures.sharpness import AscentBatches, restoring
 from modeconn.population.weights import check_compatible
@@ -199,7 +202,7 @@ def train_bends(
     bends = _initial_bends(a, b, config.bends, alias)
     nodes = [list(a), *bends, list(b)]
     velocity = [[torch.zeros_like(bend[i]) for i in slots] for bend in bends]
-    draws = torch.Generator().manual_seed(config.seed)  # α per step
+    draws = torch.Generator().manual_seed(config.seed)  # t per step (curve parameter)
     losses: list[float] = []
     live = dict(ev.point)  # the forward sees the live parameters (hf_logits reads the dict)
     for p, i in zip(params, slots, strict=True):
@@ -213,8 +216,8 @@ def train_bends(
             split, ev.device, batch_size=config.batch_size, examples=split.n, seed=config.seed
         )
         for step in range(config.steps):
-            alpha = float(torch.rand((), generator=draws, dtype=torch.float64))
-            coeffs = curve_coefficients(config.kind, config.bends, alpha)
+            t = float(torch.rand((), generator=draws, dtype=torch.float64))
+            coeffs = curve_coefficients(config.kind, config.bends, t)
             ev.set_weighted(nodes, coeffs.tolist())
             batch, labels = next(batches)
             for m in norms:  # batch statistics, as curve training does; the rest in eval
@@ -231,7 +234,7 @@ def train_bends(
             lr = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / config.steps))
             with torch.no_grad():
                 for k, bend in enumerate(bends):
-                    scale = float(coeffs[k + 1])  # ∂θ(α)/∂θₖ, the chain rule's factor
+                    scale = float(coeffs[k + 1])  # ∂θ(t)/∂θₖ, the chain rule's factor
                     for j, (i, g) in enumerate(zip(slots, grads, strict=True)):
                         if g is None:
                             continue
@@ -340,7 +343,9 @@ def ensure_bends(
 class CurveEvaluation:
     """Loss and metrics along the curve and along the straight line, at the same α.
 
-    α = 0 is A and α = 1 is B for both: the line here is (1 − α)·θA + α·θB.
+    α is the sweep's path coordinate, α = 1 at A and α = 0 at B for both paths: the line
+    here is α·θA + (1 − α)·θB, written exactly as the sweep writes it, and the curve's
+    point at α is θ(t) with t = 1 − α.
     """
 
     alphas: list[float]
@@ -357,21 +362,23 @@ def evaluate_curve(
     kind: str,
 ) -> CurveEvaluation:
     """Evaluate the curve through `nodes` ([θA, bends…, θB]) and the line from θA to θB at
-    each α on `split`, through the engine (BatchNorm statistics by its policy at every
-    point). The ends are shared: α = 0 and α = 1 are evaluated once. Counted as
-    ``kind="curve"`` in the evaluator's counts."""
+    each α of `alphas` (α = 1 is θA, α = 0 is θB: the sweep's convention) on `split`,
+    through the engine (BatchNorm statistics by its policy at every point). The line's
+    point is the sweep's own (:meth:`Evaluator.set_lerp`), so its losses are the linear
+    path's at the same α. The ends are shared: α = 0 and α = 1 are evaluated once.
+    Counted as ``kind="curve"`` in the evaluator's counts."""
     ev = evaluator
     a, b = nodes[0], nodes[-1]
     curve: list[EvalResult] = []
     line: list[EvalResult] = []
     for alpha in alphas:
-        c = curve_coefficients(kind, len(nodes) - 2, float(alpha))
+        c = curve_coefficients(kind, len(nodes) - 2, curve_t(float(alpha)))
         ev.set_weighted(nodes, c.tolist())
         on_curve = ev.evaluate(split, kind="curve")
         curve.append(on_curve)
         if float(alpha) in (0.0, 1.0):
-            line.append(on_curve)  # the same point: θA or θB
+            line.append(on_curve)  # the same point: θB or θA
             continue
-        ev.set_lerp(b, a, float(alpha))  # α·θB + (1 − α)·θA
+        ev.set_lerp(a, b, float(alpha))  # α·θA + (1 − α)·θB, as the sweep writes it
         line.append(ev.evaluate(split, kind="curve"))
     return CurveEvaluation([float(x) for x in alphas], curve, line)

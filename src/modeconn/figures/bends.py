@@ -5,7 +5,8 @@ separates by a barrier can be joined by a curve of low loss; Lubana et al. (2023
 same of members that use different mechanisms, on clean and counterfactual data.
 :func:`curve_vs_line` draws, for every evaluated split (one column each, ID and OOD), the
 loss (top row) and the metric (bottom row) along the trained curve (solid) and the line
-(dashed) of every pair, one colour per pair; α = 0 is member A, α = 1 member B.
+(dashed) of every pair, one colour per pair; α = 1 is member A, α = 0 member B, the
+convention of every path modeconn draws.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def curve_vs_line(
     """Loss (and `metric`) along curve and line, one panel column per split.
 
     `points` is long: columns ``pair``, ``split``, ``path`` (``curve`` or ``line``),
-    ``alpha``, ``loss`` and the metric's column. `roles` (``{split: "id" | "ood" …}``)
-    labels each column's title.
+    ``alpha`` (α = 1 at the pair's first member), ``loss`` and the metric's column.
+    `roles` (``{split: "id" | "ood" …}``) labels each column's title.
 
     >>> rows = [{"pair": "a–b", "split": s, "path": p, "alpha": x, "loss": l, "accuracy": 0.9}
     ...         for s in ("clean", "cue") for p, bump in (("curve", 0.1), ("line", 1.0))
@@ -83,7 +84,7 @@ def curve_vs_line(
             if j == 0:
                 ax.set_ylabel("loss" if column == "loss" else literal(column))
             if r == rows - 1:
-                ax.set_xlabel("α (0 = A, 1 = B)")
+                ax.set_xlabel("α  (0 = member B, 1 = member A)")
             _style_axes(ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(

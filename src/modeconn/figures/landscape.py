@@ -251,7 +251,7 @@ def toy_barrier(toy: dict[str, object], *, ax: Axes | None = None) -> Figure:
             label=f"{form}: B = {value:.3g}",
         )
         sc.set_gid(form)
-    ax.set_xlabel("s (0 = A, 1 = B)")
+    ax.set_xlabel("s = 1 − α  (0 = A, 1 = B)")
     ax.set_ylabel("loss")
     ax.set_title("a ridge between two wells: the three forms")
     _legend_below(ax)

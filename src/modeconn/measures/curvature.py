@@ -2,7 +2,8 @@
 
 Singh et al. (2024, "Landscaping Linear Mode Connectivity", arXiv 2406.16300) explain the
 barrier between two models θA, θB by the curvature of the loss along the segment between
-them. With Δ = θB − θA and f(s) = L(θA + sΔ),
+them. With Δ = θB − θA and f(s) = L(θA + sΔ) (s runs from A: s = 1 − α of the sweep's
+path coordinate, which is 1 at A),
 
     f'(s)  = ∇L(θA + sΔ)ᵀ Δ,
     f''(s) = Δᵀ ∇²L(θA + sΔ) Δ,

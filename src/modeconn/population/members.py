@@ -13,9 +13,10 @@ Members come in three forms, each with an optional JSON *sidecar* of metadata::
       seed2/                                # kind "hf": a save_pretrained directory
         config.json  model.safetensors  modeconn.json   # sidecar inside the directory
 
-A sidecar holds ``head_seed``, ``data_seed``, ``arm`` and ``step`` (all optional), an
-optional ``id`` that overrides the member id (by default the file stem or directory name),
-and anything else, which is kept in ``MemberMeta.extra``::
+A sidecar holds ``head_seed``, ``data_seed``, ``init_seed`` (the seed a member's whole
+model was drawn from, image arms with ``vary: init``; absent otherwise), ``arm`` and
+``step`` (all optional), an optional ``id`` that overrides the member id (by default the
+file stem or directory name), and anything else, which is kept in ``MemberMeta.extra``::
 
     {"id": "plain-h0-d1", "head_seed": 0, "data_seed": 1, "arm": "plain", "step": 1200}
 
@@ -86,7 +87,8 @@ HF_SIDECAR = "modeconn.json"
 
 @dataclass(frozen=True)
 class MemberMeta:
-    """What produced a member: its seeds, training arm and step. Every field may be unknown.
+    """What produced a member: its seeds, training arm and step. Every field may be unknown;
+    ``init_seed`` is known only for a member drawn from its own initialisation.
 
     ``extra`` keeps any other sidecar field verbatim; it takes no part in ``hash()``.
 
@@ -99,6 +101,7 @@ class MemberMeta:
 
     head_seed: int | None = None
     data_seed: int | None = None
+    init_seed: int | None = None
     arm: str | None = None
     step: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -114,7 +117,7 @@ class MemberMeta:
         rest = dict(data)
         rest.pop("id", None)  # the member id lives on Member, not in its metadata
         values: dict[str, Any] = {}
-        for name in ("head_seed", "data_seed", "step"):
+        for name in ("head_seed", "data_seed", "init_seed", "step"):
             value = rest.pop(name, None)
             # bool is an int subclass; a seed of `true` is a mistake, not 1
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -132,10 +135,12 @@ class MemberMeta:
         return cls(arm=arm, extra=rest, **values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The sidecar form: the four known fields (``None`` where unknown), then ``extra``."""
+        """The sidecar form: the known fields (``None`` where unknown; ``init_seed`` only when
+        known, as the recipes write it), then ``extra``."""
         return {
             "head_seed": self.head_seed,
             "data_seed": self.data_seed,
+            **({} if self.init_seed is None else {"init_seed": self.init_seed}),
             "arm": self.arm,
             "step": self.step,
             **self.extra,
@@ -367,6 +372,7 @@ class Population:
         """One row per member: id, source, kind, head_seed, data_seed, arm, step.
 
         Seeds and step are nullable integers (``Int64``), so unknown values stay ``<NA>``.
+        (``init_seed`` is in the report's members table, :func:`modeconn.results.member_table`.)
         """
         import pandas as pd
 
