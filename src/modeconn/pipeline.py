@@ -317,21 +317,24 @@ class StudyRunner:
                 f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
                 f"({len(plan.member_todo)} to do)"
             )
-            if self._kmeanspp_landmarks():
+            if self._sequential_landmarks():
                 return self._staged_sweep(store)
             return self._execute(plan, store)
 
-    def _kmeanspp_landmarks(self) -> bool:
+    def _sequential_landmarks(self) -> bool:
+        from modeconn.stats.landmarks import SEQUENTIAL
+
         b = self.study.basins
         n = len(self.members())
-        return b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < n - 1
+        return b.landmark_choice in SEQUENTIAL and b.landmarks is not None and b.landmarks < n - 1
 
     def _staged_sweep(self, store: Store) -> SweepStats:
-        """``basins.landmark_choice: kmeans++``: sweep landmark by landmark, each next one
-        drawn from the measured paths of those before (stats.landmarks.kmeanspp_landmarks);
-        :func:`modeconn.results.kmeanspp_ids` redraws the same ones from the store."""
+        """``basins.landmark_choice: kmeans++ | farthest``: sweep landmark by landmark,
+        each next one chosen from the measured paths of those before
+        (stats.landmarks.sequential_landmarks); :func:`modeconn.results.sequential_ids`
+        redraws the same ones from the store."""
         from modeconn.results import distance_matrix
-        from modeconn.stats.landmarks import kmeanspp_landmarks, landmark_pairs
+        from modeconn.stats.landmarks import landmark_pairs, sequential_landmarks
 
         b = self.study.basins
         ids = [m.id for m in self.members()]
@@ -363,8 +366,13 @@ class StudyRunner:
             return d.loc[ids[i], ids].to_numpy()
 
         assert b.landmarks is not None
-        marks = kmeanspp_landmarks(n, b.landmarks, seed=b.landmark_seed, row=row)
-        self.say(f"landmarks (k-means++ on measured paths): {', '.join(ids[i] for i in marks)}")
+        marks = sequential_landmarks(
+            n, b.landmarks, seed=b.landmark_seed, row=row, method=b.landmark_choice
+        )
+        self.say(
+            f"landmarks ({b.landmark_choice} on measured paths): "
+            + ", ".join(ids[i] for i in marks)
+        )
         sweep_pairs(landmark_pairs(n, marks))  # the last landmark's paths
         return total
 

@@ -26,7 +26,13 @@ from modeconn.stats.basins import (
     find_basins,
 )
 from modeconn.stats.inference import correlate
-from modeconn.stats.landmarks import choose_landmarks, kmeanspp_landmarks, landmark_basins
+from modeconn.stats.landmarks import (
+    SEQUENTIAL,
+    Choice,
+    choose_landmarks,
+    landmark_basins,
+    sequential_landmarks,
+)
 from modeconn.store import ALPHA_DECIMALS, Store
 from modeconn.store.frames import labels
 
@@ -277,11 +283,14 @@ def landmark_ids(ids: list[str], landmarks: int | None, seed: int) -> tuple[str,
     return tuple(order[i] for i in choose_landmarks(len(order), landmarks, seed=seed))
 
 
-def kmeanspp_ids(store: Store, split: str, metric: str, m: int, seed: int) -> tuple[str, ...]:
-    """The landmarks ``basins.landmark_choice: kmeans++`` drew, redrawn from the store.
+def sequential_ids(
+    store: Store, split: str, metric: str, m: int, seed: int, choice: Choice = "kmeans++"
+) -> tuple[str, ...]:
+    """The landmarks ``basins.landmark_choice: kmeans++ | farthest`` drew, redrawn from
+    the store.
 
     The sweep drew each next landmark from the measured rows of the landmarks so far
-    (:func:`modeconn.stats.landmarks.kmeanspp_landmarks`); the same draw on the same
+    (:func:`modeconn.stats.landmarks.sequential_landmarks`); the same draw on the same
     stored curves gives the same landmarks. A chosen landmark with a missing path means
     the sweep is incomplete.
     """
@@ -297,7 +306,8 @@ def kmeanspp_ids(store: Store, split: str, metric: str, m: int, seed: int) -> tu
             )
         return d[i]
 
-    return tuple(order[i] for i in kmeanspp_landmarks(len(order), m, seed=seed, row=row))
+    marks = sequential_landmarks(len(order), m, seed=seed, row=row, method=choice)
+    return tuple(order[i] for i in marks)
 
 
 def distance_matrix(
@@ -363,8 +373,10 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     members = member_table(store)
     ids = [m["id"] for m in population(store)]
     marks: tuple[str, ...] | None
-    if b.landmark_choice == "kmeans++" and b.landmarks is not None and b.landmarks < len(ids) - 1:
-        marks = kmeanspp_ids(store, b.split, b.distance, b.landmarks, b.landmark_seed)
+    if b.landmark_choice in SEQUENTIAL and b.landmarks is not None and b.landmarks < len(ids) - 1:
+        marks = sequential_ids(
+            store, b.split, b.distance, b.landmarks, b.landmark_seed, b.landmark_choice
+        )
     else:
         marks = landmark_ids(ids, b.landmarks, b.landmark_seed)
     distance = distance_matrix(store, split=b.split, metric=b.distance, landmarks=marks)
@@ -373,7 +385,7 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
         fit = find_basins(d, **b.fit_options())
     else:
         where = [int(distance.index.get_loc(m)) for m in marks]  # type: ignore[arg-type]
-        fit = landmark_basins(d, where, **b.fit_options())
+        fit = landmark_basins(d, where, completion=b.landmark_completion, **b.fit_options())
         d = np.where(np.isnan(d), np.nanmedian(d), d)  # for the notes' similarity spread
     members["basin"] = fit.labels
     members["score"] = fit.scores

@@ -90,11 +90,20 @@ class BasinsConfig(_Strict):
     landmark_seed: int = Field(
         default=0, description="seed of the landmarks' random choice (stats.landmarks)"
     )
-    landmark_choice: Literal["random", "kmeans++"] = Field(
+    landmark_choice: Literal["random", "kmeans++", "farthest"] = Field(
         default="random",
         description="'random': m members drawn with landmark_seed; 'kmeans++': each next "
         "landmark drawn ∝ its squared distance to the nearest landmark so far, measured "
-        "landmark by landmark (stats.landmarks.kmeanspp_landmarks)",
+        "landmark by landmark (stats.landmarks.kmeanspp_landmarks); 'farthest': each next "
+        "landmark the member farthest from every landmark so far, the first drawn with "
+        "landmark_seed (stats.landmarks.farthest_landmarks)",
+    )
+    landmark_completion: Literal["nystrom", "triangle"] = Field(
+        default="nystrom",
+        description="how the unmeasured pairs are completed: 'nystrom' completes the "
+        "affinity (stats.landmarks.complete_affinity); 'triangle' the distance, by the "
+        "midpoint of its triangle bounds through the landmarks "
+        "(stats.landmarks.complete_distance)",
     )
 
     def fit_options(self) -> dict[str, Any]:

@@ -243,6 +243,14 @@ class Study(_Strict):
     def _check_landmarks(self) -> None:
         m = self.basins.landmarks
         if m is None:
+            fields = self.basins.model_fields_set
+            for key in ("landmark_choice", "landmark_completion"):
+                if key in fields:
+                    raise ValueError(
+                        f"basins.{key} is set but basins.landmarks is not: every pair is "
+                        f"measured and nothing is completed; set basins.landmarks: m or "
+                        f"remove basins.{key}"
+                    )
             return
         for key in ("distances", "uncertainty", "trajectory"):
             if sections.is_set(self.analyses.get(key)):

@@ -55,12 +55,12 @@ def landmark_plan(n: int, basins: BasinsConfig) -> list[tuple[int, int]] | None:
     Landmarks are indices into the members sorted by id (the sweep's order), drawn by
     :func:`modeconn.stats.landmarks.choose_landmarks` with ``basins.landmark_seed``; the
     analysis (:func:`modeconn.results.analyze`) draws the same ones. m ≥ N − 1 measures
-    every pair. ``landmark_choice: kmeans++`` gives None: its landmarks are drawn as
-    their paths are measured (:meth:`modeconn.pipeline.StudyRunner.sweep`).
+    every pair. ``landmark_choice: kmeans++`` or ``farthest`` gives None: its landmarks
+    are chosen as their paths are measured (:meth:`modeconn.pipeline.StudyRunner.sweep`).
     """
     m = basins.landmarks
     if m is None or m >= n - 1 or basins.landmark_choice != "random":
-        return None  # every pair, or landmarks chosen as the sweep goes (kmeans++)
+        return None  # every pair, or landmarks chosen as the sweep goes
     return landmark_pairs(n, choose_landmarks(n, m, seed=basins.landmark_seed))
 
 

@@ -34,10 +34,19 @@ Departures and choices (docs/method.md, "Landmark basins"):
   unresolved directions, which carry the noise of the measured gaps, are dropped, so
   Ŝ = FFᵀ with Nyström features F = C U_r Λ_r^{-1/2} is positive semi-definite.
 - ``delta="median"`` takes the median over the *measured* off-diagonal distances.
-- Landmarks are chosen at random with a seed (the default) or by k-means++ seeding
-  (Arthur & Vassilvitskii 2007) on any distance already known before the paths (e.g. the
-  Euclidean distance between weights): each next landmark is drawn with probability ∝ its
-  squared distance to the nearest landmark so far, which spreads landmarks over basins.
+- Landmarks are chosen at random with a seed (the default), by k-means++ seeding
+  (Arthur & Vassilvitskii 2007) — each next landmark drawn with probability ∝ its squared
+  distance to the nearest landmark so far, which spreads landmarks over basins — or by
+  farthest-point ("MaxMin") selection (Gonzalez 1985; the landmark choice de Silva &
+  Tenenbaum 2004 recommend for landmark MDS) — each next landmark the member farthest from
+  every landmark so far, the first drawn with the seed. Both sequential rules read only
+  the rows of the landmarks chosen before (:func:`sequential_landmarks`), so a sweep runs
+  them on the paths it has measured.
+- ``completion="triangle"`` completes the *distance* instead of the affinity: an
+  unmeasured D_ij gets the midpoint of the bounds that the triangle inequality through
+  each landmark l would give, max_l |D_il − D_jl| ≤ D_ij ≤ min_l (D_il + D_jl)
+  (:func:`complete_distance`; the convexity gap is not a metric, so these are estimates,
+  not bounds), and the all-pairs spectral step runs on that matrix.
 
 Pure numpy (plus the scikit-learn call inside :func:`~modeconn.stats.basins.find_basins`):
 no torch, no I/O.
@@ -56,14 +65,27 @@ from modeconn.errors import ConfigError, DataError
 from modeconn.stats.basins import BasinFit, find_basins
 
 __all__ = [
+    "CHOICES",
+    "COMPLETIONS",
     "choose_landmarks",
     "complete_affinity",
+    "complete_distance",
+    "farthest_landmarks",
     "kmeanspp_landmarks",
     "landmark_basins",
     "landmark_fraction",
     "landmark_pairs",
     "measured_mask",
+    "replay_landmarks",
+    "sequential_landmarks",
 ]
+
+Choice = Literal["random", "kmeans++", "farthest"]
+Completion = Literal["nystrom", "triangle"]
+CHOICES: tuple[str, ...] = ("random", "kmeans++", "farthest")
+# choices that read the measured rows of the landmarks before them (a staged sweep)
+SEQUENTIAL: tuple[str, ...] = ("kmeans++", "farthest")
+COMPLETIONS: tuple[str, ...] = ("nystrom", "triangle")
 
 FloatArray = NDArray[np.float64]
 
@@ -83,16 +105,15 @@ def choose_landmarks(
     m: int,
     *,
     seed: int = 0,
-    method: Literal["random", "kmeans++"] = "random",
+    method: Choice = "random",
     distance: ArrayLike | None = None,
 ) -> tuple[int, ...]:
     """Indices of m landmark members out of n, ascending.
 
     ``method="random"`` draws m distinct members uniformly with ``seed``.
-    ``method="kmeans++"`` needs ``distance``, an n × n matrix of a distance known before
-    any path is measured; the first landmark is drawn uniformly, each next one with
-    probability ∝ (distance to its nearest landmark)² (Arthur & Vassilvitskii 2007),
-    falling back to uniform among the rest when every remaining distance is 0.
+    ``method="kmeans++"`` and ``"farthest"`` need ``distance``, an n × n matrix (known
+    beforehand, or in a replay the all-pairs matrix): :func:`kmeanspp_landmarks` and
+    :func:`farthest_landmarks` on its rows.
 
     >>> choose_landmarks(10, 3, seed=0)
     (5, 6, 9)
@@ -107,14 +128,69 @@ def choose_landmarks(
     rng = np.random.default_rng(int(seed))
     if method == "random":
         return tuple(sorted(int(i) for i in rng.choice(n, size=m, replace=False)))
-    if method != "kmeans++":
-        raise ConfigError(f"method must be 'random' or 'kmeans++'; got {method!r}")
+    if method not in SEQUENTIAL:
+        raise ConfigError(f"method must be one of {', '.join(CHOICES)}; got {method!r}")
     if distance is None:
-        raise ConfigError("method='kmeans++' needs `distance`, an n × n matrix known beforehand")
+        raise ConfigError(f"method={method!r} needs `distance`, an n × n matrix known beforehand")
     d = np.asarray(distance, dtype=np.float64)
     if d.shape != (n, n) or not np.all(np.isfinite(d)):
         raise DataError(f"distance must be a finite {n} × {n} matrix; got shape {d.shape}")
-    return kmeanspp_landmarks(n, m, seed=int(seed), row=lambda i: d[i])
+    return sequential_landmarks(n, m, seed=int(seed), row=lambda i: d[i], method=method)
+
+
+def sequential_landmarks(
+    n: int, m: int, *, seed: int, row: Callable[[int], ArrayLike], method: Choice
+) -> tuple[int, ...]:
+    """:func:`kmeanspp_landmarks` or :func:`farthest_landmarks`, by ``method``.
+
+    >>> d = np.kron(1 - np.eye(2), np.ones((3, 3)))
+    >>> sequential_landmarks(6, 2, seed=0, row=lambda i: d[i], method="farthest")  # 5, then 0
+    (0, 5)
+    """
+    if method == "kmeans++":
+        return kmeanspp_landmarks(n, m, seed=seed, row=row)
+    if method == "farthest":
+        return farthest_landmarks(n, m, seed=seed, row=row)
+    raise ConfigError(f"a sequential landmark choice is 'kmeans++' or 'farthest'; got {method!r}")
+
+
+def _read_row(row: Callable[[int], ArrayLike], i: int, n: int) -> FloatArray:
+    r = np.asarray(row(i), dtype=np.float64)
+    if r.shape != (n,) or not np.all(np.isfinite(r)):
+        raise DataError(f"the distances of landmark {i} must be {n} finite numbers")
+    return r
+
+
+def farthest_landmarks(
+    n: int, m: int, *, seed: int, row: Callable[[int], ArrayLike]
+) -> tuple[int, ...]:
+    """Farthest-point ("MaxMin") landmarks, reading one row of distances per landmark.
+
+    The first landmark is drawn uniformly with ``seed``; each next one is the member whose
+    distance to its nearest landmark so far is largest (Gonzalez 1985, the 2-approximation
+    of the k-centre problem; de Silva & Tenenbaum 2004 recommend it for landmark MDS),
+    ties to the lowest index. Deterministic after the first draw, it covers the population
+    like k-means++ but also picks its outliers, which k-means++ only does with
+    probability ∝ their squared distance. Like :func:`kmeanspp_landmarks` it reads
+    ``row(i)`` when landmark i is chosen, and not for the last landmark.
+
+    >>> d = np.kron(1 - np.eye(2), np.ones((3, 3)))
+    >>> sorted({i // 3 for i in farthest_landmarks(6, 2, seed=0, row=lambda i: d[i])})
+    [0, 1]
+    """
+    n = _count("n (members)", n, 2, 10**9)
+    m = _count("landmarks", m, 1, n)
+    rng = np.random.default_rng(int(seed))
+    chosen = [int(rng.integers(n))]
+    nearest = _read_row(row, chosen[0], n)  # (n,) distance to the nearest landmark
+    while len(chosen) < m:
+        gap = nearest.copy()
+        gap[chosen] = -np.inf
+        nxt = int(np.argmax(gap))
+        chosen.append(nxt)
+        if len(chosen) < m:
+            nearest = np.minimum(nearest, _read_row(row, nxt, n))
+    return tuple(sorted(chosen))
 
 
 def kmeanspp_landmarks(
@@ -135,10 +211,7 @@ def kmeanspp_landmarks(
     """
     rng = np.random.default_rng(int(seed))
     chosen = [int(rng.integers(n))]
-    first = np.asarray(row(chosen[0]), dtype=np.float64)
-    if first.shape != (n,) or not np.all(np.isfinite(first)):
-        raise DataError(f"the distances of landmark {chosen[0]} must be {n} finite numbers")
-    nearest = first**2  # (n,) squared distance to the nearest landmark
+    nearest = _read_row(row, chosen[0], n) ** 2  # (n,) squared distance to the nearest landmark
     while len(chosen) < m:
         weights = nearest.copy()
         weights[chosen] = 0.0
@@ -150,10 +223,7 @@ def kmeanspp_landmarks(
             nxt = int(rng.choice(n, p=weights / total))
         chosen.append(nxt)
         if len(chosen) < m:  # the last landmark's row is not needed for the choice
-            r = np.asarray(row(nxt), dtype=np.float64)
-            if r.shape != (n,) or not np.all(np.isfinite(r)):
-                raise DataError(f"the distances of landmark {nxt} must be {n} finite numbers")
-            nearest = np.minimum(nearest, r**2)
+            nearest = np.minimum(nearest, _read_row(row, nxt, n) ** 2)
     return tuple(sorted(chosen))
 
 
@@ -246,6 +316,35 @@ def complete_affinity(
     return s
 
 
+def complete_distance(distance: ArrayLike, landmarks: Sequence[int]) -> FloatArray:
+    """The distance completed through the landmarks by the triangle inequality (N × N).
+
+    Only the landmark columns (and rows) of ``distance`` are read; the rest may be NaN.
+    Measured entries are kept; an unmeasured D_ij becomes the midpoint of
+    max_l |D_il − D_jl| and min_l (D_il + D_jl) over the landmarks l — the interval a
+    metric would confine it to (the convexity gap is no metric: an estimate, not a bound).
+    Two members with the same distances to every landmark get |D_il − D_jl| = 0 and an
+    estimate of min_l D_il; the lower end is what separates basins (a member near landmark
+    l and one far from it), the upper end what keeps two far members of one basin apart.
+
+    >>> d = np.array([[0.0, 0.1, 2.0], [0.1, 0.0, np.nan], [2.0, np.nan, 0.0]])
+    >>> complete_distance(d, [0])[1, 2]  # between |0.1 − 2.0| = 1.9 and 0.1 + 2.0 = 2.1
+    np.float64(2.0)
+    """
+    cols, idx = _landmark_block(distance, landmarks)  # (N, m)
+    n = cols.shape[0]
+    lower = np.zeros((n, n))
+    upper = np.full((n, n), np.inf)
+    for col in cols.T:  # one landmark at a time: (N, N) memory, not (N, N, m)
+        lower = np.maximum(lower, np.abs(col[:, None] - col[None, :]))
+        upper = np.minimum(upper, col[:, None] + col[None, :])
+    d = (lower + upper) / 2.0
+    d[:, idx] = cols  # measured entries exactly
+    d[idx, :] = cols.T
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
 def _median_measured(distance: ArrayLike, landmarks: Sequence[int]) -> float:
     cols, idx = _landmark_block(distance, landmarks)
     n = cols.shape[0]
@@ -267,13 +366,17 @@ def landmark_basins(
     seed: int = 0,
     centroids: Literal["mean", "kmeans"] = "mean",
     rcond: float = 1e-1,
+    completion: Completion = "nystrom",
 ) -> BasinFit:
     """Basins from the landmark columns of a distance matrix (NaN elsewhere is fine).
 
-    Completes the affinity (:func:`complete_affinity`), turns it back into the distance
-    D̂ = δ·√(−2 ln Ŝ) that gives exactly Ŝ, and runs :func:`~modeconn.stats.basins.find_basins`
-    with the same options as all-pairs basins, so labels, embedding, centroids and scores
-    mean the same. With every member a landmark this is ``find_basins(distance, …)``.
+    ``completion="nystrom"`` completes the affinity (:func:`complete_affinity`) and turns
+    it back into the distance D̂ = δ·√(−2 ln Ŝ) that gives exactly Ŝ; ``"triangle"``
+    completes the distance itself (:func:`complete_distance`). Either D̂ goes to
+    :func:`~modeconn.stats.basins.find_basins` with the same options as all-pairs basins,
+    so labels, embedding, centroids and scores mean the same; ``delta="median"`` is the
+    median of the *measured* distances for both. With every member a landmark this is
+    ``find_basins(distance, …)``.
 
     >>> d = np.full((6, 6), np.nan); np.fill_diagonal(d, 0.0)
     >>> same = lambda i, j: (i < 3) == (j < 3)
@@ -287,7 +390,54 @@ def landmark_basins(
         if delta != "median":
             raise ConfigError(f"delta must be a number > 0 or 'median'; got {delta!r}")
         delta = _median_measured(distance, landmarks)
-    s = complete_affinity(distance, landmarks, delta=float(delta), rcond=rcond)
-    d_hat = float(delta) * np.sqrt(-2.0 * np.log(np.clip(s, _MIN_SIMILARITY, 1.0)))
-    np.fill_diagonal(d_hat, 0.0)
+    if completion == "triangle":
+        d_hat = complete_distance(distance, landmarks)
+    elif completion == "nystrom":
+        s = complete_affinity(distance, landmarks, delta=float(delta), rcond=rcond)
+        d_hat = float(delta) * np.sqrt(-2.0 * np.log(np.clip(s, _MIN_SIMILARITY, 1.0)))
+        np.fill_diagonal(d_hat, 0.0)
+    else:
+        raise ConfigError(f"completion must be one of {', '.join(COMPLETIONS)}; got {completion!r}")
     return find_basins(d_hat, n_basins=n_basins, delta=float(delta), seed=seed, centroids=centroids)
+
+
+def replay_landmarks(
+    distance: ArrayLike,
+    m: int | None,
+    *,
+    choice: Choice = "random",
+    landmark_seed: int = 0,
+    completion: Completion = "nystrom",
+    n_basins: int | None = 2,
+    delta: float | Literal["median"] = 1.0,
+    seed: int = 0,
+    centroids: Literal["mean", "kmeans"] = "mean",
+) -> tuple[tuple[int, ...] | None, BasinFit]:
+    """What a ``basins.landmarks: m`` study would find, replayed on an all-pairs matrix.
+
+    A landmark sweep measures each path it measures exactly as an all-pairs sweep does
+    (same weights, sample and α grid give the same curve), so masking a complete matrix
+    to the landmark pairs simulates it exactly: the same landmarks (drawn from the
+    same rows), the same measured values, the same basins. ``distance`` must be in the
+    order the sweep draws from — the member ids sorted (:func:`modeconn.results.landmark_ids`)
+    — and complete off the diagonal. Returns (landmark indices, the fit); (None, the
+    all-pairs fit) when m is None or m ≥ N − 1, where the sweep measures every pair.
+
+    >>> d = np.kron(1 - np.eye(2), np.ones((4, 4))) + 0.1 * (1 - np.eye(8))
+    >>> marks, fit = replay_landmarks(d, 3, choice="farthest", delta="median")
+    >>> len(marks), fit.labels.tolist()
+    (3, [0, 0, 0, 0, 1, 1, 1, 1])
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1] or not np.all(np.isfinite(d)):
+        raise DataError(f"a replay needs the complete N×N distance matrix; got shape {d.shape}")
+    n = d.shape[0]
+    options = {"n_basins": n_basins, "delta": delta, "seed": seed, "centroids": centroids}
+    if m is None or m >= n - 1:
+        return None, find_basins(d, **options)  # type: ignore[arg-type]
+    if choice == "random":
+        marks = choose_landmarks(n, m, seed=landmark_seed)
+    else:
+        marks = sequential_landmarks(n, m, seed=landmark_seed, row=lambda i: d[i], method=choice)
+    seen = np.where(measured_mask(n, marks), d, np.nan)
+    return marks, landmark_basins(seen, marks, completion=completion, **options)  # type: ignore[arg-type]
