@@ -13,7 +13,7 @@ from modeconn.cli import main
 from modeconn.config.study import load_study
 from modeconn.engine.planning import plan_study
 from modeconn.results import analyze
-from modeconn.stats.landmarks import landmark_fraction
+from modeconn.stats.landmarks import landmark_fraction, measured_mask
 from modeconn.store import Store
 
 
@@ -151,3 +151,63 @@ def test_kmeanspp_landmarks_are_drawn_from_measured_paths(tmp_path: Path) -> Non
                 touches = a in result.landmarks or b in result.landmarks
                 assert ((a, b) in measured) == touches
     assert StudyRunner(study, progress=False).sweep().path_evaluations == 0
+
+
+@pytest.mark.slow
+def test_replay_equals_real_landmark_runs(tmp_path: Path) -> None:
+    """benchmarks/landmarks_replay.py masks an all-pairs matrix to the landmark pairs; on
+    the same members that is the landmark run itself: the same landmarks, the same measured
+    gaps, the same basins, for every landmark choice and completion."""
+    import sys
+
+    from conftest import REPO
+
+    from modeconn.stats.landmarks import replay_landmarks
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from landmarks_replay import read_reference, replay_rows
+
+    def run(name: str, basins: dict[str, object]) -> Path:
+        data = tiny_digits_study(tmp_path / name, members=4)  # 8 members, 28 pairs
+        data["train"]["out_dir"] = str(tmp_path / "members")  # trained once, shared
+        data["paths"]["splits"] = ["clean"]
+        data["basins"].update(basins)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        assert main(["run", str(path), "--quiet"]) == 0
+        return path
+
+    ref = read_reference(load_study(run("all", {})).store_path())
+    d, ids, opts = ref["distance"], ref["ids"], ref["options"]
+    for choice, completion in [
+        ("random", "nystrom"),
+        ("kmeans++", "triangle"),
+        ("farthest", "nystrom"),
+    ]:
+        study = load_study(
+            run(
+                f"{choice}-{completion}",
+                {
+                    "landmarks": 3,
+                    "landmark_choice": choice,
+                    "landmark_completion": completion,
+                    "landmark_seed": 1,
+                },
+            )
+        )
+        with Store(study.store_path(), create=False) as store:
+            real = analyze(store, study)
+        marks, fit = replay_landmarks(
+            d, 3, choice=choice, landmark_seed=1, completion=completion, **opts
+        )
+        assert marks is not None and real.landmarks is not None
+        assert tuple(ids[i] for i in marks) == tuple(sorted(real.landmarks)), choice
+        seen = real.distance.loc[ids, ids].to_numpy()  # NaN where not measured
+        np.testing.assert_array_equal(np.isnan(seen), ~measured_mask(8, marks))
+        np.testing.assert_allclose(seen[~np.isnan(seen)], d[~np.isnan(seen)], rtol=0, atol=1e-12)
+        order = [list(real.members.index).index(m) for m in ids]
+        np.testing.assert_array_equal(fit.labels, np.asarray(real.fit.labels)[order])
+    table = replay_rows(ref, None, ms=[3, 7], seeds=2)  # m = 7 = N − 1: every pair
+    assert len(table) == 3 * 2 * 2
+    assert (table[table["m"] == 7]["ari_mean"] == 1.0).all()
+    assert table[table["m"] == 3]["share"].iloc[0] == pytest.approx(18 / 28)

@@ -243,9 +243,9 @@ class Study(_Strict):
     def _check_landmarks(self) -> None:
         m = self.basins.landmarks
         if m is None:
-            fields = self.basins.model_fields_set
-            for key in ("landmark_choice", "landmark_completion"):
-                if key in fields:
+            defaults = {"landmark_choice": "random", "landmark_completion": "nystrom"}
+            for key, default in defaults.items():
+                if getattr(self.basins, key) != default:
                     raise ValueError(
                         f"basins.{key} is set but basins.landmarks is not: every pair is "
                         f"measured and nothing is completed; set basins.landmarks: m or "
