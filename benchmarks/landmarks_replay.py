@@ -58,11 +58,12 @@ from modeconn.stats.uncertainty import align_labels, distance_samples, resample_
 from modeconn.store import Store
 
 
-def _store_path(where: Path) -> Path:
+def _store_path(where: str | Path) -> Path:
+    where = Path(where)
     return where / "results.sqlite" if where.is_dir() else where
 
 
-def read_reference(store_path: Path) -> dict[str, Any]:
+def read_reference(store_path: str | Path) -> dict[str, Any]:
     """The all-pairs matrix (ids sorted, the sweep's draw order), its basins and options."""
     with Store(_store_path(store_path), create=False) as store:
         study = study_from_store(store)
@@ -166,6 +167,42 @@ def replay_rows(
     return pd.DataFrame(rows)
 
 
+def subpopulation_rows(
+    ref: dict[str, Any],
+    *,
+    sizes: list[int],
+    ms: list[int],
+    reps: int,
+    choice: str,
+    completion: str,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """ARI at fixed m as the population grows: `reps` random sub-populations of each size
+    (members drawn with `seed`), each against its own all-pairs basins, landmark seed = rep.
+
+    Nyström's error depends on m and the affinity's spectrum, not on N; if the ARI at a
+    fixed m does not change with the sub-population's size, the ARI of m landmarks at this
+    N is the forecast for m landmarks at a larger N of the same recipe."""
+    d_all, opts = ref["distance"], ref["options"]
+    n_all, rng, rows = len(d_all), np.random.default_rng(seed), []
+    for size in sizes:
+        subs = [np.sort(rng.choice(n_all, size, replace=False)) for _ in range(reps)]
+        for m in ms:
+            aris = []
+            for rep, sub in enumerate(subs):
+                d = d_all[np.ix_(sub, sub)]
+                try:
+                    labels = find_basins(d, **opts).labels
+                    _, fit = replay_landmarks(
+                        d, m, choice=choice, landmark_seed=rep, completion=completion, **opts
+                    )
+                except ModeconnError:  # a sub-population with a single basin
+                    continue
+                aris.append(adjusted_rand_score(labels, fit.labels))
+            rows.append({"members": size, "m": m, "ari_mean": float(np.mean(aris))})
+    return pd.DataFrame(rows)
+
+
 def largest_m(n: int, budget: float) -> int:
     """The most landmarks whose pairs stay within `budget` of all N(N − 1)/2."""
     m = 0
@@ -184,6 +221,13 @@ def main() -> None:
     ap.add_argument("--completions", default=",".join(COMPLETIONS))
     ap.add_argument("--budget", type=float, default=0.25, help="share of pairs (default 0.25)")
     ap.add_argument("--project", type=int, default=100, help="members to size m for")
+    ap.add_argument(
+        "--sub",
+        default="",
+        help="sub-population sizes (comma-separated) for ARI at fixed m vs. N, with the first "
+        "of --choices and --completions, --seeds sub-populations each",
+    )
+    ap.add_argument("--sub-m", default="4,8,12", help="landmark counts of --sub")
     args = ap.parse_args()
     ref = read_reference(args.store)
     n = len(ref["ids"])
@@ -226,6 +270,23 @@ def main() -> None:
     for r in table.itertuples():
         span = f"{r.ari_mean:.3f} [{r.ari_min:.3f}–{r.ari_max:.3f}]"
         print(f"{r.choice:<10}{r.completion:<12}{r.m:>3}{r.share:>8.1%}  {span:<32}{r.noise:>8.3f}")
+    if args.sub:
+        choice, completion = args.choices.split(",")[0], args.completions.split(",")[0]
+        sub = subpopulation_rows(
+            ref,
+            sizes=[int(x) for x in args.sub.split(",")],
+            ms=[int(x) for x in args.sub_m.split(",")],
+            reps=args.seeds,
+            choice=choice,
+            completion=completion,
+        )
+        print(
+            f"\nARI at fixed m vs. members ({choice} / {completion}, {args.seeds} sub-populations)"
+        )
+        wide = sub.pivot(index="members", columns="m", values="ari_mean")
+        print(f"{'members':>8}" + "".join(f"{f'm = {m}':>9}" for m in wide.columns))
+        for size, row in wide.iterrows():
+            print(f"{size:>8}" + "".join(f"{v:>9.3f}" for v in row))
     first = ref["landmark_seed"]
     print(
         f"\nARI over landmark seeds {first}…{first + args.seeds - 1}; noise: the all-pairs "
