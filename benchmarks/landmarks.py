@@ -314,7 +314,7 @@ def main() -> None:
     ap.add_argument("--landmarks", type=int, default=12, help="landmarks m (default 12)")
     ap.add_argument(
         "--choice",
-        choices=["random", "kmeans++"],
+        choices=["random", "kmeans++", "farthest"],
         default="kmeans++",
         help="basins.landmark_choice of the swept landmark rows (default kmeans++)",
     )

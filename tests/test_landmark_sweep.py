@@ -44,7 +44,7 @@ def test_only_landmark_pairs_are_swept(landmark_run: Path) -> None:
         assert np.all(np.isfinite(result.distance.loc[mark].to_numpy()))
     assert np.isnan(result.distance.to_numpy()).sum() == n * (n - 1) - 2 * want
     assert len(result.fit.labels) == n
-    assert "landmark basins: 3 landmarks, 18 of 28 pairs measured" in result.summary()
+    assert "landmark basins: 3 landmarks (random), 18 of 28 pairs measured" in result.summary()
 
 
 def test_rerun_sweeps_nothing(landmark_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,9 +96,11 @@ class StudyResult:
             return []
         n = len(self.distance)
         done = (int(self.measured.to_numpy().sum()) - n) // 2
+        b = self.study.basins
+        how = {"nystrom": "Nyström", "triangle": "triangle bounds"}[b.landmark_completion]
         return [
-            f"landmark basins: {len(self.landmarks)} landmarks, {done:,} of "
-            f"{n * (n - 1) // 2:,} pairs measured; the rest completed by Nyström "
+            f"landmark basins: {len(self.landmarks)} landmarks ({b.landmark_choice}), {done:,} "
+            f"of {n * (n - 1) // 2:,} pairs measured; the rest completed by {how} "
             "(stats.landmarks)"
         ]
 
