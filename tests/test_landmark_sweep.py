@@ -211,3 +211,23 @@ def test_replay_equals_real_landmark_runs(tmp_path: Path) -> None:
     assert len(table) == 3 * 2 * 2
     assert (table[table["m"] == 7]["ari_mean"] == 1.0).all()
     assert table[table["m"] == 3]["share"].iloc[0] == pytest.approx(18 / 28)
+
+
+def test_replay_budget_counts_pairs_as_the_planner_does() -> None:
+    """landmarks_replay's largest m within a budget: the planner's pair count for that m
+    is within it, for m + 1 it is not (N = 100, 25 %: m = 13, 1,209 of 4,950 pairs)."""
+    import dataclasses
+    import sys
+
+    from conftest import REPO
+
+    from modeconn.config.study import builtin_study_path
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from landmarks_replay import largest_m
+
+    est = plan_study(load_study(builtin_study_path("demo-population-100")))
+    m = largest_m(100, 0.25)
+    assert m == 13
+    assert dataclasses.replace(est, landmarks=m).pairs == 1209 <= 0.25 * est.all_pairs
+    assert dataclasses.replace(est, landmarks=m + 1).pairs > 0.25 * est.all_pairs
