@@ -48,6 +48,11 @@ Departures and choices (docs/method.md, "Landmark basins"):
   (:func:`complete_distance`; the convexity gap is not a metric, so these are estimates,
   not bounds), and the all-pairs spectral step runs on that matrix.
 
+:func:`replay_landmarks` simulates a landmark study exactly on a complete all-pairs
+matrix (a landmark sweep measures its paths as all pairs do), which is how
+``benchmarks/landmarks_replay.py`` compares every choice, completion and m in seconds;
+what it found is in docs/method.md ("What landmarks reach").
+
 Pure numpy (plus the scikit-learn call inside :func:`~modeconn.stats.basins.find_basins`):
 no torch, no I/O.
 """
