@@ -591,6 +591,17 @@ def _from_arm_with_vary_init(env: Env) -> None:
     env.edit(change)
 
 
+def _cnn_option(**options: Any) -> Callable[[Env], None]:
+    """The study's model a `kind: cnn` with `options` beside its widths."""
+
+    def step(env: Env) -> None:
+        labels = yaml.safe_load(env.study.read_text())["model"]["label_order"]
+        env.set("model", {"kind": "cnn", "label_order": labels,
+                          "options": {"widths": [4], **options}})  # fmt: skip
+
+    return step
+
+
 CASES = [
     # ---- members
     Bad("member-wrong-shape", _with(_change_member(2, _wrong_head)), PopulationError,
@@ -860,6 +871,10 @@ CASES = [
         ("train.arms[a].vary: 'init'", "model.kind: cnn", "vary: both, head or data")),
     Bad("train-vary-init-with-from", _with(_from_arm_with_vary_init), ConfigError,
         ("train.arms[b].vary: 'init'", "members of 'a'", "remove `vary: init`")),
+    Bad("cnn-unknown-activation", _with(_cnn_option(activation="tanh")), ConfigError,
+        ("model.options.activation", "relu, gelu, softplus", "'tanh'")),
+    Bad("cnn-unknown-pool", _with(_cnn_option(activation="gelu", pool="min")), ConfigError,
+        ("model.options.pool", "max, avg", "'min'")),
     # ---- plan
     Bad("plan-one-member", _plan("--members", "1"), ConfigError,
         ("at least 2 members", "got 1", "--members")),

@@ -21,12 +21,16 @@ from modeconn.errors import DataError
 from modeconn.models.cnn import CNNConfig, build_cnn
 
 CONFIG = CNNConfig(widths=(6, 8, 5))
+# the ReLU / max-pool network and its smooth variants (model.options.activation, pool)
+VARIANTS = [CONFIG, CNNConfig(widths=(6, 8, 5), activation="gelu", pool="avg"),
+            CNNConfig(widths=(6, 8, 5), activation="softplus", pool="max")]  # fmt: skip
+VARIANT_IDS = ["relu-max", "gelu-avg", "softplus-max"]
 
 
-def _trained_like(seed: int) -> torch.nn.Module:
+def _trained_like(seed: int, config: CNNConfig = CONFIG) -> torch.nn.Module:
     """A CNN with random BatchNorm statistics and affine parameters (a fresh init has
     them at 0/1, which would leave channels too alike to test the matching)."""
-    model = build_cnn(CONFIG, seed=seed)
+    model = build_cnn(config, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for block in model.blocks:
@@ -50,8 +54,11 @@ def _planted(seed: int) -> list[np.ndarray]:
     return [rng.permutation(w) for w in CONFIG.widths]
 
 
-def test_a_permuted_network_computes_the_same_function(images: torch.Tensor) -> None:
-    model = _trained_like(0)
+@pytest.mark.parametrize("config", VARIANTS, ids=VARIANT_IDS)
+def test_a_permuted_network_computes_the_same_function(
+    images: torch.Tensor, config: CNNConfig
+) -> None:
+    model = _trained_like(0, config)
     state = model.state_dict()
     before = model(images=images)
     spec = cnn_permutation_spec(CONFIG)
@@ -82,6 +89,24 @@ def test_a_planted_permutation_is_recovered_exactly(images: torch.Tensor, seed: 
         assert torch.equal(aligned[key], state_a[key]), key
     # the skeleton's own weights are left as they were
     assert all(torch.equal(v, state_a[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("config", VARIANTS[1:], ids=VARIANT_IDS[1:])
+def test_matching_reads_the_smooth_blocks_own_activations(
+    images: torch.Tensor, config: CNNConfig
+) -> None:
+    """A smooth variant's planted permutation is recovered from its own (GELU / softplus,
+    average-pooled) activations, and the aligned B computes A's function."""
+    model = _trained_like(4, config)
+    state_a = {k: v.clone() for k, v in model.state_dict().items()}
+    planted = _planted(7)
+    state_b = apply_permutation(state_a, cnn_permutation_spec(config), planted)
+    aligned, perms = activation_matching(model, state_a, state_b, [images])
+    for p, q in zip(perms, planted, strict=True):
+        assert np.array_equal(q[p], np.arange(len(q)))
+    before = model(images=images)
+    model.load_state_dict(aligned)
+    torch.testing.assert_close(model(images=images), before, atol=FLOAT32_LOSS_ATOL, rtol=1e-5)
 
 
 def test_the_similarity_is_the_pearson_correlation() -> None:

@@ -180,11 +180,63 @@ def test_a_cnn_model_section_is_checked_with_the_study() -> None:
         ({}, "needs model.options.widths"),
         ({"widths": [4, 0]}, "needs model.options.widths"),
         ({"widths": [4], "depth": 3}, r"\['depth'\] are not options"),
+        ({"widths": [4], "activation": "tanh"}, r"activation must be one of relu, gelu, softp"),
+        ({"widths": [4], "pool": "min"}, r"model\.options\.pool must be one of max, avg"),
     ):
         with pytest.raises(ValueError, match=match):
             ModelConfig(kind="cnn", label_order=labels, options=options)
     with pytest.raises(ValueError, match=r"model\.pretrained is required for `kind: hf`"):
         ModelConfig(label_order=labels)
+
+
+def test_the_smooth_variants_share_the_relu_nets_weights() -> None:
+    """activation / pool change the function only: same seed, same state dict (so a relu
+    study's weights load into a gelu skeleton and vice versa), different outputs; the
+    default is the ReLU / max-pool network, whose forward is written out here."""
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    relu = build_cnn(CNNConfig(widths=(4, 8)), seed=0).eval()
+    state = relu.state_dict()
+    h = x
+    for block in relu.blocks:  # conv → BN → ReLU → 2×2 max-pool, by hand
+        h = torch.nn.functional.max_pool2d(torch.relu(block.bn(block.conv(h))), 2)
+    torch.testing.assert_close(relu(images=x), relu.classifier(h.mean(dim=(2, 3))))
+    outs = {}
+    for act in ("relu", "gelu", "softplus"):
+        for pool in ("max", "avg"):
+            model = build_cnn(CNNConfig(widths=(4, 8), activation=act, pool=pool), seed=0)
+            other = model.state_dict()
+            assert other.keys() == state.keys()
+            assert all(torch.equal(other[k], state[k]) for k in state)
+            outs[act, pool] = model.eval()(images=x)
+    assert all(
+        not torch.allclose(outs[k], outs["relu", "max"]) for k in outs if k != ("relu", "max")
+    )
+    for bad in ({"activation": "tanh"}, {"pool": "min"}):
+        with pytest.raises(ConfigError, match=f"model.options.{next(iter(bad))}"):
+            CNNConfig(widths=(4,), **bad)
+
+
+def test_only_non_default_cnn_choices_enter_the_members_fingerprint() -> None:
+    """`activation: relu` / `pool: max` spelled out leave the engine's options — and so
+    the members' recipe fingerprint (`body_description`) — as they were; a smooth choice
+    changes them."""
+    from modeconn.config.engine import ModelConfig
+    from modeconn.population.train_vision import body_description
+
+    labels = [str(d) for d in range(10)]
+
+    def base(**options: object) -> str:
+        model = ModelConfig(
+            kind="cnn", label_order=labels, options={"widths": [4, 8], "init_seed": 0, **options}
+        )
+        return body_description("cnn", sorted(model.kind_options().items()))
+
+    today = 'cnn:{"init_seed": 0, "widths": [4, 8]}'  # what stores before the option hold
+    assert base() == today
+    assert base(activation="relu", pool="max") == today
+    assert base(activation="gelu") != today
+    assert base(pool="avg") != today
+    assert base(activation="gelu", pool="avg") not in (base(activation="gelu"), today)
 
 
 # ----------------------------------------------------------------------------- training

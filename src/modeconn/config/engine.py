@@ -27,6 +27,16 @@ MODEL_BUILDERS: dict[str, str] = {
 }
 
 
+# `kind: cnn` options with a fixed set of values, first the default: the default is what
+# every store trained before the option existed holds, so it never enters a fingerprint
+# (:meth:`ModelConfig.kind_options`).
+CNN_CHOICES: dict[str, tuple[str, ...]] = {
+    "activation": ("relu", "gelu", "softplus"),
+    "pool": ("max", "avg"),
+}
+CNN_OPTIONS = ("widths", "init_seed", *CNN_CHOICES)
+
+
 class ModelConfig(_Strict):
     kind: str = Field(default="hf", description="model kind (MODEL_BUILDERS): hf, cnn")
     pretrained: str | None = Field(
@@ -68,13 +78,33 @@ class ModelConfig(_Strict):
                     "`kind: cnn` needs model.options.widths, one positive channel count per "
                     f"conv block (e.g. [16, 32, 32]); got {widths!r}"
                 )
-            unknown = set(self.options) - {"widths", "init_seed"}
+            unknown = set(self.options) - set(CNN_OPTIONS)
             if unknown:
                 raise ValueError(
                     f"model.options {sorted(unknown)} are not options of `kind: cnn` "
-                    "(widths, init_seed)"
+                    f"({', '.join(CNN_OPTIONS)})"
                 )
+            for name, allowed in CNN_CHOICES.items():
+                value = self.options.get(name, allowed[0])
+                if value not in allowed:
+                    raise ValueError(
+                        f"model.options.{name} must be one of {', '.join(allowed)} (default "
+                        f"{allowed[0]}); got {value!r}"
+                    )
         return self
+
+    def kind_options(self) -> dict[str, Any]:
+        """``options`` without the choices left at their default (``activation: relu``,
+        ``pool: max``): the settings that name the architecture, so that spelling a
+        default out keeps the members' fingerprints (and their stores) of a study that
+        does not."""
+        if self.kind != "cnn":
+            return dict(self.options)
+        return {
+            k: v
+            for k, v in self.options.items()
+            if not (k in CNN_CHOICES and v == CNN_CHOICES[k][0])
+        }
 
 
 class EvalConfig(_Strict):

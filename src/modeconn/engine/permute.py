@@ -3,7 +3,8 @@
 A network's hidden units can be reordered without changing its function: permute the
 output channels of a conv layer, the BatchNorm that follows it (weight, bias *and*
 running statistics) and the input channels of the next layer, and every output is the
-same (ReLU and max-pooling act channel by channel). Two networks trained apart may thus
+same (ReLU and max-pooling act channel by channel, as do the smooth variants' GELU,
+softplus and average pooling). Two networks trained apart may thus
 sit in one basin up to such a permutation, and a barrier on the plain linear path
 between them says nothing until the permutation is undone (Entezari et al., ICLR 2022;
 Ainsworth et al., ICLR 2023, "Git Re-Basin").
@@ -12,8 +13,9 @@ Lubana et al. (ICML 2023, "Mechanistic Mode Connectivity", Sec. 4 and App. "Perm
 linear connectivity") align network B to network A by **activation matching** before
 they test linear connectivity between models trained from scratch:
 
-1. per layer, the post-ReLU activations of both networks on the same clean images, each
-   channel's values over (images × positions) **centred** (its mean removed);
+1. per layer, the post-ReLU activations (the smooth variants: post-GELU / softplus) of
+   both networks on the same clean images, each channel's values over
+   (images × positions) **centred** (its mean removed);
 2. the cosine similarity of every channel of A with every channel of B — on centred
    values this is their Pearson correlation, a (C × C) matrix;
 3. the one-to-one assignment of B's channels to A's that maximises the summed similarity
@@ -152,8 +154,9 @@ def apply_permutation(
 
 @torch.no_grad()
 def block_activations(model: SmallCNN, batches: Iterable[torch.Tensor]) -> list[np.ndarray]:
-    """Post-ReLU activations of every conv block on `batches` of images, in eval mode
-    (BatchNorm with its running statistics): per block an (images·H·W, C) float64 array.
+    """Post-activation (ReLU, or the block's GELU / softplus), pre-pool outputs of every
+    conv block on `batches` of images, in eval mode (BatchNorm with its running
+    statistics): per block an (images·H·W, C) float64 array.
     """
     was_training = model.training
     model.eval()
@@ -163,11 +166,11 @@ def block_activations(model: SmallCNN, batches: Iterable[torch.Tensor]) -> list[
             x = images
             for k, block in enumerate(model.blocks):
                 assert isinstance(block, ConvBlock)
-                h = torch.relu(block.bn(block.conv(x)))  # (B, C, H, W)
+                h = block.activations(x)  # (B, C, H, W)
                 per_block[k].append(
                     h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).double().cpu().numpy()
                 )
-                x = torch.nn.functional.max_pool2d(h, 2)
+                x = block.pool(h)
     finally:
         model.train(was_training)
     return [np.concatenate(chunks) for chunks in per_block]

@@ -101,7 +101,7 @@ def engine_spec(study: Study) -> EngineSpec:
             path=study.model_source(),
             label_order=tuple(study.model.label_order),
             num_layers=study.model.num_layers,
-            options=tuple(sorted(study.model.options.items())),
+            options=tuple(sorted(study.model.kind_options().items())),
         ),
         splits=recipes,
         batchnorm=BatchNormPolicy(
