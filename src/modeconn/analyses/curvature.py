@@ -22,6 +22,12 @@ so the forms and f are derivatives of one function; the table then carries
 ``measured_batch`` = f(½) − ½(f(0) + f(1)) in that mode, and each form is correlated with
 it as well as with the sweep's barrier (column ``against``). The default ``frozen`` is the
 eval-mode loss with θ(s)'s re-estimated statistics held fixed, as before.
+
+Each pair's row also carries the *slope gap* (f'(1) − f'(0)) − ∫₀¹ f''(s) ds, the integral
+by the trapezoid rule on the same grid, with its quadrature bound (``slope_gap_error``):
+within the bound when f'' is the whole second derivative of f (a smooth model, e.g.
+``model.options: {activation: gelu, pool: avg}``, in batch mode), beyond it where kinks
+crossed along the path (ReLU, max-pool) carry curvature the HVP does not see.
 """
 
 from __future__ import annotations
@@ -103,7 +109,9 @@ class BarrierPrediction:
 
 
 def pair_forms(rec: Mapping[str, Any]) -> dict[str, float]:
-    """The three forms (and the quadrature error bound) of one stored record."""
+    """The three forms (and the quadrature error bound) of one stored record, and the
+    slope gap (f'(1) − f'(0)) − ∫₀¹ f''_HVP ds with its quadrature bound: zero up to the
+    bound on a smooth path, the kinks' share of f'' on a ReLU / max-pool one."""
     s, f2 = np.asarray(rec["s"]), np.asarray(rec["f2"])
     mid = len(s) // 2
     return {
@@ -112,6 +120,8 @@ def pair_forms(rec: Mapping[str, Any]) -> dict[str, float]:
         "midpoint": bf.midpoint_form(float(f2[mid])),
         "endpoint": bf.endpoint_form(rec["f1_0"], rec["f1_1"], float(f2[0]), float(f2[-1])),
         "frozen": bf.measured_barrier(rec["loss"][0], rec["loss"][mid], rec["loss"][-1]),
+        "slope_gap": float(rec["f1_1"]) - float(rec["f1_0"]) - bf.slope_change(s, f2),
+        "slope_gap_error": bf.slope_change_error(s, f2),
     }
 
 

@@ -18,6 +18,12 @@ the path; docs/method.md derives the three forms computed here and their limits:
   ¼(∇L(θA) − ∇L(θB))ᵀΔ + (1/16)Δᵀ(H(θA) + H(θB))Δ: quantities at the two models alone;
   also exact for a cubic.
 
+A check of the curvature itself: ∫₀¹ f''(s) ds = f'(1) − f'(0) for a C² loss
+(:func:`slope_change`, :func:`slope_change_error`). Where the loss has kinks along the
+path (ReLU, max-pool) f'' has a singular part that a Hessian-vector product does not
+see (ReLU'' = 0), and the integral of the HVP values falls short of the change of slope
+by that part — the *slope gap* (f'(1) − f'(0)) − ∫f''_HVP.
+
 Pure numpy: floats and arrays in, Python floats out; :mod:`modeconn.measures.curvature`
 computes the derivatives.
 """
@@ -40,6 +46,8 @@ __all__ = [
     "kernel",
     "measured_barrier",
     "midpoint_form",
+    "slope_change",
+    "slope_change_error",
     "uniform_grid",
 ]
 
@@ -151,6 +159,32 @@ def exact_form_error(s: ArrayLike, f2: ArrayLike) -> float:
             return math.inf
         second.append(np.abs(np.diff(half, 2)) / (h * h))
     return h * h / 24.0 * float(max(v.max() for v in second))
+
+
+def slope_change(s: ArrayLike, f2: ArrayLike) -> float:
+    """∫₀¹ f''(s) ds by the composite trapezoid rule on the uniform grid `s`: for a C² loss
+    it is f'(1) − f'(0) (up to :func:`slope_change_error`).
+
+    >>> slope_change([0.0, 0.5, 1.0], [2.0, 2.0, 2.0])  # f = s²: f'(1) − f'(0) = 2
+    2.0
+    """
+    x, y = _check_grid(s, f2)
+    return float(np.trapezoid(y, x))
+
+
+def slope_change_error(s: ArrayLike, f2: ArrayLike) -> float:
+    """An estimate of :func:`slope_change`'s quadrature error from the grid itself.
+
+    The trapezoid rule on [0, 1] with step h errs by h²/12 · (f'')''(ξ) for some ξ; the
+    fourth derivative (f'')'' is estimated by the largest second difference of the f''
+    values, (f''(s−h) − 2f''(s) + f''(s+h))/h², so the estimate is h²/12 · that maximum.
+    A linear f'' (a cubic f) has none: the rule is exact.
+
+    >>> slope_change_error([0.0, 0.5, 1.0], [0.0, 1.0, 0.0])  # second difference −8
+    0.16666666666666666
+    """
+    _, y = _check_grid(s, f2)
+    return float(np.abs(np.diff(y, 2)).max()) / 12.0  # h²/12 · max|Δ²f''|/h²
 
 
 def double_well(points: int = 101) -> dict[str, object]:
