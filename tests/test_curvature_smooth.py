@@ -155,3 +155,27 @@ def test_a_smooth_study_builds_the_smooth_skeleton_everywhere() -> None:
     assert cnn_permutation_spec(gelu.config) == cnn_permutation_spec(relu.config)
     images = torch.zeros(2, 1, 28, 28)
     assert features_of(copy.deepcopy(gelu))(images=images).shape == (2, 8)
+
+
+def test_the_smooth_example_is_demo_landscapes_population_made_smooth() -> None:
+    """examples/landscape-smooth.yaml: demo-landscape's members and curvature analysis,
+    GELU / average pool, batch-statistics curvature; only the model options differ."""
+    from modeconn.config.study import builtin_study_path, load_study
+    from modeconn.engine.spec import engine_spec
+
+    smooth = load_study(Path(__file__).parents[1] / "examples" / "landscape-smooth.yaml")
+    demo = load_study(builtin_study_path("demo-landscape"))
+    assert smooth.model.options == {**demo.model.options, "activation": "gelu", "pool": "avg"}
+    assert dict(engine_spec(smooth).model.options) == smooth.model.options
+    assert dict(engine_spec(demo).model.options) == demo.model.options
+    assert smooth.train is not None and demo.train is not None
+    recipe = {"checkpoints"}  # the demo's heatmap checkpoints: not part of a member
+    assert smooth.train.model_dump(exclude=recipe) == demo.train.model_dump(exclude=recipe)
+    for name in ("train_clean", "train_cue", "bn", "clean", "random_cue"):
+        assert smooth.split_recipe(name) == demo.split_recipe(name), name
+    assert smooth.paths == demo.paths and smooth.eval == demo.eval
+    section = smooth.section("curvature")
+    assert section.batchnorm == "batch"
+    assert section.model_dump(exclude={"batchnorm"}) == demo.section("curvature").model_dump(
+        exclude={"batchnorm"}
+    )
