@@ -99,6 +99,15 @@ def kinked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     return _path_derivatives("relu", "max", tmp_path_factory.mktemp("relu-max"))
 
 
+@pytest.mark.parametrize("name", ["modeconn.measures.barrier_forms", "modeconn.models.cnn"])
+def test_doctests(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_the_members_are_trained(smooth: dict[str, float], kinked: dict[str, float]) -> None:
     # chance is ln 10 ≈ 2.30 on ten classes
     assert smooth["loss_a"] < 2.2 and kinked["loss_a"] < 2.2, (smooth, kinked)
