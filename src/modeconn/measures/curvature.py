@@ -47,7 +47,8 @@ through ``functional_call``, so the resident model's statistics are unchanged. T
 batches are fixed, so f(s) is one deterministic, differentiable function of the
 parameters, and f, f' and f'' (and a barrier f(½) − ½(f(0) + f(1)) measured from f) all
 belong to it — the forms and the measurement see the same f. (ReLU and max-pool kinks
-crossed along the path still escape the HVP, ReLU'' = 0: docs/method.md.)
+crossed along the path still escape the HVP, ReLU'' = 0: docs/method.md; the CNN's
+``model.options: {activation: gelu, pool: avg}`` has none.)
 
 Dropout is off (eval mode), as in every engine evaluation. Attention runs in PyTorch's
 ``MATH`` SDPA kernel during derivatives: the fused CPU/GPU kernels have no double
