@@ -249,6 +249,12 @@ class KeyedSplit:
     def example_table(self) -> ExampleTable:
         return self.split.example_table()
 
+    def rows(self, lo: int, hi: int) -> KeyedSplit:
+        """The wrapped split's block [lo, hi) under the same key suffix."""
+        from modeconn.data.rows import sample_block
+
+        return KeyedSplit(sample_block(self.split, lo, hi), self.suffix)
+
     def __getattr__(self, name: str) -> Any:  # kind-specific fields (n_tokens, classes…)
         if name == "split":
             raise AttributeError(name)
