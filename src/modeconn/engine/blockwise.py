@@ -113,7 +113,7 @@ class _Partial:
     def losses(self) -> np.ndarray | None:
         if any(p.losses is None for p in self.pieces):
             return None
-        return np.concatenate([p.losses for p in self.pieces])  # type: ignore[misc]
+        return np.concatenate([p.losses for p in self.pieces])
 
     def mean(self) -> float:
         if len(self.pieces) == 1:
@@ -126,7 +126,7 @@ class _Partial:
             return dict(self.pieces[0].metrics)
         if all(p.predictions is not None for p in self.pieces):
             prefix = cache.rows(split, 0, self.hi)  # the union of the pieces, scored whole
-            preds = np.concatenate([p.predictions for p in self.pieces])  # type: ignore[misc]
+            preds = np.concatenate([p.predictions for p in self.pieces])
             return prefix.score(preds[prefix.order])
         names = set.intersection(*(set(p.metrics) for p in self.pieces))
         return {  # accuracy only (extendable): the example-weighted mean is exact
@@ -254,7 +254,9 @@ def unit_points(
                 return parts[alphas[k]].mean()
 
             known = {
-                k: curve_loss(a, hi) for k, a in enumerate(alphas) if a in parts or k in (0, len(alphas) - 1)
+                k: curve_loss(a, hi)
+                for k, a in enumerate(alphas)
+                if a in parts or k in (0, len(alphas) - 1)
             }
             adaptive_gap(loss, alphas, tolerance, known=known)
         if rule is None or hi >= n:

@@ -28,6 +28,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,12 +201,13 @@ def _partial_units(
         "sample_size",
     ]
     groups = rows.groupby(cols)
-    short: set[tuple[object, ...]] = set()
+    short: set[tuple[Any, ...]] = set()
     if alphas:
-        short |= {k for k, v in groups.size().items() if v < points}
+        short |= {tuple(k) for k, v in groups.size().items() if v < points}  # type: ignore[arg-type]
     if examples:
         fewest = groups["n_examples"].min()
-        short |= {k for k, v in fewest.items() if v < k[-1]}  # k[-1]: the sample size
+        # a point on fewer examples than the sample (the key's last field)
+        short |= {tuple(k) for k, v in fewest.items() if v < k[-1]}  # type: ignore[arg-type,index]
     return {
         u
         for u in done
