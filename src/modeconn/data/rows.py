@@ -17,7 +17,8 @@ scattered over many batches; :func:`select_rows` gathers them into batches of th
 so the engine's per-example losses come back in block order, and the block's
 ``score`` scores its own labels. A split kind supports blocks by a ``rows(lo, hi)``
 method (:class:`~modeconn.data.text.PreparedSplit`, :class:`~modeconn.data.tensors.TensorSplit`
-and :class:`~modeconn.data.base.KeyedSplit` have one); :func:`sample_block` asks for it.
+and :class:`~modeconn.data.base.KeyedSplit` have one);
+:func:`~modeconn.data.base.sample_block` asks for it.
 
 Padding-free models give the same per-example losses on a block as on the whole split up
 to float reordering (batch composition changes the order of a GEMM's sums).
@@ -31,7 +32,7 @@ import torch
 from modeconn.data.base import Split, batch_sizes
 from modeconn.errors import DataError
 
-__all__ = ["sample_block", "select_rows"]
+__all__ = ["select_rows"]
 
 
 def select_rows(
@@ -87,16 +88,3 @@ def select_rows(
         batches.append(batch)
     labels = split.labels.cpu()[torch.as_tensor(pick, dtype=torch.long)]
     return batches, labels, order[pick] - lo
-
-
-def sample_block(split: Split, lo: int, hi: int) -> Split:
-    """The examples of `split` at sample positions [lo, hi) as a split (its ``rows``)."""
-    rows = getattr(split, "rows", None)
-    if rows is None:
-        raise DataError(
-            f"split '{split.name}' ({type(split).__name__}) cannot be evaluated in blocks: "
-            "its class has no rows(lo, hi) method; remove paths.sequential or give the "
-            "split kind one (modeconn.data.rows.select_rows does the work)"
-        )
-    block: Split = rows(lo, hi)
-    return block

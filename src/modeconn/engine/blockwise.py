@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modeconn.data.base import Split
-from modeconn.data.rows import sample_block
+from modeconn.data.base import Split, sample_block
 from modeconn.engine.evaluate import EvalResult
 from modeconn.errors import DataError
 from modeconn.stats.adaptive_grid import adaptive_gap
