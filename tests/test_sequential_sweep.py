@@ -286,3 +286,42 @@ def test_killed_sequential_sweep_resumes_to_the_uninterrupted_store(
     )
     for a, b in zip(got["example_losses"], want["example_losses"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_kill_harness_with_sequential_samples_and_landmarks(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """benchmarks/kill_harness.py with paths.sequential and basins.landmarks on: 3 SIGKILLs
+    at random moments, each completed store equal to the uninterrupted run."""
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from kill_harness import run_harness
+
+    lines: list[str] = []
+    result = run_harness(
+        tmp_path,
+        kills=3,
+        backend="local",
+        members=6,
+        sample=48,
+        data=data_root,
+        say=lines.append,
+        landmarks=3,
+        sequential={"tolerance": 0.05, "block": 12, "min_blocks": 2},
+    )
+    report = "\n".join(lines)
+    assert "reference: 24 units" in report, report
+    assert result.survived == result.kills and result.rounds_equal == result.rounds >= 1, report
+    assert result.ok, report
+
+
+def test_doctests_of_the_block_modules() -> None:
+    import doctest
+
+    import modeconn.data.rows
+    import modeconn.engine.blockwise
+
+    for module in (modeconn.data.rows, modeconn.engine.blockwise):
+        assert doctest.testmod(module).failed == 0
