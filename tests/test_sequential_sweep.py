@@ -209,6 +209,41 @@ def test_uncertainty_bootstraps_paths_of_different_lengths(
     assert main(["run", str(path), "--quiet"]) == 0
 
 
+def test_mcc_is_scored_on_the_examples_seen_and_a_completion_reevaluates_it(
+    tmp_path: Path,
+) -> None:
+    """MCC is not a mean over examples: a stopped point scores its blocks' predictions
+    together (as one evaluation of those examples does), and a later full study evaluates
+    such a point on the whole sample instead of only the missing examples."""
+    seq = _study(tmp_path, "seq", sequential={"tolerance": 10.0, "block": BLOCK})
+    data = yaml.safe_load(seq.read_text())
+    data["splits"]["clean"]["metric"] = "mcc"
+    seq.write_text(yaml.safe_dump(data))
+    runner = StudyRunner(load_study(seq), progress=False)
+    runner.train()
+    runner.sweep()
+    rows = _rows(seq)
+    clean = rows[rows["split"].str.startswith("clean#")]
+    assert clean["mcc"].notna().all()
+    r = clean[(clean["alpha"] > 0) & (clean["alpha"] < 1)].iloc[0]
+    ev, pop = runner.evaluator(), runner.population()
+    ends = [ev.as_point(pop.load(m), name=m) for m in (r["member_a"], r["member_b"])]
+    prefix = runner.splits()["clean"].rows(0, 2 * BLOCK)  # type: ignore[attr-defined]
+    want = ev.evaluate_lerp(*ends, float(r["alpha"]), prefix)
+    assert r["mcc"] == pytest.approx(want.metrics["mcc"], abs=1e-9)
+    assert r["accuracy"] == pytest.approx(want.metrics["accuracy"], abs=1e-9)
+
+    del data["paths"]["sequential"]
+    seq.write_text(yaml.safe_dump(data))
+    stats = StudyRunner(load_study(seq), progress=False).sweep()
+    per_split = rows[(rows["alpha"] > 0) & (rows["alpha"] < 1)].groupby(
+        rows["split"].str.split("#").str[0]
+    )
+    n = per_split.size()
+    assert stats.path_examples == n["clean"] * SAMPLE + n["random_cue"] * (SAMPLE - 2 * BLOCK)
+    assert set(_rows(seq)["n_examples"]) == {SAMPLE}
+
+
 def test_plan_says_counts_are_upper_bounds(runs: dict[str, Path]) -> None:
     text = plan_study(load_study(runs["two"])).summary()
     assert "paths.sequential" in text and "upper bounds" in text
