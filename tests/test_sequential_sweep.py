@@ -71,24 +71,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "three": _study(
             root, "three", sequential={"tolerance": 10.0, "block": BLOCK, "min_blocks": 3}
         ),
+        # replayed on these members' full sweep, 0.02 stops paths after 24, 36 and 48
+        "mixed": _study(root, "mixed", sequential={"tolerance": 0.02, "block": BLOCK}),
     }
     assert main(["run", str(out["two"]), "--quiet"]) == 0  # trains, sweeps, reports
-    for name in ("full", "three"):  # the same members: sweeps only
+    for name in ("full", "three", "mixed"):  # the same members: sweeps only
         StudyRunner(load_study(out[name]), progress=False).sweep()
     return out
 
 
-@pytest.mark.parametrize(("run", "blocks"), [("two", 2), ("three", 3)])
+@pytest.mark.parametrize(("run", "blocks"), [("two", 2), ("three", 3), ("mixed", None)])
 def test_a_stopped_path_holds_its_first_blocks_as_a_full_evaluation_gives_them(
-    runs: dict[str, Path], run: str, blocks: int
+    runs: dict[str, Path], run: str, blocks: int | None
 ) -> None:
     full, seq = _by_point(_rows(runs["full"])), _rows(runs[run])
     members = _members(runs["full"])
-    m = blocks * BLOCK
-    assert set(seq["n_examples"]) == {m}, "stopped at min_blocks, never before"
+    seen = seq.groupby(["member_a", "member_b", "split"])["n_examples"]
+    assert (seen.nunique() == 1).all(), "every point of a unit on the same examples"
+    if blocks is None:  # the rule stopped some paths early and let others run on
+        assert seen.first().nunique() > 1, seen.first()
+        assert set(seq["n_examples"]) <= {2 * BLOCK, 3 * BLOCK, SAMPLE}
+    else:
+        assert set(seq["n_examples"]) == {blocks * BLOCK}, "at min_blocks, never before"
     assert set(seq["sample_size"]) == {SAMPLE}  # the same sample, so the same unit keys
     assert len(seq) == len(full)
     for r in seq.itertuples():
+        m = r.n_examples
         ref = full[(r.member_a, r.member_b, r.split, r.alpha)]
         np.testing.assert_allclose(
             r.example_losses, ref.example_losses[:m], rtol=0, atol=FLOAT32_LOSS_ATOL
@@ -201,12 +209,13 @@ def test_uncertainty_bootstraps_paths_of_different_lengths(
     """The bootstrap over the sample reads each path on the examples it saw."""
     from modeconn.analyses.uncertainty import example_losses
 
-    data = yaml.safe_load(runs["two"].read_text())
-    with Store(load_study(runs["two"]).store_path(), create=False) as store:
-        result = analyze(store, load_study(runs["two"]))
+    data = yaml.safe_load(runs["mixed"].read_text())
+    with Store(load_study(runs["mixed"]).store_path(), create=False) as store:
+        result = analyze(store, load_study(runs["mixed"]))
         ex, _ = example_losses(store, result, "clean")
-    assert ex.shape[2] == 2 * BLOCK and np.isfinite(ex).all()
-    data["analyses"] = {"uncertainty": {"samples": 20}}
+    seen = np.isfinite(ex[:, 0, :]).sum(axis=1)  # examples per path
+    assert ex.shape[2] == seen.max() > seen.min() >= 2 * BLOCK  # paths of different lengths
+    data["analyses"] = {"uncertainty": {"samples": 20, "sizes": [24], "repeats": 5}}
     path = tmp_path / "uncertainty.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path), "--quiet"]) == 0
