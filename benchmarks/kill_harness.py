@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/kill_harness.py --kills 5 --backend ray
     .venv/bin/python benchmarks/kill_harness.py --kills 5 --backend process --signal TERM
     .venv/bin/python benchmarks/kill_harness.py --kills 3 --members 4   # a quick smoke run
+    .venv/bin/python benchmarks/kill_harness.py --kills 3 --sequential 0.05 --landmarks 3
 
 Set-up (in a temporary folder, or ``--workdir``): a tiny BERT classifier (width 16,
 2 layers, the MiniLM vocabulary), ``--members`` members that are seeded perturbations of
@@ -207,11 +208,13 @@ def build(
     data: Path | None = None,
     landmarks: int | None = None,
     tolerance: float | None = None,
+    sequential: dict[str, float] | None = None,
 ) -> tuple[Path, Path]:
     """The reference and the to-be-killed study files over the same tiny members.
 
-    ``landmarks`` (``basins.landmarks``) and ``tolerance`` (``paths.tolerance``) are set
-    in both, so the uninterrupted reference is the same landmark / adaptive sweep.
+    ``landmarks`` (``basins.landmarks``), ``tolerance`` (``paths.tolerance``) and
+    ``sequential`` (``paths.sequential``) are set in both, so the uninterrupted reference
+    is the same landmark / adaptive / sequential sweep.
     """
     model = tiny_model_dir(work / "tiny-bert")
     make_members(str(model), work / "members", members, scale=0.05)
@@ -231,6 +234,8 @@ def build(
             study["basins"]["landmarks"] = landmarks
         if tolerance is not None:
             study["paths"]["tolerance"] = tolerance
+        if sequential is not None:
+            study["paths"]["sequential"] = dict(sequential)
     return write_study(work / "ref.yaml", ref), write_study(work / "killed.yaml", killed)
 
 
@@ -249,6 +254,7 @@ def run_harness(
     say: Callable[[str], None] = print,
     landmarks: int | None = None,
     tolerance: float | None = None,
+    sequential: dict[str, float] | None = None,
 ) -> HarnessResult:
     """Kill, check and resume as the module docstring says; returns the tally."""
     rng = random.Random(seed)
@@ -261,6 +267,7 @@ def run_harness(
         data=data,
         landmarks=landmarks,
         tolerance=tolerance,
+        sequential=sequential,
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -366,7 +373,17 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="work here (default: a temporary folder)")
     ap.add_argument("--landmarks", type=int, help="basins.landmarks of both runs")
     ap.add_argument("--tolerance", type=float, help="paths.tolerance of both runs")
+    ap.add_argument(
+        "--sequential",
+        type=float,
+        metavar="TOL",
+        help="paths.sequential.tolerance of both runs (blocks of --block, at least 2)",
+    )
+    ap.add_argument("--block", type=int, default=12, help="paths.sequential.block")
     args = ap.parse_args()
+    sequential = None
+    if args.sequential is not None:
+        sequential = {"tolerance": args.sequential, "block": args.block, "min_blocks": 2}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         result = run_harness(
@@ -381,6 +398,7 @@ def main() -> None:
             grace=args.grace,
             landmarks=args.landmarks,
             tolerance=args.tolerance,
+            sequential=sequential,
         )
     sys.exit(0 if result.ok else 1)
 

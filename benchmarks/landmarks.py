@@ -12,21 +12,22 @@ reused by every row and every rerun. Each row sweeps the same members on the sam
   all pairs      every pair, every α (the reference);
   landmarks      ``basins.landmarks: m`` — only the paths to m seeded landmarks;
   adaptive       ``paths.tolerance: t`` — each path on a refined subset of the 21 α;
-  sequential     blocks of ``--block`` examples until the bootstrap interval of the pair's
-                 convexity gap is narrower than ``--seq-tolerance`` (at least
-                 ``--min-blocks``): *replayed* on the reference sweep's stored per-example
-                 losses, since the sweep does not yet evaluate block by block; its wall
-                 time is not measured;
-  all three      landmarks + adaptive swept, then sequential replayed on that store.
+  sequential     ``paths.sequential`` — each path on blocks of ``--block`` examples until
+                 the bootstrap interval of its curve above the chord is narrower than
+                 ``--seq-tolerance`` at every α (at least ``--min-blocks`` blocks);
+  all three      landmarks + adaptive + sequential, swept together.
 
 ``--replay`` sweeps all pairs once and replays every saving on its stored points instead
 (the adaptive grid reads only the lattice points it would evaluate, landmarks only their
-pairs): forward passes, ARI and |ΔCG| for an N whose four timed sweeps would take too long.
+pairs, sequential samples blocks of the stored per-example losses): forward passes, ARI
+and |ΔCG| for an N whose five timed sweeps would take too long.
 
 Columns: forward passes are examples forwarded on path interiors (endpoints are N member
 evaluations in every row and left out), with their share of all pairs'; wall time is the
 sweep stage (plan + evaluate + write), timed interleaved over ``--rounds`` rounds (all
-pairs, landmarks, adaptive, all three, again …, each into a fresh store), reported as the
+pairs, landmarks, adaptive, sequential, all three, again …, each into a fresh store; the
+BatchNorm re-estimation of each point, 64 training images, is in the wall time but not in
+the forward passes), reported as the
 median per-round ratio to all pairs with its [min–max]; ARI is the adjusted Rand index of
 the row's basins against all pairs' basins; max |ΔCG| is the largest difference of
 convexity gaps on the pairs both rows measured. Then the planner's projection for
@@ -59,7 +60,7 @@ from modeconn.stats.landmarks import choose_landmarks, landmark_basins
 from modeconn.stats.sequential import sequential_gap
 from modeconn.store import Store
 
-LIVE = ("all pairs", "landmarks", "adaptive", "all three")
+LIVE = ("all pairs", "landmarks", "adaptive", "sequential", "all three")
 
 
 @dataclass
@@ -85,13 +86,20 @@ def study_files(args: argparse.Namespace) -> dict[str, Path]:
     for arm, n in zip(raw["train"]["arms"], _arms(args.members), strict=True):
         arm["members"] = n
     raw["train"]["out_dir"] = str((args.out / "members").resolve())  # shared by every row
+    sequential = {
+        "tolerance": args.seq_tolerance,
+        "block": args.block,
+        "min_blocks": args.min_blocks,
+        "resamples": args.n_boot,
+    }
     variants: dict[str, dict[str, Any]] = {
         "all pairs": {},
         "landmarks": {"basins": {"landmarks": args.landmarks, "landmark_choice": args.choice}},
         "adaptive": {"paths": {"tolerance": args.tolerance}},
+        "sequential": {"paths": {"sequential": sequential}},
         "all three": {
             "basins": {"landmarks": args.landmarks, "landmark_choice": args.choice},
-            "paths": {"tolerance": args.tolerance},
+            "paths": {"tolerance": args.tolerance, "sequential": sequential},
         },
     }
     paths = {}
@@ -108,11 +116,12 @@ def study_files(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _interior_passes(store: Store, study: Study) -> int:
-    """Examples forwarded on the interior α of every stored path of the basins' split."""
-    split = study.basins.split
-    found = curves(store, split)
-    per = study.split_entry(split).sample_size or 0
-    return sum(int(((g["alpha"] > 0) & (g["alpha"] < 1)).sum()) * per for g in found.values())
+    """Examples forwarded on the interior α of every stored path of the basins' split
+    (each point's own count: a sequential path stops after some blocks)."""
+    found = curves(store, study.basins.split)
+    return sum(
+        int(g.loc[(g["alpha"] > 0) & (g["alpha"] < 1), "n_examples"].sum()) for g in found.values()
+    )
 
 
 def replay_sequential(
@@ -358,14 +367,8 @@ def main() -> None:
         with Store(studies[name].store_path(), create=False) as store:
             result = analyze(store, studies[name])
             passes = _interior_passes(store, studies[name])
-            if name == "all three":  # landmarks + adaptive swept, sequential replayed on it
-                passes, dist, labels = replay_sequential(store, result, args)
-                rows[name] = Row(name, passes, result, labels, dist, times[name])
-            else:
-                rows[name] = Row(
-                    name, passes, result, result.fit.labels, result.distance, times[name]
-                )
-            if name == "all pairs":
+            rows[name] = Row(name, passes, result, result.fit.labels, result.distance, times[name])
+            if name == "all pairs":  # the rule replayed on the full sweep, for comparison
                 passes, dist, labels = replay_sequential(store, result, args)
                 rows["sequential (replayed)"] = Row("sequential", passes, None, labels, dist)
     ref = rows["all pairs"]
@@ -386,22 +389,16 @@ def main() -> None:
         f"{'ARI':>7}{'max |ΔCG|':>11}"
     )
     print(header)
-    order = ["all pairs", "landmarks", "adaptive", "sequential (replayed)", "all three"]
-    for name in order:
+    order = ["all pairs", "landmarks", "adaptive", "sequential", "sequential (replayed)"]
+    for name in [*order, "all three"]:
         r = rows[name]
         wall = format_ratio(ratio_summary(times, name, "all pairs")) if name in times else "not run"
-        if name == "all three":
-            wall += "*"
         ari = adjusted_rand_score(ref.labels, r.labels)
         delta = max_delta(r.distance, ref.distance)
         print(
             f"{name:<24}{r.passes:>16,}{r.passes / ref.passes:>8.1%}{wall:>22}"
             f"{ari:>7.3f}{delta:>11.4f}"
         )
-    print(
-        "* all three's wall time is landmarks + adaptive swept; its sequential part is "
-        "replayed on that sweep's per-example losses and saves further passes untimed"
-    )
     if ref.result is not None and ref.result.recovery is not None:
         print(f"all-pairs basins vs training arms: ARI {ref.result.recovery:.3f}")
 
@@ -426,7 +423,7 @@ def projection(
     )
     print("all pairs:\n  " + full.summary().replace("\n", "\n  "))
     print("landmarks:\n  " + marks.summary().replace("\n", "\n  "))
-    seq = next(k for k in share if k.startswith("sequential"))
+    seq = "sequential"  # swept, or replayed (--replay)
     both = share["all three"] / share["landmarks"]  # adaptive + sequential on landmark paths
     wall, full_wall = marks.wall_seconds, full.wall_seconds
     print(

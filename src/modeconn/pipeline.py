@@ -26,6 +26,7 @@ from modeconn.analyses.run import analyze_study
 from modeconn.config.study import Study
 from modeconn.data.base import Split
 from modeconn.data.text import Example, read_examples
+from modeconn.engine.blockwise import BlockRule
 from modeconn.engine.evaluate import Evaluator
 from modeconn.engine.planning import landmark_plan
 from modeconn.engine.spec import EngineSpec, build_engine, engine_spec
@@ -279,6 +280,7 @@ class StudyRunner:
             store=store,
             pairs=landmark_plan(len(self.members()), self.study.basins),
             tolerance=self.study.paths.tolerance,
+            sequential=block_rule(self.study),
         )
 
     def check_analyses(self) -> None:
@@ -350,6 +352,7 @@ class StudyRunner:
                 store=store,
                 pairs=pairs,
                 tolerance=self.study.paths.tolerance,
+                sequential=block_rule(self.study),
             )
             done = self._execute(plan, store)
             total.member_evaluations += done.member_evaluations
@@ -504,6 +507,21 @@ class StudyRunner:
         result = self.analyze()
         path = self.report(result)
         return result.with_report(path)
+
+
+def block_rule(study: Study) -> BlockRule | None:
+    """``paths.sequential`` as the sweep's :class:`~modeconn.engine.blockwise.BlockRule`."""
+    seq = study.paths.sequential
+    if seq is None:
+        return None
+    return BlockRule(
+        tolerance=seq.tolerance,
+        block=seq.block,
+        min_blocks=seq.min_blocks,
+        confidence=seq.confidence,
+        resamples=seq.resamples,
+        seed=seq.seed,
+    )
 
 
 def _check_dtype(store: Store, study: Study) -> None:

@@ -67,6 +67,8 @@ class StudyResult:
     analyses: Any = None  # AnalysisValues: what each enabled analysis read (analyses.run)
     # basins.landmarks: the landmark member ids; `distance` is NaN on the pairs not measured
     landmarks: tuple[str, ...] | None = None
+    # paths.sequential: examples each path of the basins' split saw (None: all of them)
+    examples_seen: pd.Series | None = None
 
     @property
     def measured(self) -> pd.DataFrame:
@@ -104,6 +106,19 @@ class StudyResult:
             "(stats.landmarks)"
         ]
 
+    def _sequential_lines(self) -> list[str]:
+        seen = self.examples_seen
+        if seen is None or not len(seen):
+            return []
+        n = int(self.splits[self.study.basins.split]["sample_size"])
+        early = float((seen < n).mean())
+        return [
+            f"sequential samples: paths on '{self.study.basins.split}' saw "
+            f"{int(seen.min())}–{int(seen.max())} of {n} examples (median "
+            f"{float(seen.median()):g}; {early:.0%} stopped early); each gap is on its "
+            "path's examples (stats.sequential)"
+        ]
+
     def summary(self) -> str:
         lo, hi = self.distance_range
         b = self.study.basins
@@ -111,6 +126,7 @@ class StudyResult:
             f"study {self.study.name}: {len(self.members)} members, "
             f"{b.distance} on '{b.split}' ranges {lo:.4f} – {hi:.4f}",
             *self._landmark_lines(),
+            *self._sequential_lines(),
             f"basins found: {self.fit.n_basins} (sizes {', '.join(map(str, self.fit.sizes))}), "
             f"similarity scale δ = {self.fit.delta:.4g}",
             f"clustering seed {self.fit.seed}, {self.fit.centroids_from} centroids"
@@ -382,6 +398,12 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
     else:
         marks = landmark_ids(ids, b.landmarks, b.landmark_seed)
     distance = distance_matrix(store, split=b.split, metric=b.distance, landmarks=marks)
+    seen = None
+    if study.paths.sequential is not None:
+        seen = pd.Series(
+            {k: int(g["n_examples"].min()) for k, g in curves(store, b.split).items()},
+            dtype="int64",
+        )
     d = distance.to_numpy()
     if marks is None:
         fit = find_basins(d, **b.fit_options())
@@ -439,6 +461,7 @@ def analyze(store: Store, study: Study | None = None) -> StudyResult:
         splits=splits,
         grid=grid,
         landmarks=marks,
+        examples_seen=seen,
     )
 
 

@@ -75,7 +75,11 @@ class UncertaintyTables:
 
 
 def example_losses(store: Store, result: StudyResult, split: str) -> tuple[np.ndarray, list]:
-    """(P, A, n) per-example losses of every pair on `split`, and the pairs (i, j)."""
+    """(P, A, n) per-example losses of every pair on `split`, and the pairs (i, j).
+
+    A path a sequential sweep stopped after its first m examples has NaN for the rest
+    (:func:`modeconn.stats.uncertainty.distance_samples` reads each path on its own).
+    """
     ids = list(result.members.index)
     by_pair = curves(store, split, with_examples=True)  # by the current members' hashes
     pairs, blocks = [], []
@@ -93,8 +97,12 @@ def example_losses(store: Store, result: StudyResult, split: str) -> tuple[np.nd
                     "the bootstrap over the sample needs them (rerun into a new store)"
                 )
             pairs.append((i, j))
-            blocks.append(np.stack(arrays))  # (A, n)
-    return np.stack(blocks).astype(np.float64), pairs
+            blocks.append(np.stack(arrays))  # (A, m) m ≤ n: paths.sequential may stop early
+    n = max((b.shape[1] for b in blocks), default=0)
+    out = np.full((len(blocks), len(blocks[0]) if blocks else 0, n), np.nan)
+    for p, b in enumerate(blocks):  # the examples a path did not see stay NaN
+        out[p, :, : b.shape[1]] = b
+    return out, pairs
 
 
 class Uncertainty:

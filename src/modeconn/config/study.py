@@ -52,6 +52,7 @@ from pydantic import (
 from modeconn.config import sections, yamlfile
 from modeconn.config.basins import BasinsConfig
 from modeconn.config.engine import EvalConfig, ModelConfig, SweepConfig
+from modeconn.config.paths import PathsConfig, SequentialConfig, check_paths
 from modeconn.config.splits import (
     SPLIT_KINDS,
     SplitConfig,
@@ -66,6 +67,8 @@ __all__ = [
     "EvalConfig",
     "MixConfig",
     "ModelConfig",
+    "PathsConfig",
+    "SequentialConfig",
     "SplitConfig",
     "SplitSpec",
     "Study",
@@ -112,18 +115,6 @@ class PopulationConfig(_Strict):
         if (self.dir is None) == (self.members is None):
             raise ValueError("give exactly one of `dir` (a folder of members) or `members`")
         return self
-
-
-class PathsConfig(_Strict):
-    points: int = Field(default=11, ge=3, description="α grid size, α = 0, 1/(n-1), …, 1")
-    splits: list[str] = Field(min_length=1)
-    tolerance: float | None = Field(
-        default=None,
-        gt=0,
-        description="adaptive α grids: evaluate a coarse subset of the grid and refine "
-        "until each path's convexity gap is known to this loss (stats.adaptive_grid); "
-        "default: every α",
-    )
 
 
 class Study(_Strict):
@@ -219,26 +210,11 @@ class Study(_Strict):
                         "members on its `data` alone; remove `mix` (or `from`)"
                     )
         self._check_landmarks()
-        self._check_adaptive()
+        check_paths(self)
         sections.check(self)
         if self.train is None and self.population is None:
             raise ValueError("give `population` (existing members) or `train` (to make them)")
         return self
-
-    def _check_adaptive(self) -> None:
-        if self.paths.tolerance is None:
-            return
-        if self.basins.distance != "convexity_gap":
-            raise ValueError(
-                f"paths.tolerance bounds the error of the convexity gap, but basins.distance "
-                f"is '{self.basins.distance}'; set basins.distance: convexity_gap or remove "
-                "paths.tolerance"
-            )
-        if self.sweep.backend != "local":
-            raise ValueError(
-                f"paths.tolerance runs on the local sweep only (sweep.backend is "
-                f"'{self.sweep.backend}'); set sweep.backend: local or remove paths.tolerance"
-            )
 
     def _check_landmarks(self) -> None:
         m = self.basins.landmarks

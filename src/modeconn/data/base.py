@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from modeconn.errors import ConfigError
+from modeconn.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -249,7 +249,25 @@ class KeyedSplit:
     def example_table(self) -> ExampleTable:
         return self.split.example_table()
 
+    def rows(self, lo: int, hi: int) -> KeyedSplit:
+        """The wrapped split's block [lo, hi) under the same key suffix."""
+        return KeyedSplit(sample_block(self.split, lo, hi), self.suffix)
+
     def __getattr__(self, name: str) -> Any:  # kind-specific fields (n_tokens, classes…)
         if name == "split":
             raise AttributeError(name)
         return getattr(self.split, name)
+
+
+def sample_block(split: Split, lo: int, hi: int) -> Split:
+    """The examples of `split` at sample positions [lo, hi) as a split (its ``rows``;
+    :mod:`modeconn.data.rows` says how a kind builds one)."""
+    rows = getattr(split, "rows", None)
+    if rows is None:
+        raise DataError(
+            f"split '{split.name}' ({type(split).__name__}) cannot be evaluated in blocks: "
+            "its class has no rows(lo, hi) method; remove paths.sequential or give the "
+            "split kind one (modeconn.data.rows.select_rows does the work)"
+        )
+    block: Split = rows(lo, hi)
+    return block

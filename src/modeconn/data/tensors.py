@@ -91,6 +91,14 @@ class TensorSplit:
             out[name] = float(METRIC_FUNCS[name](predictions, target))
         return out
 
+    def rows(self, lo: int, hi: int) -> TensorSplit:
+        """The examples at sample positions [lo, hi) (a sequential block;
+        :mod:`modeconn.data.rows`); scores and per-example losses are the block's own."""
+        from modeconn.data.rows import select_rows
+
+        batches, labels, order = select_rows(self, lo, hi)
+        return dataclasses.replace(self, batches=batches, labels=labels, order=order)
+
     def example_table(self) -> ExampleTable:
         keys = self.batches[0].keys() if self.batches else ()
         inputs = {k: torch.cat([b[k].cpu() for b in self.batches]) for k in keys}

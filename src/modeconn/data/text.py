@@ -90,6 +90,22 @@ class PreparedSplit:
         moved = [{k: v.to(device) for k, v in b.items()} for b in self.batches]
         return dataclasses.replace(self, batches=moved, labels=self.labels.to(device))
 
+    def rows(self, lo: int, hi: int) -> PreparedSplit:
+        """The examples at sample positions [lo, hi), batched anew (a sequential block;
+        :mod:`modeconn.data.rows`); scores and per-example losses are the block's own."""
+        from modeconn.data.rows import select_rows
+
+        batches, labels, order = select_rows(self, lo, hi)
+        mask = [b["attention_mask"] for b in batches]
+        return dataclasses.replace(
+            self,
+            batches=batches,
+            labels=labels,
+            order=order,
+            n_tokens=sum(int(m.sum()) for m in mask),
+            n_padded=sum(int(m.numel()) for m in mask),
+        )
+
     def example_table(self) -> ExampleTable:
         """Every example as one row of a padded table (batch order), with its real length.
 

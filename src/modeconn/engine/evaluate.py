@@ -169,13 +169,18 @@ def reestimate_batchnorm(model: nn.Module, batches: Sequence[Mapping[str, torch.
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean loss and task metrics of one parameter point on one split."""
+    """Mean loss and task metrics of one parameter point on one split.
+
+    With ``per_example`` the loss and the predicted class of every example, in sample
+    order (a sequential sweep scores the union of its blocks from the predictions).
+    """
 
     split: str
     loss: float
     metrics: dict[str, float]
     n_examples: int
     example_losses: np.ndarray | None = field(default=None, compare=False)
+    predictions: np.ndarray | None = field(default=None, compare=False)
 
 
 class Evaluator:
@@ -277,6 +282,38 @@ class Evaluator:
         if self.batchnorm_batches is not None:
             batches = batches[: self.batchnorm_batches]
         reestimate_batchnorm(self.model, batches)
+
+    def batchnorm_state(self) -> list[torch.Tensor] | None:
+        """A copy of the current point's re-estimated BatchNorm statistics (None when the
+        policy re-estimates nothing), for :meth:`restore_batchnorm` at the same point."""
+        if self.batchnorm != "reestimate":
+            return None
+        self.refresh_batchnorm()
+        return [
+            t.detach().clone()
+            for m in batchnorm_layers(self.model)
+            for t in (m.running_mean, m.running_var)
+            if t is not None
+        ]
+
+    @torch.no_grad()
+    def restore_batchnorm(self, state: Sequence[torch.Tensor] | None) -> None:
+        """Write statistics :meth:`batchnorm_state` copied at the point now resident.
+
+        Re-estimation is deterministic (the same point, split and batches give the same
+        statistics), so restoring them equals re-estimating, without the forward passes:
+        a sequential sweep returns to each α once per block.
+        """
+        if state is None or self.batchnorm != "reestimate":
+            return
+        live = [
+            t
+            for m in batchnorm_layers(self.model)
+            for t in (m.running_mean, m.running_var)
+            if t is not None
+        ]
+        torch._foreach_copy_(live, list(state))
+        self._stale = False
 
     def mark_changed(self) -> None:
         """The resident weights changed: re-estimate BatchNorm before the next evaluation."""
@@ -444,16 +481,19 @@ class Evaluator:
             preds.append(mapped.argmax(dim=1))
         loss_vec = torch.cat(losses).double().cpu().numpy()  # (n,) batch order; mean in fp64
         pred_vec = torch.cat(preds).cpu().numpy()
-        example_losses = None
+        example_losses = predictions = None
         if per_example:
             example_losses = np.empty_like(loss_vec, dtype=np.float32)
             example_losses[split.order] = loss_vec  # back to sample order
+            predictions = np.empty_like(pred_vec)
+            predictions[split.order] = pred_vec
         return EvalResult(
             split=split.name,
             loss=float(loss_vec.mean()),
             metrics=split.score(pred_vec),
             n_examples=int(loss_vec.size),
             example_losses=example_losses,
+            predictions=predictions,
         )
 
     def evaluate_member(

@@ -92,6 +92,8 @@ class SweepEstimate:
     members_from: str | None = None
     landmarks: int | None = None
     tolerance: float | None = None
+    sequential_block: int | None = None  # paths.sequential: examples per block
+    sequential_min_blocks: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("path_splits", "eval_splits"):
@@ -308,6 +310,14 @@ class SweepEstimate:
                 f"the {interior} interior α of each path (at least the coarse ones), so the "
                 "interior counts above and the projection are upper bounds"
             )
+        if self.sequential_block is not None:
+            first = self.sequential_block * (self.sequential_min_blocks or 1)
+            lines.append(
+                f"paths.sequential: each path is evaluated on blocks of "
+                f"{self.sequential_block} examples and stops once its convexity gap is "
+                f"known (never before {first:,} examples), so the interior counts above "
+                "and the projection are upper bounds"
+            )
         lines.append(self._projection())
         saving = self._saving()
         if saving is not None:
@@ -452,6 +462,7 @@ def plan_study(
     else:
         n, source = count_members(study)
     names = study.eval_splits()
+    seq = study.paths.sequential
     return SweepEstimate(
         members=n,
         points=study.paths.points,
@@ -465,4 +476,6 @@ def plan_study(
         members_from=source,
         landmarks=study.basins.landmarks,
         tolerance=study.paths.tolerance,
+        sequential_block=None if seq is None else seq.block,
+        sequential_min_blocks=None if seq is None else seq.min_blocks,
     )

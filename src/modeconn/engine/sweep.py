@@ -28,16 +28,17 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from modeconn.data.base import Split
+from modeconn.engine.blockwise import BlockCache, BlockRule, unit_points
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
 from modeconn.errors import PopulationError
-from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
 
 PointLoader = Callable[[str], list[torch.Tensor]]
@@ -61,6 +62,7 @@ class SweepPlan:
     n_units: int  # all path units of the study, done or not
     n_member_points: int  # all member points of the study
     tolerance: float | None = None  # paths.tolerance: adaptive α grids (stats.adaptive_grid)
+    sequential: BlockRule | None = None  # paths.sequential: blocks of the sample
 
     @property
     def n_evaluations(self) -> int:
@@ -71,7 +73,8 @@ class SweepPlan:
 @dataclass
 class SweepStats:
     member_evaluations: int = 0
-    path_evaluations: int = 0
+    path_evaluations: int = 0  # forward passes on path interiors (a block is one)
+    path_examples: int = 0  # examples they forwarded
     units_written: int = 0
     loads: int = 0
     seconds: float = 0.0
@@ -115,6 +118,7 @@ def plan_sweep(
     store: Store,
     pairs: Collection[tuple[int, int]] | None = None,
     tolerance: float | None = None,
+    sequential: BlockRule | None = None,
 ) -> SweepPlan:
     """Every member point and path unit of the study that the store does not hold yet.
 
@@ -125,6 +129,12 @@ def plan_sweep(
     done whatever subset of the lattice it holds. Without it a done unit holding fewer
     points than the grid (written by an adaptive sweep) is still to do, and
     :func:`run_sweep` evaluates only its missing α.
+
+    ``sequential`` (``paths.sequential``) likewise takes a done unit as done whatever
+    number of examples its points hold; without it a done unit whose points hold fewer
+    examples than the sample (a sequential sweep stopped it) is still to do, and
+    :func:`run_sweep` evaluates only the missing examples
+    (:mod:`modeconn.engine.blockwise`).
     """
     alphas = alpha_grid(points)
     grid = grid_id("linear", points)
@@ -147,8 +157,10 @@ def plan_sweep(
         for s in path_splits
     ]
     # a pair whose id order changed (a rename, a swap) was swept the other way: done
-    if tolerance is None:  # units an adaptive sweep left partial are not done for a full grid
-        done = done - _partial_units(store, grid, points, done)
+    # units an adaptive (sequential) sweep left partial are not done for a full grid (sample)
+    done = done - _partial_units(
+        store, grid, points, done, alphas=tolerance is None, examples=sequential is None
+    )
     unit_todo = [u for u in units if not is_swept(unit_key(plan, u[0], u[1], splits[u[2]]), done)]
     return SweepPlan(
         tuple(members),
@@ -159,12 +171,23 @@ def plan_sweep(
         n_units=len(units),
         n_member_points=len(members) * len(all_member_splits),
         tolerance=tolerance,
+        sequential=sequential,
     )
 
 
-def _partial_units(store: Store, grid: str, points: int, done: set[UnitKey]) -> set[UnitKey]:
-    """The done units of `grid` that hold fewer than `points` α (an adaptive sweep's)."""
-    if not any(u.grid == grid for u in done):
+def _partial_units(
+    store: Store,
+    grid: str,
+    points: int,
+    done: set[UnitKey],
+    *,
+    alphas: bool = True,
+    examples: bool = True,
+) -> set[UnitKey]:
+    """The done units of `grid` that hold fewer than `points` α (an adaptive sweep's,
+    when ``alphas``) or a point on fewer examples than the sample (a sequential sweep's,
+    when ``examples``)."""
+    if not (alphas or examples) or not any(u.grid == grid for u in done):
         return set()
     rows = store.path_points(rows="all", grid=grid)
     cols = [
@@ -177,8 +200,14 @@ def _partial_units(store: Store, grid: str, points: int, done: set[UnitKey]) -> 
         "sample_seed",
         "sample_size",
     ]
-    sizes = rows.groupby(cols).size()
-    short = {k for k, v in sizes.items() if v < points}
+    groups = rows.groupby(cols)
+    short: set[tuple[Any, ...]] = set()
+    if alphas:
+        short |= {tuple(k) for k, v in groups.size().items() if v < points}  # type: ignore[arg-type]
+    if examples:
+        fewest = groups["n_examples"].min()
+        # a point on fewer examples than the sample (the key's last field)
+        short |= {tuple(k) for k, v in fewest.items() if v < k[-1]}  # type: ignore[arg-type,index]
     return {
         u
         for u in done
@@ -318,35 +347,6 @@ def unit_rows(
     return rows
 
 
-def _unit_points(
-    plan: SweepPlan,
-    key: UnitKey,
-    end_a: MemberPoint,
-    end_b: MemberPoint,
-    stored: Mapping[float, PathPoint],
-    evaluate: Callable[[float], PathPoint],
-) -> dict[float, PathPoint]:
-    """A unit's points by α: ends from the member points, then the stored interior points,
-    then every missing interior α (full grid) or those the adaptive grid asks for."""
-    alphas = plan.alphas
-    ends = unit_rows(key, (0.0, 1.0), end_a, end_b, [])
-    found = {**{p.alpha: p for p in stored.values() if 0.0 < p.alpha < 1.0}, 0.0: ends[0]}
-    found[1.0] = ends[1]
-    if plan.tolerance is None:
-        for alpha in alphas[1:-1]:
-            if alpha not in found:
-                found[alpha] = evaluate(alpha)
-        return found
-
-    def loss(k: int) -> float:
-        found[alphas[k]] = evaluate(alphas[k])
-        return found[alphas[k]].loss
-
-    known = {k: found[a].loss for k, a in enumerate(alphas) if a in found}
-    adaptive_gap(loss, alphas, plan.tolerance, known=known)
-    return found
-
-
 def run_sweep(
     plan: SweepPlan,
     evaluator: Evaluator,
@@ -361,6 +361,13 @@ def run_sweep(
     """Evaluate what `plan` lists and write it to `store`, one transaction per unit."""
     import time
 
+    if plan.sequential is not None and not keep_examples:
+        raise PopulationError(
+            "paths.sequential stops a path on its per-example losses; the sweep must keep "
+            "them (keep_examples=True)"
+        )
+    per_example = keep_examples or plan.sequential is not None
+    blocks = BlockCache()
     stats = SweepStats()
     start = time.perf_counter()
     cache = _PointCache(load_point, cache_bytes)
@@ -410,23 +417,45 @@ def run_sweep(
         assert end_a is not None and end_b is not None, "member points are written first"
         point_a, point_b = cache.get(key.member_a), cache.get(key.member_b)
         bar.set_postfix_str(f"{key.member_a}–{key.member_b} on {s}")
-        # points an earlier (adaptive) sweep stored for this unit are reused, never redone
+        # points an earlier (adaptive or sequential) sweep stored for this unit are
+        # reused, and a point stored on a prefix of the sample is only extended
         stored = {p.alpha: p for p in store.unit_points(key)}
+        bn: dict[float, list[torch.Tensor] | None] = {}  # BatchNorm statistics per α
 
-        def evaluate(
+        def evaluate_rows(
             alpha: float,
+            lo: int,
+            hi: int,
             key: UnitKey = key,
             split: Split = split,
             ends: tuple[list[torch.Tensor], list[torch.Tensor]] = (point_a, point_b),
-        ) -> PathPoint:
-            res = evaluator.evaluate_lerp(*ends, alpha, split, per_example=keep_examples)
+            bn: dict[float, list[torch.Tensor] | None] = bn,
+        ) -> EvalResult:
+            part = blocks.rows(split, lo, hi)
+            evaluator.set_lerp(*ends, alpha)
+            evaluator.restore_batchnorm(bn.get(alpha))
+            res = evaluator.evaluate(part, kind="path", per_example=per_example)
+            if plan.sequential is not None and alpha not in bn:
+                bn[alpha] = evaluator.batchnorm_state()
             check_finite(res, f"path {key.member_a}–{key.member_b}", split, alpha)
             stats.path_evaluations += 1
-            bar.update(split.cost)
-            examples = res.example_losses if keep_examples else None
-            return _path_point(key, alpha, res.loss, res.metrics, examples, res.n_examples)
+            stats.path_examples += res.n_examples
+            bar.update(part.cost)
+            return res
 
-        found = _unit_points(plan, key, end_a, end_b, stored, evaluate)
+        found = unit_points(
+            key,
+            split,
+            plan.alphas,
+            end_a,
+            end_b,
+            stored,
+            evaluate_rows,
+            cache=blocks,
+            tolerance=plan.tolerance,
+            rule=plan.sequential,
+            keep_examples=keep_examples,
+        )
         rows = [found[a] for a in sorted(found)]
         store.write_unit(key, rows)
         stats.units_written += 1

@@ -24,10 +24,10 @@ on the examples seen; the mean curve of a stopped path is over its first k·B ex
 the same examples at every α (endpoints included), so its gap is an unbiased-in-design
 estimate of the full-sample gap with the stated interval.
 
-Status: the stopping rule and a driver over any block evaluator are here and tested;
-the sweep (:mod:`modeconn.engine.sweep`) does not yet evaluate paths block by block.
-``benchmarks/landmarks.py`` measures what the rule saves by replaying the per-example
-losses of a complete sweep block by block.
+The study option ``paths.sequential`` (:mod:`modeconn.config.paths`) runs this rule in
+the sweep: :mod:`modeconn.engine.blockwise` evaluates each path block by block and stores
+the examples it saw; :func:`sequential_gap` is the same loop over any block evaluator
+(``benchmarks/landmarks.py --replay`` replays it on a complete sweep's stored losses).
 
 Pure numpy: no torch, no I/O.
 """
@@ -107,6 +107,7 @@ def should_stop(
     min_blocks: int,
     tolerance: float,
     n_boot: int = 200,
+    level: float = 0.95,
     seed: int = 0,
 ) -> bool:
     """Whether a path evaluated on the examples of ``losses`` may stop.
@@ -126,7 +127,7 @@ def should_stop(
     a = _curve_losses(losses)
     if a.shape[1] // block < min_blocks:
         return False
-    return curve_interval_width(a, alphas, n_boot=n_boot, seed=seed) < tolerance
+    return curve_interval_width(a, alphas, n_boot=n_boot, level=level, seed=seed) < tolerance
 
 
 def curve_interval_width(
@@ -170,6 +171,7 @@ def sequential_gap(
     min_blocks: int,
     tolerance: float,
     n_boot: int = 200,
+    level: float = 0.95,
     seed: int = 0,
 ) -> SequentialResult:
     """Evaluate blocks 0, 1, … of an ``n_examples`` sample until :func:`should_stop`.
@@ -198,12 +200,13 @@ def sequential_gap(
             min_blocks=min_blocks,
             tolerance=tolerance,
             n_boot=n_boot,
+            level=level,
             seed=seed,
         ):
             stopped = True
             break
     losses = np.concatenate(seen, axis=1)
-    interval = bootstrap_gap_interval(losses, alphas, n_boot=n_boot, seed=seed)
+    interval = bootstrap_gap_interval(losses, alphas, n_boot=n_boot, level=level, seed=seed)
     return SequentialResult(
         gap=convexity_gap(losses.mean(axis=1), alphas),
         interval=interval,

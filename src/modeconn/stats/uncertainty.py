@@ -88,6 +88,18 @@ def distance_samples(
     ``examples`` is (P, A, n): per pair (in the order of ``pairs``), per α, the loss of
     every example of the shared sample. Each row of ``weights`` (B, n) turns it into mean
     curves (B, P, A), and ``metric`` turns each curve into a distance.
+
+    A path that saw only some of the examples (``paths.sequential`` stopped it after its
+    first m) has NaN for the others: its curve is the weighted mean over the examples it
+    saw, the draw's weights restricted to them and renormalised — the same draw, read on
+    that path's examples (a draw that picks none of them, probability ≈ e^−m, falls back
+    to their plain mean).
+
+    >>> ex = np.array([[[1.0, 3.0, np.nan]]] * 2)  # two pairs, one α, the 3rd unseen
+    >>> w = np.array([[0.5, 0.0, 0.5]])  # draw: example 0 and example 2
+    >>> curves = _mean_curves(ex, w)  # example 2 unseen: all weight on example 0
+    >>> curves[0, :, 0].tolist()
+    [1.0, 1.0]
     """
     ex = np.asarray(examples, dtype=np.float64)
     if ex.ndim != 3 or ex.shape[0] != len(pairs) or ex.shape[1] != len(alphas):
@@ -95,13 +107,25 @@ def distance_samples(
             f"examples must be (pairs, alphas, examples) = ({len(pairs)}, {len(alphas)}, n); "
             f"got {ex.shape}"
         )
-    curves = np.einsum("pan,bn->bpa", ex, weights)  # (B, P, A) mean loss per draw
+    curves = _mean_curves(ex, weights)  # (B, P, A) mean loss per draw
     a = np.asarray(alphas, dtype=np.float64)
     out = np.zeros((weights.shape[0], n_members, n_members))
     for b in range(weights.shape[0]):
         for p, (i, j) in enumerate(pairs):
             out[b, i, j] = out[b, j, i] = curve_distance(curves[b, p], a, metric)
     return out
+
+
+def _mean_curves(ex: FloatArray, weights: FloatArray) -> FloatArray:
+    """(B, P, A) weighted mean curves; NaN examples of a path (unseen) are left out."""
+    seen = np.isfinite(ex[:, 0, :])  # (P, n) examples each path saw
+    if seen.all():
+        return np.einsum("pan,bn->bpa", ex, weights)
+    total = np.einsum("pan,bn->bpa", np.where(seen[:, None, :], ex, 0.0), weights)
+    mass = np.einsum("pn,bn->bp", seen.astype(np.float64), weights)  # (B, P)
+    plain = np.nanmean(ex, axis=2)  # (P, A) the fallback of a draw that missed a path
+    out = np.where(mass[..., None] > 0, total / np.maximum(mass, 1e-300)[..., None], plain)
+    return np.asarray(out, dtype=np.float64)
 
 
 def align_labels(labels: ArrayLike, reference: ArrayLike) -> NDArray[np.int64]:

@@ -1,0 +1,303 @@
+"""A path unit's points built from pieces of the sample: sequential samples, and completion.
+
+:func:`unit_points` decides which α of a unit to evaluate and on which examples, given
+the points an earlier sweep stored for it; the sweep (:mod:`modeconn.engine.sweep`) hands
+it an ``evaluate_rows(alpha, lo, hi)`` that runs one forward pass of θ(α) over the
+examples at sample positions [lo, hi) (the whole split when that is [0, n)).
+
+**Sequential samples** (``paths.sequential``, :class:`BlockRule`; the rule is
+:func:`modeconn.stats.sequential.should_stop`). The unit is evaluated in *rounds*: round
+r covers the sample prefix [0, e_r), e_r = one more block than e_{r−1} (blocks in sample
+order, the same for every α and every path, so losses are paired across α). Each round
+first extends every α evaluated so far by the new block, then — with ``paths.tolerance``
+— lets the adaptive grid (:func:`modeconn.stats.adaptive_grid.adaptive_gap`) ask for more
+α on the prefix's mean curve (a new α is evaluated on the whole prefix), and finally asks
+the rule whether the curve is known well enough. It never stops before ``min_blocks``
+blocks, nor while fewer than one block is seen; at the sample's end it stops anyway. All
+stored points of the unit, endpoints included, are then on the same examples [0, e):
+interior points hold the losses of every block they saw; α = 0 and 1 are the endpoints'
+member points restricted to [0, e) (loss and per-example losses; their task metrics stay
+those of the whole sample — the store keeps no per-example predictions of members).
+
+**Completion.** A point stored on a prefix (a sequential sweep's) that a later sweep needs
+on more examples is *extended*: only the missing examples are evaluated, its per-example
+losses concatenated and its mean combined in float64. Accuracy combines exactly (a mean
+over examples); a metric that does not (F1, MCC) cannot be combined without the stored
+prefix's predictions, so such a point is re-evaluated on the whole prefix instead. A point
+stored without per-example losses is re-evaluated whole as well.
+
+BatchNorm models re-estimate their statistics at each new point (``eval.batchnorm:
+reestimate``); a unit keeps each α's statistics after its first block and restores them
+for later blocks (:meth:`~modeconn.engine.evaluate.Evaluator.restore_batchnorm`), so a
+block costs its own examples only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modeconn.data.base import Split, sample_block
+from modeconn.engine.evaluate import EvalResult
+from modeconn.errors import DataError
+from modeconn.stats.adaptive_grid import adaptive_gap
+from modeconn.stats.sequential import should_stop
+from modeconn.store import MemberPoint, PathPoint, UnitKey
+
+RowsEvaluator = Callable[[float, int, int], EvalResult]
+MERGEABLE = frozenset({"accuracy"})  # metrics that are means over examples
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """``paths.sequential`` as the engine reads it (see :mod:`modeconn.config.paths`)."""
+
+    tolerance: float
+    block: int
+    min_blocks: int = 2
+    confidence: float = 0.95
+    resamples: int = 200
+    seed: int = 0
+
+
+class BlockCache:
+    """Sub-splits of the examples [lo, hi) of each split, built once per sweep.
+
+    Every path uses the same blocks, so the engine moves each to its device once.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[int, int, int], tuple[Split, Split]] = {}
+
+    def rows(self, split: Split, lo: int, hi: int) -> Split:
+        if lo == 0 and hi == split.n:
+            return split
+        hit = self._items.get((id(split), lo, hi))
+        if hit is None or hit[0] is not split:
+            hit = (split, sample_block(split, lo, hi))  # the source kept alive beside it
+            self._items[(id(split), lo, hi)] = hit
+        return hit[1]
+
+
+@dataclass
+class _Piece:
+    lo: int
+    hi: int
+    loss: float
+    metrics: dict[str, float]
+    losses: np.ndarray | None  # (hi − lo,) float32, sample order
+    predictions: np.ndarray | None  # (hi − lo,) class indices, sample order
+
+
+@dataclass
+class _Partial:
+    """One α evaluated on the sample prefix [0, hi), as pieces [0, h1), [h1, h2), …"""
+
+    alpha: float
+    pieces: list[_Piece] = field(default_factory=list)
+    stored: PathPoint | None = None  # the stored point, while nothing was added to it
+
+    @property
+    def hi(self) -> int:
+        return self.pieces[-1].hi if self.pieces else 0
+
+    def extendable(self) -> bool:
+        return all(
+            p.losses is not None and (p.predictions is not None or set(p.metrics) <= MERGEABLE)
+            for p in self.pieces
+        )
+
+    def losses(self) -> np.ndarray | None:
+        if any(p.losses is None for p in self.pieces):
+            return None
+        return np.concatenate([p.losses for p in self.pieces])
+
+    def mean(self) -> float:
+        if len(self.pieces) == 1:
+            return self.pieces[0].loss
+        total = sum(p.loss * (p.hi - p.lo) for p in self.pieces)  # float64 sums
+        return float(total / self.hi)
+
+    def metrics(self, split: Split, cache: BlockCache) -> dict[str, float]:
+        if len(self.pieces) == 1:
+            return dict(self.pieces[0].metrics)
+        if all(p.predictions is not None for p in self.pieces):
+            prefix = cache.rows(split, 0, self.hi)  # the union of the pieces, scored whole
+            preds = np.concatenate([p.predictions for p in self.pieces])
+            return prefix.score(preds[prefix.order])
+        names = set.intersection(*(set(p.metrics) for p in self.pieces))
+        return {  # accuracy only (extendable): the example-weighted mean is exact
+            m: sum(p.metrics[m] * (p.hi - p.lo) for p in self.pieces) / self.hi for m in names
+        }
+
+
+def _from_stored(p: PathPoint) -> _Partial:
+    piece = _Piece(0, p.n_examples, p.loss, dict(p.metrics), p.example_losses, None)
+    return _Partial(p.alpha, [piece], stored=p)
+
+
+def _end_losses(end: MemberPoint, hi: int, what: str) -> np.ndarray:
+    if end.example_losses is None:
+        raise DataError(
+            f"member '{end.member_id}' was stored without per-example losses on split "
+            f"'{end.split}'; {what} needs them; rerun into a new store"
+        )
+    return np.asarray(end.example_losses[:hi], dtype=np.float64)
+
+
+def _end_row(key: UnitKey, alpha: float, end: MemberPoint, hi: int) -> PathPoint:
+    """Endpoint row of a unit: the member point, restricted to the examples [0, hi)."""
+    if hi == end.n_examples:
+        loss, losses, n = end.loss, end.example_losses, end.n_examples
+    else:
+        losses = _end_losses(end, hi, "a path on a prefix of the sample")
+        loss, n = float(losses.mean()), hi
+    return PathPoint(
+        member_a=key.member_a,
+        member_b=key.member_b,
+        hash_a=key.hash_a,
+        hash_b=key.hash_b,
+        path=key.path,
+        grid=key.grid,
+        alpha=alpha,
+        split=key.split,
+        sample_seed=key.sample_seed,
+        sample_size=key.sample_size,
+        loss=loss,
+        metrics=dict(end.metrics),
+        example_losses=losses,
+        n_examples=n,
+    )
+
+
+def round_ends(n: int, block: int, start: int) -> list[int]:
+    """Prefix ends of the rounds: ``start`` (at least one block), then a block more each.
+
+    >>> round_ends(100, 30, 0)
+    [30, 60, 90, 100]
+    >>> round_ends(100, 30, 45)  # a stored prefix of 45 examples sets the first round
+    [45, 75, 100]
+    """
+    ends = [min(n, max(block, start))]
+    while ends[-1] < n:
+        ends.append(min(n, ends[-1] + block))
+    return ends
+
+
+def unit_points(
+    key: UnitKey,
+    split: Split,
+    alphas: Sequence[float],
+    end_a: MemberPoint,
+    end_b: MemberPoint,
+    stored: Mapping[float, PathPoint],
+    evaluate_rows: RowsEvaluator,
+    *,
+    cache: BlockCache,
+    tolerance: float | None = None,
+    rule: BlockRule | None = None,
+    keep_examples: bool = True,
+) -> dict[float, PathPoint]:
+    """A unit's points by α on the examples this sweep settles on (module docstring).
+
+    ``alphas`` is the grid (its ends 0 and 1); ``stored`` the unit's stored points by α;
+    ``tolerance`` the adaptive grid's (``paths.tolerance``) and ``rule`` the sequential
+    rule (``paths.sequential``); without both every interior α on the whole sample.
+    """
+    n = split.n
+    parts = {a: _from_stored(p) for a, p in stored.items() if 0.0 < a < 1.0}
+    for part in parts.values():
+        if part.hi > n:
+            raise DataError(
+                f"a stored point of {key.member_a}–{key.member_b} at α = {part.alpha:g} holds "
+                f"{part.hi} examples, more than the split's {n}; the store is inconsistent"
+            )
+    if rule is None:
+        ends = [n]
+    else:
+        ends = round_ends(n, rule.block, max((p.hi for p in parts.values()), default=0))
+
+    def extend(part: _Partial, hi: int) -> None:
+        if part.hi >= hi:
+            return
+        if not part.extendable():
+            part.pieces = []  # F1 / MCC without the prefix's predictions: evaluate whole
+        res = evaluate_rows(part.alpha, part.hi, hi)
+        losses = res.example_losses if (keep_examples or rule is not None) else None
+        part.pieces.append(_Piece(part.hi, hi, res.loss, res.metrics, losses, res.predictions))
+        part.stored = None
+
+    def curve_loss(alpha: float, hi: int) -> float:
+        if alpha == 0.0:
+            return end_b.loss if hi == n else float(_end_losses(end_b, hi, "it").mean())
+        if alpha == 1.0:
+            return end_a.loss if hi == n else float(_end_losses(end_a, hi, "it").mean())
+        return parts[alpha].mean()
+
+    hi = ends[0]
+    for hi in ends:
+        for part in parts.values():
+            extend(part, hi)
+        if tolerance is None:
+            for alpha in alphas[1:-1]:
+                if alpha not in parts:
+                    parts[alpha] = _Partial(alpha)
+                    extend(parts[alpha], hi)
+        else:
+
+            def loss(k: int, hi: int = hi) -> float:
+                parts[alphas[k]] = _Partial(alphas[k])
+                extend(parts[alphas[k]], hi)
+                return parts[alphas[k]].mean()
+
+            known = {
+                k: curve_loss(a, hi)
+                for k, a in enumerate(alphas)
+                if a in parts or k in (0, len(alphas) - 1)
+            }
+            adaptive_gap(loss, alphas, tolerance, known=known)
+        if rule is None or hi >= n:
+            break
+        curve = [0.0, *sorted(parts), 1.0]
+        matrix = np.stack(
+            [
+                _end_losses(end_b, hi, "paths.sequential"),
+                *(parts[a].losses()[:hi] for a in curve[1:-1]),  # type: ignore[index]
+                _end_losses(end_a, hi, "paths.sequential"),
+            ]
+        )
+        if should_stop(
+            matrix,
+            curve,
+            block=rule.block,
+            min_blocks=rule.min_blocks,
+            tolerance=rule.tolerance,
+            n_boot=rule.resamples,
+            level=rule.confidence,
+            seed=rule.seed,
+        ):
+            break
+    found = {0.0: _end_row(key, 0.0, end_b, hi), 1.0: _end_row(key, 1.0, end_a, hi)}
+    for alpha, part in parts.items():
+        if part.stored is not None and part.hi == hi:
+            found[alpha] = part.stored  # reused as stored, never redone
+            continue
+        found[alpha] = PathPoint(
+            member_a=key.member_a,
+            member_b=key.member_b,
+            hash_a=key.hash_a,
+            hash_b=key.hash_b,
+            path=key.path,
+            grid=key.grid,
+            alpha=alpha,
+            split=key.split,
+            sample_seed=key.sample_seed,
+            sample_size=key.sample_size,
+            loss=part.mean(),
+            metrics=part.metrics(split, cache),
+            example_losses=part.losses() if keep_examples else None,
+            n_examples=part.hi,
+        )
+    return found
