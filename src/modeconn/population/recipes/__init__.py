@@ -25,7 +25,8 @@ cbft       lr 0.01, 20 epochs, λ = 1,   lr 0.01, 20 epochs, λ = 1, m = 1
 =========  ===========================  ==============================================
 
 LP-FT's probe takes the arm's ``probe_lr`` / ``probe_examples`` when given.
-Every recipe: SGD, momentum 0.9, weight decay 1e-4, cosine to 0.
+Every recipe: SGD, momentum 0.9, weight decay 1e-4 (none on the linear probe), cosine to 0
+(CBFT holds the peak through its warm-up epoch and the next, as the official code does).
 
 A text study (``model.kind: hf``, e.g. MiniLM on MNLI with the token cue of
 :mod:`modeconn.data.text_cues`) takes the same arms: the ``cue`` arm is the plain

@@ -18,8 +18,10 @@ Table 1) all start from a cue-reliant member θ_C and see a small clean set D_NC
 ============  ==========================================================================
 
 Shared optimiser (the paper's code): SGD, momentum 0.9, weight decay 1e-4 on every
-parameter, the learning rate annealed by a cosine from its peak to 0 over the steps,
-batches of D_NC drawn in a seeded order epoch by epoch, BatchNorm in train mode.
+parameter (none on the linear probe of LLRT / LP-FT), the learning rate annealed by a
+cosine from its peak to 0 over the steps (CBFT: the peak held through the warm-up, see
+:mod:`.cbft`), batches of D_NC drawn in a seeded order epoch by epoch, BatchNorm in train
+mode.
 
 **Images and text.** A plan's data are model inputs with the examples along dim 0:
 an image tensor ``(n, C, H, W)`` (fed as ``model(images=...)``) or, for a Hugging Face
@@ -49,7 +51,7 @@ from torch import nn
 
 from modeconn.errors import ConfigError
 
-RECIPES_VERSION = 1
+RECIPES_VERSION = 2  # 2: CBFT's K and schedule, LLRT without weight decay (the code's)
 
 # a plan's examples: an image tensor (n, C, H, W), or a dict of (n, L) token tables
 Inputs = torch.Tensor | dict[str, torch.Tensor]
@@ -183,13 +185,20 @@ def recipe_fingerprint(plan: RecipePlan, base: str) -> str:
 # ---- shared pieces of the optimisation (each recipe composes them its own way) ----------
 
 
-def sgd(params: Any, config: FineTuneConfig, *, lr: float | None = None) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every parameter (the paper's code)."""
+def sgd(
+    params: Any,
+    config: FineTuneConfig,
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+) -> torch.optim.SGD:
+    """SGD with momentum and weight decay on every parameter (the paper's code); `lr` and
+    `weight_decay` override the config's (the linear probe has none)."""
     return torch.optim.SGD(
         params,
         lr=config.lr if lr is None else lr,
         momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        weight_decay=config.weight_decay if weight_decay is None else weight_decay,
     )
 
 

@@ -17,15 +17,19 @@ Every iteration takes two optimiser steps:
    (:func:`invariance_loss`): the features of a class must not depend on whether its
    images carry the cue.
 
-During the first epoch over D_NC (the warm-up) the second step is cross-entropy alone.
+As the official code (EkdeepSLubana/MMC, ``mech_fine_tuning.py``, ``CBFT``) has it:
 
-Our reading where the description leaves room: K is the number of classes present in
-both batches (classes absent from either are skipped, and the mean is over those
-present); the barrier step runs from the first iteration (the warm-up concerns the
-invariance term); BatchNorm buffers at θ_t are interpolated like the weights and
-discarded after the step (in train mode BatchNorm normalises with batch statistics, so
-they do not change the loss). SGD, momentum 0.9, weight decay 1e-4, one cosine schedule
-stepped once per iteration.
+- the sum runs over the classes present in both batches and K is the model's number of
+  classes (a class absent from either batch adds 0 but still counts in K);
+- during the first epoch over D_NC (the warm-up) the second step is cross-entropy alone;
+  the barrier step runs from the first iteration;
+- BatchNorm is in train mode in both steps, so θ_t normalises with the cued batch's own
+  statistics (θ_t's buffers, interpolated here, are discarded); θ's running statistics
+  are updated by the clean and, after the warm-up, the cued forward passes of step 2;
+- one SGD optimiser (momentum 0.9, weight decay 1e-4, its momentum shared by the two
+  steps), and the learning rate of :func:`cbft_schedule`: the peak through the warm-up
+  epoch and the next, then a cosine laid over the whole run's length that the run's end
+  cuts off (at 20 epochs, 10 % of the way short of 0).
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from modeconn.errors import ConfigError
 from modeconn.population.recipes.base import (
     Inputs,
     RecipePlan,
-    cosine,
     descend,
     epoch_batches,
     features_of,
@@ -60,6 +63,33 @@ def draw_t(gen: torch.Generator) -> float:
     """t = 0.5 + 0.5·clip(ε, −0.5, 0.5), ε ~ N(0, 1) drawn from `gen`: t ∈ [0.25, 0.75]."""
     eps = float(torch.randn((), generator=gen))
     return 0.5 + 0.5 * min(max(eps, -0.5), 0.5)
+
+
+def cbft_schedule(
+    opt: torch.optim.Optimizer, steps: int, epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The official code's CBFT learning rate, one scheduler step per iteration.
+
+    Its scheduler (a cosine from the peak to 0 over all `steps` iterations) is stepped after
+    the second optimiser step only once ``epoch > warmup_epochs``, i.e. from the third epoch
+    of `epoch` iterations on: the peak holds for the first 2·epoch + 1 iterations, then the
+    cosine runs from its beginning (its first value the peak again) and is cut off when
+    training ends, about 2·epoch iterations short of its end.
+
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> s = cbft_schedule(opt, 8, 1)
+    >>> lrs = [s.get_last_lr()[0]]
+    >>> for _ in range(7):
+    ...     s.step()
+    ...     lrs.append(round(s.get_last_lr()[0], 3))
+    >>> lrs  # 2·1 + 1 iterations at the peak, then ½(1 + cos(π·k/8)) for k = 0, …, 4
+    [1.0, 1.0, 1.0, 1.0, 0.962, 0.854, 0.691, 0.5]
+    """
+    hold = 2 * epoch + 1
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: 0.5 * (1.0 + math.cos(math.pi * min(max(s - hold, 0), steps) / max(steps, 1))),
+    )
 
 
 def barrier_loss(
@@ -93,13 +123,25 @@ def barrier_loss(
 
 
 def invariance_loss(
-    z_clean: torch.Tensor, y_clean: torch.Tensor, z_cue: torch.Tensor, y_cue: torch.Tensor
+    z_clean: torch.Tensor,
+    y_clean: torch.Tensor,
+    z_cue: torch.Tensor,
+    y_cue: torch.Tensor,
+    *,
+    n_classes: int | None = None,
 ) -> torch.Tensor:
-    """(1/K)·Σ_c ‖n(mean z_clean,c) − n(mean z_cue,c)‖² over the K classes in both batches.
+    """(1/K)·Σ_c ‖n(mean z_clean,c) − n(mean z_cue,c)‖² over the classes in both batches.
+
+    K = `n_classes`, the model's number of classes, as the official code divides (a class
+    missing from either batch adds nothing but still counts); without it, K = the number
+    of classes present in both batches (the mean of the terms).
 
     >>> z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> float(invariance_loss(z, torch.tensor([0, 1]), z.flip(0), torch.tensor([0, 1])))
     2.0
+    >>> float(invariance_loss(z, torch.tensor([0, 1]), z.flip(0), torch.tensor([0, 1]),
+    ...                       n_classes=4))
+    1.0
     """
     terms = []
     for c in torch.unique(y_clean).tolist():
@@ -110,7 +152,8 @@ def invariance_loss(
         terms.append((diff**2).sum())
     if not terms:
         return z_clean.sum() * 0.0
-    return torch.stack(terms).mean()
+    total = torch.stack(terms).sum()
+    return total / (len(terms) if n_classes is None else n_classes)
 
 
 class CBFT:
@@ -128,7 +171,6 @@ class CBFT:
         feats = features_of(model)
         head = head_of(model)
         opt = sgd(model.parameters(), config)
-        sched = cosine(opt, config.steps)
         n = len(plan.labels)
         order = epoch_batches(n, steps=config.steps, batch_size=config.batch_size, seed=plan.seed)
         cue_order = epoch_batches(
@@ -138,6 +180,7 @@ class CBFT:
             seed=plan.seed + 1,
         )
         warmup = max(n // min(config.batch_size, n), 1)  # the first epoch over D_NC
+        sched = cbft_schedule(opt, config.steps, warmup)
         gen = torch.Generator().manual_seed(int(np.uint32(plan.seed)))
         model.train()
         running = math.nan
@@ -159,6 +202,8 @@ class CBFT:
             z = feats(**take(plan.images, idx))
             loss = nn.functional.cross_entropy(head(z), plan.labels[idx])
             if step >= warmup:
-                loss = loss + lam * invariance_loss(z, plan.labels[idx], feats(**xc), yc)
+                loss = loss + lam * invariance_loss(
+                    z, plan.labels[idx], feats(**xc), yc, n_classes=head.out_features
+                )
             running = descend(loss, opt, sched, running)
         return running

@@ -4,10 +4,10 @@ fresh linear head trained on the frozen features of D_NC.
 The body is frozen in eval mode (BatchNorm uses its running statistics, dropout is off),
 so the features of D_NC are computed once (for a text model: the pooled [CLS] vector the
 head reads); the head — re-initialised from the member's seed with PyTorch's
-default uniform rule — is then trained on them with SGD, momentum 0.9, weight decay 1e-4,
-cosine schedule. The paper trains it 200 epochs at lr 30 (their VGG's features); the
-arm's ``examples`` and ``lr`` set ours. Only the head changes: the member keeps θ_C's
-features, and so whatever cue they encode.
+default uniform rule — is then trained on them with SGD, momentum 0.9, no weight decay
+(as the official code's ``LLRT``), cosine schedule. The paper trains it 200 epochs at
+lr 30 (their VGG's features); the arm's ``examples`` and ``lr`` set ours. Only the head
+changes: the member keeps θ_C's features, and so whatever cue they encode.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def retrain_head(
         head.weight.copy_((torch.rand(head.weight.shape, generator=gen) * 2 - 1) * bound)
         head.bias.copy_((torch.rand(head.bias.shape, generator=gen) * 2 - 1) * bound)
     steps = max(examples // plan.config.batch_size, 1)
-    opt = sgd(head.parameters(), plan.config, lr=lr)
+    opt = sgd(head.parameters(), plan.config, lr=lr, weight_decay=0.0)
     sched = cosine(opt, steps)
     running = math.nan
     for idx in epoch_batches(len(z), steps=steps, batch_size=plan.config.batch_size, seed=seed):
