@@ -580,6 +580,23 @@ def _text_arm_with_vary_init(env: Env) -> None:
     env.edit(change)
 
 
+def _two_members_in_all(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"arms": [{"name": "a", "members": 2, "data": "mnli_train"}]}
+
+    env.edit(change)
+
+
+def _arm_examples_below_a_batch(env: Env) -> None:
+    def change(data: dict[str, Any]) -> None:
+        del data["population"]
+        data["train"] = {"batch_size": 32, "arms": [
+            {"name": "a", "members": 3, "data": "mnli_train", "examples": 16}]}  # fmt: skip
+
+    env.edit(change)
+
+
 def _from_arm_with_vary_init(env: Env) -> None:
     def change(data: dict[str, Any]) -> None:
         del data["population"]
@@ -902,6 +919,10 @@ CASES = [
         ("train.arms[a].vary: 'init'", "model.kind: cnn", "vary: both, head or data")),
     Bad("train-vary-init-with-from", _with(_from_arm_with_vary_init), ConfigError,
         ("train.arms[b].vary: 'init'", "members of 'a'", "remove `vary: init`")),
+    Bad("train-two-members-in-all", _with(_two_members_in_all), ConfigError,
+        ("train.arms: 2 member(s) in all", "at least 3", "raise an arm's `members`")),
+    Bad("train-arm-examples-below-a-batch", _with(_arm_examples_below_a_batch), ConfigError,
+        ("train.arms[a].examples (16)", "train.batch_size (32)", "no step")),
     Bad("cnn-unknown-activation", _with(_cnn_option(activation="tanh")), ConfigError,
         ("model.options.activation", "relu, gelu, softplus", "'tanh'")),
     Bad("cnn-unknown-pool", _with(_cnn_option(activation="gelu", pool="min")), ConfigError,

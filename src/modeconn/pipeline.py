@@ -303,10 +303,28 @@ class StudyRunner:
         for analysis in checks:
             analysis.check_inputs(self.study, keys=keys, members=ids)
 
+    def check_population_size(self) -> None:
+        """Basins need three members: refuse a smaller population before anything is
+        trained or swept (the arms' member counts, or the population's files)."""
+        train = self.study.train
+        if train is not None:
+            n = sum(arm.members for arm in train.arms)
+            where = "train.arms"
+            fix = "raise an arm's `members` (a member of a few steps is enough)"
+        else:
+            n = len(self.population())
+            where = "population"
+            fix = "list more members"
+        if n < 3:
+            raise ConfigError(
+                f"{where}: {n} member(s) in all; finding basins needs at least 3: {fix}"
+            )
+
     def sweep(self) -> SweepStats:
         """Evaluate every missing member point and path unit, writing as it goes."""
         self.splits()  # a bad split fails here, before any member is trained or loaded
         self.check_analyses()  # so does a block or pair an analysis names
+        self.check_population_size()  # and a population too small for basins
         self.population()
         self.evaluator()
         self.members()  # every member checked (shapes, duplicates) before the store is opened
