@@ -147,13 +147,15 @@ def _end_losses(end: MemberPoint, hi: int, what: str) -> np.ndarray:
     return np.asarray(end.example_losses[:hi], dtype=np.float64)
 
 
-def _end_row(key: UnitKey, alpha: float, end: MemberPoint, hi: int) -> PathPoint:
-    """Endpoint row of a unit: the member point, restricted to the examples [0, hi)."""
-    if hi == end.n_examples:
-        loss, losses, n = end.loss, end.example_losses, end.n_examples
-    else:
-        losses = _end_losses(end, hi, "a path on a prefix of the sample")
-        loss, n = float(losses.mean()), hi
+def path_point(
+    key: UnitKey,
+    alpha: float,
+    loss: float,
+    metrics: Mapping[str, float],
+    examples: np.ndarray | None,
+    n: int,
+) -> PathPoint:
+    """A row of unit `key` at `alpha`: the unit's keys with this point's values."""
     return PathPoint(
         member_a=key.member_a,
         member_b=key.member_b,
@@ -166,10 +168,20 @@ def _end_row(key: UnitKey, alpha: float, end: MemberPoint, hi: int) -> PathPoint
         sample_seed=key.sample_seed,
         sample_size=key.sample_size,
         loss=loss,
-        metrics=dict(end.metrics),
-        example_losses=losses,
+        metrics=dict(metrics),
+        example_losses=examples,
         n_examples=n,
     )
+
+
+def _end_row(key: UnitKey, alpha: float, end: MemberPoint, hi: int) -> PathPoint:
+    """Endpoint row of a unit: the member point, restricted to the examples [0, hi)."""
+    if hi == end.n_examples:
+        loss, losses, n = end.loss, end.example_losses, end.n_examples
+    else:
+        losses = _end_losses(end, hi, "a path on a prefix of the sample")
+        loss, n = float(losses.mean()), hi
+    return path_point(key, alpha, loss, end.metrics, losses, n)
 
 
 def round_ends(n: int, block: int, start: int) -> list[int]:
@@ -284,20 +296,12 @@ def unit_points(
         if part.stored is not None and part.hi == hi:
             found[alpha] = part.stored  # reused as stored, never redone
             continue
-        found[alpha] = PathPoint(
-            member_a=key.member_a,
-            member_b=key.member_b,
-            hash_a=key.hash_a,
-            hash_b=key.hash_b,
-            path=key.path,
-            grid=key.grid,
-            alpha=alpha,
-            split=key.split,
-            sample_seed=key.sample_seed,
-            sample_size=key.sample_size,
-            loss=part.mean(),
-            metrics=part.metrics(split, cache),
-            example_losses=part.losses() if keep_examples else None,
-            n_examples=part.hi,
+        found[alpha] = path_point(
+            key,
+            alpha,
+            part.mean(),
+            part.metrics(split, cache),
+            part.losses() if keep_examples else None,
+            part.hi,
         )
     return found

@@ -30,12 +30,11 @@ from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from modeconn.data.base import Split
-from modeconn.engine.blockwise import BlockCache, BlockRule, unit_points
+from modeconn.engine.blockwise import BlockCache, BlockRule, path_point, unit_points
 from modeconn.engine.evaluate import EvalResult, Evaluator
 from modeconn.engine.paths import alpha_grid, grid_id
 from modeconn.errors import PopulationError
@@ -293,32 +292,6 @@ def _member_point(
     )
 
 
-def _path_point(
-    key: UnitKey,
-    alpha: float,
-    loss: float,
-    metrics: Mapping[str, float],
-    examples: np.ndarray | None,
-    n: int,
-) -> PathPoint:
-    return PathPoint(
-        member_a=key.member_a,
-        member_b=key.member_b,
-        hash_a=key.hash_a,
-        hash_b=key.hash_b,
-        path=key.path,
-        grid=key.grid,
-        alpha=alpha,
-        split=key.split,
-        sample_seed=key.sample_seed,
-        sample_size=key.sample_size,
-        loss=loss,
-        metrics=dict(metrics),
-        example_losses=examples,
-        n_examples=n,
-    )
-
-
 def unit_rows(
     key: UnitKey,
     alphas: Sequence[float],
@@ -335,14 +308,12 @@ def unit_rows(
     """
     inner = alphas[1:-1]
     assert len(interior) == len(inner), "one result per interior alpha"
-    rows = [
-        _path_point(key, 0.0, end_b.loss, end_b.metrics, end_b.example_losses, end_b.n_examples)
-    ]
+    rows = [path_point(key, 0.0, end_b.loss, end_b.metrics, end_b.example_losses, end_b.n_examples)]
     for alpha, res in zip(inner, interior, strict=True):
         examples = res.example_losses if keep_examples else None
-        rows.append(_path_point(key, alpha, res.loss, res.metrics, examples, res.n_examples))
+        rows.append(path_point(key, alpha, res.loss, res.metrics, examples, res.n_examples))
     rows.append(
-        _path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
+        path_point(key, 1.0, end_a.loss, end_a.metrics, end_a.example_losses, end_a.n_examples)
     )
     return rows
 
