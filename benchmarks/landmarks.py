@@ -14,7 +14,8 @@ reused by every row and every rerun. Each row sweeps the same members on the sam
   adaptive       ``paths.tolerance: t`` — each path on a refined subset of the 21 α;
   sequential     ``paths.sequential`` — each path on blocks of ``--block`` examples until
                  the bootstrap interval of its curve above the chord is narrower than
-                 ``--seq-tolerance`` at every α (at least ``--min-blocks`` blocks);
+                 ``--seq-tolerance`` at every α (at least ``--min-blocks`` blocks) — with
+                 ``--affinity`` ε, or once its basin affinity is known to ε;
   all three      landmarks + adaptive + sequential, swept together.
 
 ``--replay`` sweeps all pairs once and replays every saving on its stored points instead
@@ -91,6 +92,7 @@ def study_files(args: argparse.Namespace) -> dict[str, Path]:
         "block": args.block,
         "min_blocks": args.min_blocks,
         "resamples": args.n_boot,
+        **({} if args.affinity is None else {"affinity": args.affinity}),
     }
     variants: dict[str, dict[str, Any]] = {
         "all pairs": {},
@@ -124,45 +126,6 @@ def _interior_passes(store: Store, study: Study) -> int:
     )
 
 
-def replay_sequential(
-    store: Store, result: StudyResult, args: argparse.Namespace
-) -> tuple[int, Any, np.ndarray]:
-    """Sequential samples replayed on a store's per-example losses: passes, distance, labels."""
-    study = result.study
-    b = study.basins
-    found = curves(store, b.split, with_examples=True)
-    ids = list(result.distance.index)
-    index = {m: i for i, m in enumerate(ids)}
-    d = np.full((len(ids), len(ids)), np.nan)
-    np.fill_diagonal(d, 0.0)
-    passes = 0
-    for a_id, b_id in list(found.keys()):
-        if a_id not in index or b_id not in index:
-            continue
-        g = found[(a_id, b_id)]
-        alphas = g["alpha"].to_numpy()
-        losses = np.stack([np.asarray(x, dtype=np.float64) for x in g["example_losses"]])
-        n = losses.shape[1]
-        r = sequential_gap(
-            lambda k, losses=losses: losses[:, k * args.block : (k + 1) * args.block],
-            alphas,
-            n,
-            block=args.block,
-            min_blocks=args.min_blocks,
-            tolerance=args.seq_tolerance,
-            n_boot=args.n_boot,
-            seed=0,
-        )
-        passes += int(((alphas > 0) & (alphas < 1)).sum()) * r.examples
-        d[index[a_id], index[b_id]] = d[index[b_id], index[a_id]] = r.gap
-    if result.landmarks is None:
-        labels = find_basins(d, **b.fit_options()).labels
-    else:
-        where = [index[m] for m in result.landmarks]
-        labels = landmark_basins(d, where, **b.fit_options()).labels
-    return passes, pd.DataFrame(d, index=ids, columns=ids), labels
-
-
 def _curves_with_examples(store: Store, study: Study) -> dict[tuple[str, str], Any]:
     return dict(curves(store, study.basins.split, with_examples=True).items())
 
@@ -176,6 +139,7 @@ def replay(
     adaptive: bool,
     sequential: bool,
     kmeanspp: bool = False,
+    affinity: float | None = None,
 ) -> Row:
     """A saving (or several) replayed on a complete all-pairs sweep's stored points.
 
@@ -203,9 +167,7 @@ def replay(
                 distance=full,
             )
             marks = tuple(order[i] for i in picks)
-    d = np.full((len(ids), len(ids)), np.nan)
-    np.fill_diagonal(d, 0.0)
-    passes = 0
+    kept: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, float]] = {}
     for (a_id, b_id), g in _curves_with_examples(store, study).items():
         if a_id not in index or b_id not in index:
             continue
@@ -223,8 +185,23 @@ def replay(
                 known={0: float(means[0]), len(alphas) - 1: float(means[-1])},
             )
             keep = np.array(sorted(used))
-        sub_a, sub = alphas[keep], losses[keep]
+        kept[(a_id, b_id)] = (
+            alphas[keep],
+            losses[keep],
+            convexity_gap(g["loss"].to_numpy()[keep], alphas[keep]),
+        )
+    delta = None
+    if sequential and affinity is not None:  # the sweep's δ: numeric, or the pilot's
+        first = args.block * args.min_blocks
+        pilot = [convexity_gap(sub[:, :first].mean(axis=1), a) for a, sub, _ in kept.values()]
+        med = float(np.median(pilot))
+        delta = float(b.delta) if b.delta != "median" else (med if med > 0 else 1.0)
+    d = np.full((len(ids), len(ids)), np.nan)
+    np.fill_diagonal(d, 0.0)
+    passes = 0
+    for (a_id, b_id), (sub_a, sub, gap) in kept.items():
         interior = int(((sub_a > 0) & (sub_a < 1)).sum())
+        examples = sub.shape[1]
         if sequential:
             r = sequential_gap(
                 lambda k, sub=sub: sub[:, k * args.block : (k + 1) * args.block],
@@ -235,11 +212,10 @@ def replay(
                 tolerance=args.seq_tolerance,
                 n_boot=args.n_boot,
                 seed=0,
+                affinity=affinity,
+                delta=delta,
             )
             gap, examples = r.gap, r.examples
-        else:
-            gap = convexity_gap(g["loss"].to_numpy()[keep], sub_a)
-            examples = sub.shape[1]
         passes += interior * examples
         d[index[a_id], index[b_id]] = d[index[b_id], index[a_id]] = gap
     if marks is None:
@@ -288,6 +264,20 @@ def main_replay(args: argparse.Namespace, studies: dict[str, Study]) -> None:
                 store, result, args, landmarks=True, adaptive=True, sequential=True
             ),
         }
+        if args.affinity is not None:  # the same rows, stopping on the basin affinity too
+            for name, marks, adaptive in (
+                ("sequential + affinity", False, False),
+                ("all three + affinity", True, True),
+            ):
+                rows[name] = replay(
+                    store,
+                    result,
+                    args,
+                    landmarks=marks,
+                    adaptive=adaptive,
+                    sequential=True,
+                    affinity=args.affinity,
+                )
     assert ref.labels is not None
     n = len(ref.labels)
     print(
@@ -296,6 +286,7 @@ def main_replay(args: argparse.Namespace, studies: dict[str, Study]) -> None:
         f"all-pairs sweep (no wall times); landmarks m = {args.landmarks}, paths.tolerance = "
         f"{args.tolerance}, sequential block {args.block} × ≥ {args.min_blocks}, interval < "
         f"{args.seq_tolerance}"
+        + ("" if args.affinity is None else f" (or affinity known to {args.affinity})")
     )
     print(f"{'method':<24}{'forward passes':>16}{'share':>8}{'ARI':>7}{'max |ΔCG|':>11}")
     for name, r in rows.items():
@@ -324,14 +315,22 @@ def main() -> None:
     ap.add_argument(
         "--choice",
         choices=["random", "kmeans++", "farthest"],
-        default="kmeans++",
-        help="basins.landmark_choice of the swept landmark rows (default kmeans++)",
+        default="random",
+        help="basins.landmark_choice of the swept landmark rows (default random, the "
+        "study default)",
     )
     ap.add_argument("--tolerance", type=float, default=0.01, help="paths.tolerance (loss)")
     ap.add_argument("--block", type=int, default=20, help="sequential block (examples)")
     ap.add_argument("--min-blocks", type=int, default=2, help="sequential minimum blocks")
     ap.add_argument("--seq-tolerance", type=float, default=0.05, help="interval width to stop")
     ap.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per check")
+    ap.add_argument(
+        "--affinity",
+        type=float,
+        default=None,
+        help="paths.sequential.affinity of the sequential rows: also stop a path once its "
+        "basin affinity is known to this width (default: the interval rule alone)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--project", type=int, default=1000, help="members of the projection")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-landmarks"))
@@ -369,8 +368,15 @@ def main() -> None:
             passes = _interior_passes(store, studies[name])
             rows[name] = Row(name, passes, result, result.fit.labels, result.distance, times[name])
             if name == "all pairs":  # the rule replayed on the full sweep, for comparison
-                passes, dist, labels = replay_sequential(store, result, args)
-                rows["sequential (replayed)"] = Row("sequential", passes, None, labels, dist)
+                rows["sequential (replayed)"] = replay(
+                    store,
+                    result,
+                    args,
+                    landmarks=False,
+                    adaptive=False,
+                    sequential=True,
+                    affinity=args.affinity,
+                )
     ref = rows["all pairs"]
     assert ref.labels is not None and ref.seconds is not None
     n = len(ref.labels)
@@ -379,6 +385,7 @@ def main() -> None:
         f"21-point α grid, 100 clean test digits per path; landmarks m = {args.landmarks}, "
         f"paths.tolerance = {args.tolerance}, sequential block {args.block} × ≥ "
         f"{args.min_blocks}, interval < {args.seq_tolerance}"
+        + ("" if args.affinity is None else f" (or affinity known to {args.affinity})")
     )
     print(
         f"timing: {args.rounds} interleaved rounds; all pairs median "

@@ -25,20 +25,24 @@ from tolerances import FLOAT32_LOSS_ATOL
 from modeconn.cli import main
 from modeconn.config.study import load_study
 from modeconn.data.base import KeyedSplit
-from modeconn.engine.blockwise import round_ends
+from modeconn.engine.blockwise import pilot_delta, round_ends
 from modeconn.engine.planning import plan_study
+from modeconn.engine.sweep import unit_key
 from modeconn.measures.barriers import convexity_gap
 from modeconn.pipeline import StudyRunner
 from modeconn.results import analyze
+from modeconn.stats.sequential import sequential_gap
 from modeconn.store import Store
 
 SAMPLE, BLOCK, POINTS = 48, 12, 5
+DELTA = 0.05  # basins.delta of the fixed-δ affinity run
 
 
-def _study(root: Path, name: str, **paths: Any) -> Path:
+def _study(root: Path, name: str, basins: dict[str, Any] | None = None, **paths: Any) -> Path:
     data = tiny_digits_study(root / name, points=POINTS)
     data["train"]["out_dir"] = str(root / "members")  # every study sweeps the same members
     data["paths"].update(paths)
+    data["basins"].update(basins or {})
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -73,9 +77,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         # replayed on these members' full sweep, 0.02 stops paths after 24, 36 and 48
         "mixed": _study(root, "mixed", sequential={"tolerance": 0.02, "block": BLOCK}),
+        # a tolerance that never holds: only the basin affinity stops, with δ from a
+        # pilot (median) or the study's δ (fixed)
+        "median": _study(
+            root, "median", sequential={"tolerance": 1e-6, "block": BLOCK, "affinity": 0.2}
+        ),
+        "fixed": _study(
+            root,
+            "fixed",
+            basins={"delta": DELTA},
+            sequential={"tolerance": 1e-6, "block": BLOCK, "affinity": 0.2},
+        ),
     }
     assert main(["run", str(out["two"]), "--quiet"]) == 0  # trains, sweeps, reports
-    for name in ("full", "three", "mixed"):  # the same members: sweeps only
+    for name in ("full", "three", "mixed", "median", "fixed"):  # the same members: sweeps only
         StudyRunner(load_study(out[name]), progress=False).sweep()
     return out
 
@@ -106,6 +121,60 @@ def test_a_stopped_path_holds_its_first_blocks_as_a_full_evaluation_gives_them(
             end = members[(r.hash_b if r.alpha == 0.0 else r.hash_a, r.split)]
             np.testing.assert_array_equal(r.example_losses, end.example_losses[:m])
             assert r.loss == pytest.approx(float(np.mean(end.example_losses[:m], dtype=float)))
+
+
+def _clean_curves(rows: pd.DataFrame) -> tuple[dict[tuple[str, str], Any], np.ndarray]:
+    clean = rows[rows["split"].str.startswith("clean#")]
+    curves = {
+        k: np.stack(list(g.sort_values("alpha")["example_losses"])).astype(np.float64)
+        for k, g in clean.groupby(["member_a", "member_b"])
+    }
+    return curves, np.sort(clean["alpha"].unique())
+
+
+@pytest.mark.parametrize("run", ["median", "fixed"])
+def test_the_affinity_stop_is_the_rule_replayed_with_its_delta(
+    runs: dict[str, Path], run: str
+) -> None:
+    """δ is basins.delta, or under `median` the median gap of the basins' split on the
+    first min_blocks blocks (the pilot); each path of that split stops where
+    sequential_gap with that δ stops on the full sweep's losses, and a path of another
+    split (no affinity there) runs to the sample's end; a rerun evaluates nothing."""
+    curves, alphas = _clean_curves(_rows(runs["full"]))
+    pilot = [convexity_gap(c[:, : 2 * BLOCK].mean(axis=1), alphas) for c in curves.values()]
+    delta = DELTA if run == "fixed" else float(np.median(pilot))
+    if run == "median":  # the sweep's own δ, from its own store
+        study = load_study(runs[run])
+        runner = StudyRunner(study, progress=False)
+        with Store(study.store_path(), create=False) as store:
+            plan = runner.plan(store)
+            keys = [
+                unit_key(plan, i, j, runner.splits()["clean"])
+                for i in range(len(plan.members))
+                for j in range(i + 1, len(plan.members))
+            ]
+            assert pilot_delta(store, keys, 2 * BLOCK) == pytest.approx(delta, rel=1e-9)
+    want = {
+        k: sequential_gap(
+            lambda b, c=c: c[:, b * BLOCK : (b + 1) * BLOCK],
+            alphas,
+            SAMPLE,
+            block=BLOCK,
+            min_blocks=2,
+            tolerance=1e-6,
+            affinity=0.2,
+            delta=delta,
+        ).examples
+        for k, c in curves.items()
+    }
+    seen = _rows(runs[run]).groupby(["member_a", "member_b", "split"])["n_examples"].first()
+    assert {(a, b): n for (a, b, s), n in seen.items() if s.startswith("clean#")} == want
+    if run == "fixed":  # δ near the gaps: some paths settle early, some do not
+        assert len(set(want.values())) > 1, want
+    others = [n for (a, b, s), n in seen.items() if not s.startswith("clean#")]
+    assert others and set(others) == {SAMPLE}
+    again = StudyRunner(load_study(runs[run]), progress=False).sweep()
+    assert again.path_evaluations == 0 and again.member_evaluations == 0
 
 
 def test_the_gap_of_a_stopped_path_is_on_the_examples_it_saw(runs: dict[str, Path]) -> None:

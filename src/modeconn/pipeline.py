@@ -270,7 +270,10 @@ class StudyRunner:
         self.study.out_path().mkdir(parents=True, exist_ok=True)
         return Store(self.study.store_path(), study=self.study.name)
 
-    def plan(self, store: Store) -> SweepPlan:
+    def plan(self, store: Store, *, sequential: BlockRule | bool | None = True) -> SweepPlan:
+        """The sweep's plan against ``store``; ``sequential`` replaces the study's rule
+        (``True``: the study's own, ``None``: none)."""
+        rule = block_rule(self.study) if sequential is True else sequential
         return plan_sweep(
             self.members(),
             self.splits(),
@@ -280,7 +283,7 @@ class StudyRunner:
             store=store,
             pairs=landmark_plan(len(self.members()), self.study.basins),
             tolerance=self.study.paths.tolerance,
-            sequential=block_rule(self.study),
+            sequential=rule or None,
         )
 
     def check_analyses(self) -> None:
@@ -339,7 +342,49 @@ class StudyRunner:
             )
             if self._sequential_landmarks():
                 return self._staged_sweep(store)
+            rule = plan.sequential
+            if rule is not None and rule.affinity is not None and rule.delta is None:
+                return self._affinity_sweep(plan, rule, store)
             return self._execute(plan, store)
+
+    def _affinity_sweep(self, plan: SweepPlan, rule: BlockRule, store: Store) -> SweepStats:
+        """``paths.sequential.affinity`` under ``basins.delta: median``: every planned path
+        on its first ``min_blocks`` blocks (the pilot), δ = the median gap on that prefix
+        (:func:`~modeconn.engine.blockwise.pilot_delta`), then block by block only the
+        paths whose stored losses do not yet satisfy the rule with that δ
+        (:func:`~modeconn.engine.blockwise.unit_settled`). Both stages resume from the
+        store; a rerun of a finished sweep evaluates nothing."""
+        from modeconn.engine.blockwise import pilot_delta, unit_settled
+        from modeconn.engine.sweep import unit_key
+
+        done = self._execute(
+            replace(plan, sequential=replace(rule, max_blocks=rule.min_blocks)), store
+        )
+        splits, b = self.splits(), self.study.basins
+        again = self.plan(store, sequential=None)  # every unit on fewer examples than the sample
+        every = landmark_plan(len(again.members), b)
+        pairs = (
+            every
+            if every is not None
+            else [
+                (i, j) for i in range(len(again.members)) for j in range(i + 1, len(again.members))
+            ]
+        )
+        keys = [unit_key(again, i, j, splits[b.split]) for i, j in pairs]
+        delta = pilot_delta(store, keys, rule.block * rule.min_blocks)
+        full = replace(rule, delta=delta)
+        todo = tuple(
+            u
+            for u in again.unit_todo
+            if not unit_settled(store, unit_key(again, u[0], u[1], splits[u[2]]), full, u[2])
+        )
+        self.say(
+            f"paths.sequential.affinity: δ = {delta:.4g} (median gap on the first "
+            f"{rule.block * rule.min_blocks} examples of {len(keys)} paths); "
+            f"{len(todo)} of {len(again.unit_todo)} stopped paths go on"
+        )
+        more = self._execute(replace(again, unit_todo=todo, sequential=full), store)
+        return done + more
 
     def _sequential_landmarks(self) -> bool:
         from modeconn.stats.landmarks import SEQUENTIAL
@@ -358,9 +403,11 @@ class StudyRunner:
 
         b = self.study.basins
         ids = [m.id for m in self.members()]
-        n, total = len(ids), SweepStats()
+        n = len(ids)
+        total = SweepStats()
 
         def sweep_pairs(pairs: list[tuple[int, int]]) -> None:
+            nonlocal total
             plan = plan_sweep(
                 self.members(),
                 self.splits(),
@@ -372,14 +419,7 @@ class StudyRunner:
                 tolerance=self.study.paths.tolerance,
                 sequential=block_rule(self.study),
             )
-            done = self._execute(plan, store)
-            total.member_evaluations += done.member_evaluations
-            total.path_evaluations += done.path_evaluations
-            total.units_written += done.units_written
-            total.loads += done.loads
-            total.seconds += done.seconds
-            for k, v in done.per_split.items():
-                total.per_split[k] = total.per_split.get(k, 0) + v
+            total = total + self._execute(plan, store)
 
         def row(i: int) -> Any:
             sweep_pairs([(min(i, j), max(i, j)) for j in range(n) if j != i])
@@ -532,6 +572,7 @@ def block_rule(study: Study) -> BlockRule | None:
     seq = study.paths.sequential
     if seq is None:
         return None
+    b = study.basins
     return BlockRule(
         tolerance=seq.tolerance,
         block=seq.block,
@@ -539,6 +580,9 @@ def block_rule(study: Study) -> BlockRule | None:
         confidence=seq.confidence,
         resamples=seq.resamples,
         seed=seq.seed,
+        affinity=seq.affinity,
+        delta=None if b.delta == "median" else float(b.delta),
+        affinity_split=b.split if seq.affinity is not None else None,
     )
 
 

@@ -8,12 +8,20 @@ bounding what it saves by a loss:
 * ``sequential`` — sequential samples (:mod:`modeconn.stats.sequential`): the path is
   evaluated on blocks of the fixed sample, in sample order, until the bootstrap interval
   of its curve above the endpoints' chord is narrower than ``sequential.tolerance`` at
-  every α (never before ``min_blocks`` blocks)::
+  every α (never before ``min_blocks`` blocks) — or, with ``sequential.affinity``, until
+  the pair's basin affinity exp(−CG²/2δ²) is known to that width, whatever the gap's
+  own interval (a pair far outside δ, or far inside it, settles early)::
 
       paths:
         splits: [mnli]
         tolerance: 0.01                   # optional: adaptive α grids
         sequential: {tolerance: 0.05, block: 32, min_blocks: 2, confidence: 0.95}
+        # sequential: {tolerance: 0.05, block: 32, affinity: 0.02}   # stop on the basins
+
+With ``affinity`` and ``basins.delta: median`` (the default) δ is not known before the
+sweep: every path is first evaluated on ``min_blocks`` blocks, δ is the median gap on that
+prefix, and only the paths whose affinity is still unsettled go on
+(:meth:`modeconn.pipeline.StudyRunner.sweep`).
 
 Both can be on at once (each block round refines the α grid on the examples seen so far).
 Imports no torch.
@@ -52,6 +60,14 @@ class SequentialConfig(_Strict):
     )
     resamples: int = Field(default=200, ge=10, description="bootstrap draws per check")
     seed: int = Field(default=0, description="seed of the bootstrap draws")
+    affinity: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="also stop a path of basins.split once its basin affinity "
+        "exp(−CG²/2δ²) is known to this width (stats.sequential.affinity_width); "
+        "default: the tolerance alone",
+    )
 
 
 class PathsConfig(_Strict):
@@ -90,6 +106,19 @@ def check_paths(study: Study) -> None:
     seq = p.sequential
     if seq is None:
         return
+    b = study.basins
+    if (
+        seq.affinity is not None
+        and b.delta == "median"
+        and b.landmarks is not None
+        and b.landmark_choice != "random"
+    ):
+        raise ValueError(
+            "paths.sequential.affinity with basins.delta: median takes δ from every "
+            "planned path's first blocks, but basins.landmark_choice "
+            f"'{b.landmark_choice}' plans the paths landmark by landmark; set basins.delta "
+            "to a number, basins.landmark_choice: random, or remove paths.sequential.affinity"
+        )
     first = seq.block * seq.min_blocks
     for name in p.splits:
         size = getattr(study.split_entry(name), "sample_size", None)

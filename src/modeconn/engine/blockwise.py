@@ -42,9 +42,10 @@ import numpy as np
 from modeconn.data.base import Split, sample_block
 from modeconn.engine.evaluate import EvalResult
 from modeconn.errors import DataError
+from modeconn.measures.barriers import convexity_gap
 from modeconn.stats.adaptive_grid import adaptive_gap
 from modeconn.stats.sequential import should_stop
-from modeconn.store import MemberPoint, PathPoint, UnitKey
+from modeconn.store import MemberPoint, PathPoint, Store, UnitKey
 
 RowsEvaluator = Callable[[float, int, int], EvalResult]
 MERGEABLE = frozenset({"accuracy"})  # metrics that are means over examples
@@ -60,6 +61,27 @@ class BlockRule:
     confidence: float = 0.95
     resamples: int = 200
     seed: int = 0
+    affinity: float | None = None  # also stop once the basin affinity is known to this
+    delta: float | None = None  # ... with this δ
+    affinity_split: str | None = None  # ... on units of this split (basins.split)
+    max_blocks: int | None = None  # stop here whatever the rule says (the δ pilot)
+
+    def stops(self, losses: np.ndarray, alphas: Sequence[float], split: str) -> bool:
+        """:func:`~modeconn.stats.sequential.should_stop` with this rule's options (the
+        affinity only on ``affinity_split``)."""
+        on = self.affinity is not None and split == self.affinity_split
+        return should_stop(
+            losses,
+            alphas,
+            block=self.block,
+            min_blocks=self.min_blocks,
+            tolerance=self.tolerance,
+            n_boot=self.resamples,
+            level=self.confidence,
+            seed=self.seed,
+            affinity=self.affinity if on else None,
+            delta=self.delta if on else None,
+        )
 
 
 class BlockCache:
@@ -230,6 +252,8 @@ def unit_points(
         ends = [n]
     else:
         ends = round_ends(n, rule.block, max((p.hi for p in parts.values()), default=0))
+        if rule.max_blocks is not None:  # the pilot: no further than max_blocks blocks
+            ends = [e for e in ends if e <= rule.max_blocks * rule.block] or ends[:1]
 
     def extend(part: _Partial, hi: int) -> None:
         if part.hi >= hi:
@@ -280,16 +304,7 @@ def unit_points(
                 _end_losses(end_a, hi, "paths.sequential"),
             ]
         )
-        if should_stop(
-            matrix,
-            curve,
-            block=rule.block,
-            min_blocks=rule.min_blocks,
-            tolerance=rule.tolerance,
-            n_boot=rule.resamples,
-            level=rule.confidence,
-            seed=rule.seed,
-        ):
+        if rule.stops(matrix, curve, split.name):
             break
     found = {0.0: _end_row(key, 0.0, end_b, hi), 1.0: _end_row(key, 1.0, end_a, hi)}
     for alpha, part in parts.items():
@@ -305,3 +320,49 @@ def unit_points(
             part.hi,
         )
     return found
+
+
+# ----------------------------------------------------------- paths.sequential.affinity
+
+
+def _stored_curve(store: Store, key: UnitKey) -> tuple[list[float], np.ndarray] | None:
+    """A unit's stored α and (n_α, examples) losses, or None when a point lacks them."""
+    points = store.unit_points(key)
+    if len(points) < 2 or any(p.example_losses is None for p in points):
+        return None
+    hi = min(len(p.example_losses) for p in points)  # type: ignore[arg-type]
+    losses = np.stack([np.asarray(p.example_losses, dtype=np.float64)[:hi] for p in points])
+    return [p.alpha for p in points], losses
+
+
+def pilot_delta(store: Store, keys: Sequence[UnitKey], examples: int) -> float:
+    """δ of ``paths.sequential.affinity`` under ``basins.delta: median``: the median
+    convexity gap of the units ``keys`` on their first ``examples`` examples (1.0 when
+    every gap is 0, as :func:`modeconn.stats.basins.median_delta`).
+
+    Computed from the stored losses, so a rerun finds the same δ whatever later rounds
+    added to the units.
+    """
+    gaps = []
+    for key in keys:
+        found = _stored_curve(store, key)
+        if found is not None and found[1].shape[1] >= examples:
+            alphas, losses = found
+            gaps.append(convexity_gap(losses[:, :examples].mean(axis=1), alphas))
+    if not gaps:
+        raise DataError(
+            "paths.sequential.affinity: no path holds the pilot's first "
+            f"{examples} examples to take δ from; set basins.delta to a number"
+        )
+    med = float(np.median(gaps))
+    return med if med > 0 else 1.0
+
+
+def unit_settled(store: Store, key: UnitKey, rule: BlockRule, split: str) -> bool:
+    """Whether a stored unit of the split named ``split`` needs no more examples under
+    ``rule``: it holds the whole sample, or its stored losses already satisfy the rule."""
+    found = _stored_curve(store, key)
+    if found is None:
+        return False
+    alphas, losses = found
+    return losses.shape[1] >= key.sample_size or rule.stops(losses, alphas, split)

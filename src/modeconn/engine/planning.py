@@ -314,8 +314,9 @@ class SweepEstimate:
             first = self.sequential_block * (self.sequential_min_blocks or 1)
             lines.append(
                 f"paths.sequential: each path is evaluated on blocks of "
-                f"{self.sequential_block} examples and stops once its convexity gap is "
-                f"known (never before {first:,} examples), so the interior counts above "
+                f"{self.sequential_block} examples and stops once its convexity gap (or, with "
+                f"`affinity`, its basin affinity) is known (never before {first:,} "
+                "examples), so the interior counts above "
                 "and the projection are upper bounds"
             )
         lines.append(self._projection())

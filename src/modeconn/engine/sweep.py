@@ -79,6 +79,21 @@ class SweepStats:
     seconds: float = 0.0
     per_split: dict[str, int] = field(default_factory=dict)
 
+    def __add__(self, other: SweepStats) -> SweepStats:
+        """Two stages of one sweep together (counts and seconds summed)."""
+        per_split = dict(self.per_split)
+        for k, v in other.per_split.items():
+            per_split[k] = per_split.get(k, 0) + v
+        return SweepStats(
+            self.member_evaluations + other.member_evaluations,
+            self.path_evaluations + other.path_evaluations,
+            self.path_examples + other.path_examples,
+            self.units_written + other.units_written,
+            self.loads + other.loads,
+            self.seconds + other.seconds,
+            per_split,
+        )
+
 
 def unit_key(plan: SweepPlan, a: int, b: int, split: Split, *, path: str = "linear") -> UnitKey:
     ma, mb = plan.members[a], plan.members[b]

@@ -24,6 +24,17 @@ on the examples seen; the mean curve of a stopped path is over its first k·B ex
 the same examples at every α (endpoints included), so its gap is an unbiased-in-design
 estimate of the full-sample gap with the stated interval.
 
+**Stopping on what the basins read.** The basins see a pair only through its affinity
+S = exp(−CG² / 2δ²) (:func:`modeconn.stats.basins.affinity`). A pair far outside δ has
+S ≈ 0 over a wide range of gaps, and a near-identical pair S ≈ 1: their gap need not be
+known to ``tolerance`` for the basins to be settled. With ``affinity`` ε (and the kernel's
+δ), a path also stops once its affinity is known to ε: with the gap known to ±w as above,
+S(max(0, CG − w)) − S(CG + w) < ε. The affinity matrix is then known to ε entrywise
+(to ε·N in Frobenius norm), and the spectral embedding moves by at most that over the
+eigengap (Davis & Kahan 1970; von Luxburg 2007, §7): a label flips only for a member that
+sits within that distance of a basin boundary. ``benchmarks/landmarks.py`` measures the
+basins' agreement with all pairs rather than assume it.
+
 The study option ``paths.sequential`` (:mod:`modeconn.config.paths`) runs this rule in
 the sweep: :mod:`modeconn.engine.blockwise` evaluates each path block by block and stores
 the examples it saw; :func:`sequential_gap` is the same loop over any block evaluator
@@ -45,6 +56,7 @@ from modeconn.measures.barriers import convexity_gap
 
 __all__ = [
     "SequentialResult",
+    "affinity_width",
     "bootstrap_gap_interval",
     "curve_interval_width",
     "sequential_gap",
@@ -109,12 +121,15 @@ def should_stop(
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
+    affinity: float | None = None,
+    delta: float | None = None,
 ) -> bool:
     """Whether a path evaluated on the examples of ``losses`` may stop.
 
     False while fewer than ``min_blocks`` whole blocks are seen, whatever the losses;
     then True when, at every α, the bootstrap interval of the mean loss above the
-    endpoints' chord is narrower than ``tolerance`` (module docstring).
+    endpoints' chord is narrower than ``tolerance`` — or, with ``affinity`` ε and the
+    kernel's ``delta``, when the pair's affinity is known to ε (:func:`affinity_width`).
 
     >>> rng = np.random.default_rng(0)
     >>> noisy = rng.normal(1.0, 0.01, size=(3, 64))
@@ -122,12 +137,40 @@ def should_stop(
     False
     >>> should_stop(noisy, [0, .5, 1], block=32, min_blocks=2, tolerance=1.0)
     True
+    >>> far = rng.normal([[0.1], [3.0], [0.1]], 0.5, size=(3, 64))  # a gap of ~2.9 ± 0.2
+    >>> should_stop(far, [0, .5, 1], block=32, min_blocks=2, tolerance=0.05)
+    False
+    >>> should_stop(far, [0, .5, 1], block=32, min_blocks=2, tolerance=0.05,
+    ...             affinity=0.01, delta=0.5)  # S ≈ exp(−17) whatever the gap's last digit
+    True
     """
     _check(block, min_blocks, tolerance)
+    _check_affinity(affinity, delta)
     a = _curve_losses(losses)
     if a.shape[1] // block < min_blocks:
         return False
-    return curve_interval_width(a, alphas, n_boot=n_boot, level=level, seed=seed) < tolerance
+    width = curve_interval_width(a, alphas, n_boot=n_boot, level=level, seed=seed)
+    if width < tolerance:
+        return True
+    if affinity is None or delta is None:
+        return False
+    gap = convexity_gap(a.mean(axis=1), alphas)
+    return affinity_width(gap, width, delta=delta) < affinity
+
+
+def affinity_width(gap: float, width: float, *, delta: float) -> float:
+    """How far apart the affinities exp(−g² / 2δ²) at the two ends of the gap's range
+    [max(0, gap − width), gap + width] are: the most the pair's basin affinity can move.
+
+    >>> round(affinity_width(0.0, 0.1, delta=1.0), 4)  # 1 − exp(−0.01/2)
+    0.005
+    >>> round(affinity_width(1.0, 0.1, delta=1.0), 4)  # exp(−0.81/2) − exp(−1.21/2)
+    0.1209
+    >>> affinity_width(5.0, 0.5, delta=1.0) < 1e-4  # far outside δ: settled
+    True
+    """
+    lo, hi = max(0.0, gap - width), gap + width
+    return float(np.exp(-(lo**2) / (2 * delta**2)) - np.exp(-(hi**2) / (2 * delta**2)))
 
 
 def curve_interval_width(
@@ -154,6 +197,15 @@ def curve_interval_width(
     return float(np.max(hi - lo))
 
 
+def _check_affinity(affinity: float | None, delta: float | None) -> None:
+    if affinity is None:
+        return
+    if not (isinstance(affinity, int | float) and 0 < affinity < 1):
+        raise ConfigError(f"paths.sequential.affinity must be in (0, 1); got {affinity!r}")
+    if delta is not None and not (np.isfinite(delta) and delta > 0):
+        raise ConfigError(f"the affinity's δ must be a number > 0; got {delta!r}")
+
+
 def _check(block: int, min_blocks: int, tolerance: float) -> None:
     for name, v in (("block", block), ("min_blocks", min_blocks)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -173,8 +225,11 @@ def sequential_gap(
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
+    affinity: float | None = None,
+    delta: float | None = None,
 ) -> SequentialResult:
-    """Evaluate blocks 0, 1, … of an ``n_examples`` sample until :func:`should_stop`.
+    """Evaluate blocks 0, 1, … of an ``n_examples`` sample until :func:`should_stop` (with
+    ``affinity`` and ``delta`` passed on to it).
 
     ``evaluate_block(b)`` returns the (n_alphas, examples in block b) losses of block b
     (the last block may be short).
@@ -202,6 +257,8 @@ def sequential_gap(
             n_boot=n_boot,
             level=level,
             seed=seed,
+            affinity=affinity,
+            delta=delta,
         ):
             stopped = True
             break
