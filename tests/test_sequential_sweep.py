@@ -405,11 +405,13 @@ def test_killed_sequential_sweep_resumes_to_the_uninterrupted_store(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("affinity", [None, 0.2])
 def test_kill_harness_with_sequential_samples_and_landmarks(
-    data_root: Path, tmp_path: Path
+    data_root: Path, tmp_path: Path, affinity: float | None
 ) -> None:
     """benchmarks/kill_harness.py with paths.sequential and basins.landmarks on: 3 SIGKILLs
-    at random moments, each completed store equal to the uninterrupted run."""
+    at random moments, each completed store equal to the uninterrupted run; with
+    ``affinity`` the kills also land in the pilot or in the second stage."""
     from conftest import REPO
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -425,7 +427,12 @@ def test_kill_harness_with_sequential_samples_and_landmarks(
         data=data_root,
         say=lines.append,
         landmarks=3,
-        sequential={"tolerance": 0.05, "block": 12, "min_blocks": 2},
+        sequential={
+            "tolerance": 0.05 if affinity is None else 0.01,
+            "block": 12,
+            "min_blocks": 2,
+            **({} if affinity is None else {"affinity": affinity}),
+        },
     )
     report = "\n".join(lines)
     assert "reference: 24 units" in report, report
