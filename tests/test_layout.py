@@ -24,7 +24,7 @@ import whom*, and the code as it is:
 9. ``analyses`` — each reads the store and results and gives its report sections and
    figures (``analyses.base.Analysis``), so it sits above the figures it draws.
 10. ``report.study`` — the study's report: core sections plus every analysis's.
-11. ``pipeline`` — runs the stages.
+11. ``pipeline``, ``stages`` — run the stages (``stages``: sweeps planned in stages).
 12. ``cli`` and the package root.
 
 A module may import its own layer or any below it, never above.
@@ -53,7 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modeconn.figures", "modeconn.report"),
     ("modeconn.analyses",),
     ("modeconn.report.study", "modeconn.report.json"),
-    ("modeconn.pipeline",),
+    ("modeconn.pipeline", "modeconn.stages"),
     ("modeconn.cli", "modeconn"),
 )
 

@@ -43,6 +43,7 @@ from modeconn.population.train import (
     train_member,
 )
 from modeconn.results import StudyResult
+from modeconn.stages import affinity_stages, block_rule, landmark_stages, landmarks_in_stages
 from modeconn.store import Store
 
 if TYPE_CHECKING:
@@ -270,9 +271,15 @@ class StudyRunner:
         self.study.out_path().mkdir(parents=True, exist_ok=True)
         return Store(self.study.store_path(), study=self.study.name)
 
-    def plan(self, store: Store, *, sequential: BlockRule | bool | None = True) -> SweepPlan:
+    def plan(
+        self,
+        store: Store,
+        *,
+        sequential: BlockRule | bool | None = True,
+        pairs: list[tuple[int, int]] | None = None,
+    ) -> SweepPlan:
         """The sweep's plan against ``store``; ``sequential`` replaces the study's rule
-        (``True``: the study's own, ``None``: none)."""
+        (``True``: the study's own, ``None``: none), ``pairs`` the landmark plan's pairs."""
         rule = block_rule(self.study) if sequential is True else sequential
         return plan_sweep(
             self.members(),
@@ -281,7 +288,7 @@ class StudyRunner:
             member_splits=self.study.eval_splits(),
             points=self.study.paths.points,
             store=store,
-            pairs=landmark_plan(len(self.members()), self.study.basins),
+            pairs=pairs or landmark_plan(len(self.members()), self.study.basins),
             tolerance=self.study.paths.tolerance,
             sequential=rule or None,
         )
@@ -340,102 +347,12 @@ class StudyRunner:
                 f"({len(plan.unit_todo)} to do), {plan.n_member_points} member points "
                 f"({len(plan.member_todo)} to do)"
             )
-            if self._sequential_landmarks():
-                return self._staged_sweep(store)
+            if landmarks_in_stages(self.study, len(self.members())):
+                return landmark_stages(self, store)
             rule = plan.sequential
             if rule is not None and rule.affinity is not None and rule.delta is None:
-                return self._affinity_sweep(plan, rule, store)
+                return affinity_stages(self, plan, rule, store)
             return self._execute(plan, store)
-
-    def _affinity_sweep(self, plan: SweepPlan, rule: BlockRule, store: Store) -> SweepStats:
-        """``paths.sequential.affinity`` under ``basins.delta: median``: every planned path
-        on its first ``min_blocks`` blocks (the pilot), δ = the median gap on that prefix
-        (:func:`~modeconn.engine.blockwise.pilot_delta`), then block by block only the
-        paths whose stored losses do not yet satisfy the rule with that δ
-        (:func:`~modeconn.engine.blockwise.unit_settled`). Both stages resume from the
-        store; a rerun of a finished sweep evaluates nothing."""
-        from modeconn.engine.blockwise import pilot_delta, unit_settled
-        from modeconn.engine.sweep import unit_key
-
-        done = self._execute(
-            replace(plan, sequential=replace(rule, max_blocks=rule.min_blocks)), store
-        )
-        splits, b = self.splits(), self.study.basins
-        again = self.plan(store, sequential=None)  # every unit on fewer examples than the sample
-        every = landmark_plan(len(again.members), b)
-        pairs = (
-            every
-            if every is not None
-            else [
-                (i, j) for i in range(len(again.members)) for j in range(i + 1, len(again.members))
-            ]
-        )
-        keys = [unit_key(again, i, j, splits[b.split]) for i, j in pairs]
-        delta = pilot_delta(store, keys, rule.block * rule.min_blocks)
-        full = replace(rule, delta=delta)
-        todo = tuple(
-            u
-            for u in again.unit_todo
-            if not unit_settled(store, unit_key(again, u[0], u[1], splits[u[2]]), full, u[2])
-        )
-        self.say(
-            f"paths.sequential.affinity: δ = {delta:.4g} (median gap on the first "
-            f"{rule.block * rule.min_blocks} examples of {len(keys)} paths); "
-            f"{len(todo)} of {len(again.unit_todo)} stopped paths go on"
-        )
-        more = self._execute(replace(again, unit_todo=todo, sequential=full), store)
-        return done + more
-
-    def _sequential_landmarks(self) -> bool:
-        from modeconn.stats.landmarks import SEQUENTIAL
-
-        b = self.study.basins
-        n = len(self.members())
-        return b.landmark_choice in SEQUENTIAL and b.landmarks is not None and b.landmarks < n - 1
-
-    def _staged_sweep(self, store: Store) -> SweepStats:
-        """``basins.landmark_choice: kmeans++ | farthest``: sweep landmark by landmark,
-        each next one chosen from the measured paths of those before
-        (stats.landmarks.sequential_landmarks); :func:`modeconn.results.sequential_ids`
-        redraws the same ones from the store."""
-        from modeconn.results import distance_matrix
-        from modeconn.stats.landmarks import landmark_pairs, sequential_landmarks
-
-        b = self.study.basins
-        ids = [m.id for m in self.members()]
-        n = len(ids)
-        total = SweepStats()
-
-        def sweep_pairs(pairs: list[tuple[int, int]]) -> None:
-            nonlocal total
-            plan = plan_sweep(
-                self.members(),
-                self.splits(),
-                path_splits=self.study.paths.splits,
-                member_splits=self.study.eval_splits(),
-                points=self.study.paths.points,
-                store=store,
-                pairs=pairs,
-                tolerance=self.study.paths.tolerance,
-                sequential=block_rule(self.study),
-            )
-            total = total + self._execute(plan, store)
-
-        def row(i: int) -> Any:
-            sweep_pairs([(min(i, j), max(i, j)) for j in range(n) if j != i])
-            d = distance_matrix(store, split=b.split, metric=b.distance, missing_ok=True)
-            return d.loc[ids[i], ids].to_numpy()
-
-        assert b.landmarks is not None
-        marks = sequential_landmarks(
-            n, b.landmarks, seed=b.landmark_seed, row=row, method=b.landmark_choice
-        )
-        self.say(
-            f"landmarks ({b.landmark_choice} on measured paths): "
-            + ", ".join(ids[i] for i in marks)
-        )
-        sweep_pairs(landmark_pairs(n, marks))  # the last landmark's paths
-        return total
 
     def _execute(self, plan: SweepPlan, store: Store) -> SweepStats:
         """Run `plan` on the study's sweep backend."""
@@ -565,25 +482,6 @@ class StudyRunner:
         result = self.analyze()
         path = self.report(result)
         return result.with_report(path)
-
-
-def block_rule(study: Study) -> BlockRule | None:
-    """``paths.sequential`` as the sweep's :class:`~modeconn.engine.blockwise.BlockRule`."""
-    seq = study.paths.sequential
-    if seq is None:
-        return None
-    b = study.basins
-    return BlockRule(
-        tolerance=seq.tolerance,
-        block=seq.block,
-        min_blocks=seq.min_blocks,
-        confidence=seq.confidence,
-        resamples=seq.resamples,
-        seed=seq.seed,
-        affinity=seq.affinity,
-        delta=None if b.delta == "median" else float(b.delta),
-        affinity_split=b.split if seq.affinity is not None else None,
-    )
 
 
 def _check_dtype(store: Store, study: Study) -> None:
