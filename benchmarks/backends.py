@@ -15,9 +15,11 @@ does before its analysis), with the same cores:
 * ``ray``     — ``sweep: {backend: ray, …}`` on a fresh local Ray (skipped if Ray is not
   installed: ``pip install 'modeconn[ray]'``).
 
-Printed per backend: the child's wall time (start-up, member hashing, worker start-up
-and the sweep: what a user waits for), the sweep stage alone, and local's wall time ÷
-this backend's (above 1 = faster than local). Last, whether every backend's store holds
+The backends are timed interleaved (local, process, ray, local, … for ``--rounds``
+rounds), each run into an emptied store. Printed per backend, as medians over rounds: the
+child's wall time (start-up, member hashing, worker start-up and the sweep: what a user
+waits for) and the sweep stage alone; then local's wall time ÷ this backend's in the same
+round (above 1 = faster than local), median [min–max]. Last, whether every backend's store holds
 the same rows as local's (losses within 1e-6 relative): a faster backend that writes
 other numbers is a bug. On a 2-core machine expect little gain; the backends pay off
 with many cores or machines.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +37,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _common import BUILTIN, make_members, mnli_split, study_dict, write_study
+from _common import (
+    BUILTIN,
+    format_ratio,
+    interleaved,
+    make_members,
+    median,
+    mnli_split,
+    ratio_summary,
+    study_dict,
+    write_study,
+)
 
 BACKENDS = ("local", "process", "ray")
 
@@ -74,6 +87,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads-per-worker", type=int, default=1)
     ap.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds (local, process, ray, …)"
+    )
     ap.add_argument("--workdir", type=Path, help="keep members and stores here")
     ap.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -97,8 +113,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         make_members(BUILTIN, work / "members", args.n_members, layers=args.layers)
         cores = args.workers * args.threads_per_worker
-        results: dict[str, dict[str, float]] = {}
-        stores: dict[str, Path] = {}
+        paths = {}
         for backend in backends:
             sweep = None
             if backend != "local":
@@ -107,7 +122,7 @@ def main() -> None:
                     "workers": args.workers,
                     "threads_per_worker": args.threads_per_worker,
                 }
-            out = work / f"{backend}-{time.time_ns()}"
+            out = work / backend
             study = study_dict(
                 BUILTIN,
                 work / "members",
@@ -118,33 +133,50 @@ def main() -> None:
                 threads=cores,
                 sweep=sweep,
             )
-            path = write_study(out / "study.yaml", study)
-            start = time.perf_counter()
+            paths[backend] = write_study(work / f"{backend}.yaml", study)
+
+        runs: dict[str, list[dict[str, float]]] = {backend: [] for backend in backends}
+        failed: set[str] = set()
+
+        def fresh(backend: str) -> None:  # untimed: each round sweeps from scratch
+            shutil.rmtree(work / backend, ignore_errors=True)
+
+        def run(backend: str) -> None:
+            if backend in failed:
+                return
             done = subprocess.run(
-                [sys.executable, __file__, "--_child", str(path)],
+                [sys.executable, __file__, "--_child", str(paths[backend])],
                 capture_output=True,
                 text=True,
             )
-            wall = time.perf_counter() - start
             if done.returncode != 0:
                 print(f"{backend}: failed\n{done.stderr[-2000:]}")
-                continue
-            results[backend] = {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": wall}
-            stores[backend] = out / "results.sqlite"
+                failed.add(backend)
+                return
+            runs[backend].append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+        times = interleaved(
+            {backend: (lambda b=backend: run(b)) for backend in backends},
+            args.rounds,
+            before=fresh,
+        )
+        ok = [b for b in backends if b not in failed]
+        stores = {b: work / b / "results.sqlite" for b in ok}
 
         n_pairs = args.n_members * (args.n_members - 1) // 2
         print(
             f"{args.n_members} members ({n_pairs} pairs), {args.examples} MNLI pairs, "
             f"{args.points} α, {args.layers} layers; {args.workers} workers × "
-            f"{args.threads_per_worker} threads (local: {cores} threads)"
+            f"{args.threads_per_worker} threads (local: {cores} threads); "
+            f"{args.rounds} interleaved rounds, medians"
         )
-        print(f"{'backend':<10}{'wall s':>9}{'sweep s':>9}{'evals':>7}{'local / this':>14}")
-        base = results.get("local", {}).get("wall_s")
-        for backend, r in results.items():
-            ratio = f"{base / r['wall_s']:.2f}" if base else "—"
+        print(f"{'backend':<10}{'wall s':>9}{'sweep s':>9}{'evals':>7}{'local / this [range]':>24}")
+        for backend in ok:
+            sweep_s = median([r["sweep_s"] for r in runs[backend]])
+            evals = int(runs[backend][-1]["evaluations"])
+            ratio = format_ratio(ratio_summary(times, "local", backend)) if "local" in ok else "—"
             print(
-                f"{backend:<10}{r['wall_s']:>9.1f}{r['sweep_s']:>9.1f}"
-                f"{int(r['evaluations']):>7}{ratio:>14}"
+                f"{backend:<10}{median(times[backend]):>9.1f}{sweep_s:>9.1f}{evals:>7}{ratio:>24}"
             )
         if "local" in stores:
             want = _rows(stores["local"])

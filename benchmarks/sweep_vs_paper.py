@@ -27,8 +27,10 @@ paper recipe
     batch), so the ratio printed is conservative; pass ``--paper-batch 512`` for the
     public default.
 
-Printed: both wall times (everything from reading the tokenizer to the last loss), the
-ratio paper / modeconn (target ≥ 3), the number of forward passes each ran, and the
+The two are timed interleaved (modeconn, paper, modeconn, … for ``--rounds`` rounds;
+modeconn into an emptied store each time). Printed: both wall times, medians over rounds
+(everything from reading the tokenizer to the last loss), the per-round ratio paper /
+modeconn as median [min–max] (target ≥ 3), the number of forward passes each ran, and the
 largest |loss difference| between the two over every (pair, α) — they evaluate the same
 points, so it must be rounding-sized.
 """
@@ -37,14 +39,26 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import BUILTIN, LABELS, make_members, mnli_split, study_dict, write_study
+from _common import (
+    BUILTIN,
+    LABELS,
+    format_ratio,
+    interleaved,
+    make_members,
+    median,
+    mnli_split,
+    ratio_summary,
+    study_dict,
+    write_study,
+)
 
 from modeconn.config.study import load_study
 from modeconn.data.text import Example, read_examples, sample_indices
@@ -111,6 +125,7 @@ def main() -> None:
     ap.add_argument("--paper-batch", type=int, default=32, help="paper recipe's batch size")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--workdir", type=Path, help="keep members and stores here")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -122,10 +137,11 @@ def main() -> None:
         else:
             chosen = make_members(args.model, work / "members", args.n_members, layers=args.layers)
         members = {Path(p).stem: Path(p) for p in chosen}
+        out = work / "sweep"
         study = study_dict(
             args.model,
             work / "members",
-            work / f"sweep-{time.time_ns()}",
+            out,
             splits={"mnli": mnli_split(args.examples)},
             points=args.points,
             layers=args.layers,
@@ -140,28 +156,37 @@ def main() -> None:
         load_tokenizer(resolve_pretrained(args.model))
         classifier_skeleton(resolve_pretrained(args.model), LABELS, num_layers=args.layers)
 
-        start = time.perf_counter()
-        runner = StudyRunner(load_study(path), progress=False)
-        stats = runner.sweep()
-        ours_s = time.perf_counter() - start
-        with Store(runner.study.store_path(), create=False) as store:
-            rows = store.path_points()
-        ours = {
-            (str(a), str(b), round(float(alpha), 6)): float(loss)
-            for a, b, alpha, loss in zip(
-                rows["member_a"], rows["member_b"], rows["alpha"], rows["loss"], strict=True
-            )
-        }
-        our_passes = stats.member_evaluations + stats.path_evaluations
-
-        spec = runner.study.split_spec("mnli")
+        spec = load_study(path).split_spec("mnli")
         examples = read_examples(spec)
         sample = [examples[i] for i in sample_indices(len(examples), spec.sample_size, 0)]
-        start = time.perf_counter()
-        theirs, their_passes = paper_recipe(
-            args.model, args.layers, members, sample, alpha_grid(args.points), args.paper_batch
+        got: dict[str, Any] = {}
+
+        def fresh(row: str) -> None:  # untimed: modeconn sweeps into an emptied store
+            if row == "modeconn":
+                shutil.rmtree(out, ignore_errors=True)
+
+        def ours_run() -> None:
+            runner = StudyRunner(load_study(path), progress=False)
+            stats = runner.sweep()
+            with Store(runner.study.store_path(), create=False) as store:
+                rows = store.path_points()
+            got["ours"] = {
+                (str(a), str(b), round(float(alpha), 6)): float(loss)
+                for a, b, alpha, loss in zip(
+                    rows["member_a"], rows["member_b"], rows["alpha"], rows["loss"], strict=True
+                )
+            }
+            got["our_passes"] = stats.member_evaluations + stats.path_evaluations
+
+        def paper_run() -> None:
+            got["theirs"], got["their_passes"] = paper_recipe(
+                args.model, args.layers, members, sample, alpha_grid(args.points), args.paper_batch
+            )
+
+        times = interleaved(
+            {"modeconn": ours_run, "paper recipe": paper_run}, args.rounds, before=fresh
         )
-        paper_s = time.perf_counter() - start
+        ours, theirs = got["ours"], got["theirs"]
 
     assert set(ours) == set(theirs), "both evaluate every (pair, α)"
     worst = max(abs(ours[k] - theirs[k]) for k in ours)
@@ -170,12 +195,17 @@ def main() -> None:
         f"{len(members)} members ({n_pairs} pairs), {len(sample)} MNLI pairs, {args.points} α, "
         f"{args.threads} threads, layers: {args.layers or 'all'}"
     )
-    print(f"modeconn:     {ours_s:8.1f} s  ({our_passes} forward passes over the sample)")
+    print(f"{args.rounds} interleaved rounds (modeconn, paper recipe, …); medians")
     print(
-        f"paper recipe: {paper_s:8.1f} s  ({their_passes} forward passes, batches of "
-        f"{args.paper_batch} in sampled order)"
+        f"modeconn:     {median(times['modeconn']):8.1f} s  "
+        f"({got['our_passes']} forward passes over the sample)"
     )
-    print(f"paper / modeconn: {paper_s / ours_s:.2f} (target ≥ 3)")
+    print(
+        f"paper recipe: {median(times['paper recipe']):8.1f} s  ({got['their_passes']} forward "
+        f"passes, batches of {args.paper_batch} in sampled order)"
+    )
+    ratio = ratio_summary(times, "paper recipe", "modeconn")
+    print(f"paper / modeconn: {format_ratio(ratio)} (target ≥ 3)")
     print(f"largest |loss difference| over every (pair, α): {worst:.2e}")
     if not np.isfinite(worst) or worst > 1e-3:
         raise SystemExit("the two recipes disagree on the losses: this is a bug, not a timing")
