@@ -312,15 +312,15 @@ def sequential_noise(store: Store, result: StudyResult, args: argparse.Namespace
     pair, at the first ``min_blocks`` blocks and at the whole sample, against the tolerance
     and against δ (the kernel's scale, the median gap)."""
     first = args.block * args.min_blocks
-    gaps, w_first, w_all, n_ex = [], [], [], 0
-    for i, (_, g) in enumerate(sorted(_curves_with_examples(store, result.study).items())):
+    w_first, w_all, n_ex = [], [], 0
+    for _, g in sorted(_curves_with_examples(store, result.study).items())[::10]:
         alphas = g["alpha"].to_numpy()
-        gaps.append(convexity_gap(g["loss"].to_numpy(), alphas))
-        if i % 10 == 0:
-            losses = np.stack([np.asarray(x, dtype=np.float64) for x in g["example_losses"]])
-            n_ex = losses.shape[1]
-            w_first.append(curve_interval_width(losses[:, :first], alphas, n_boot=args.n_boot))
-            w_all.append(curve_interval_width(losses, alphas, n_boot=args.n_boot))
+        losses = np.stack([np.asarray(x, dtype=np.float64) for x in g["example_losses"]])
+        n_ex = losses.shape[1]
+        w_first.append(curve_interval_width(losses[:, :first], alphas, n_boot=args.n_boot))
+        w_all.append(curve_interval_width(losses, alphas, n_boot=args.n_boot))
+    d = result.distance.to_numpy()
+    gaps = d[np.triu_indices(len(d), 1)]
     return (
         f"sequential rule's interval width (widest α, median of {len(w_all)} pairs): "
         f"{np.median(w_first):.4f} at {first} examples, {np.median(w_all):.4f} at all {n_ex} "
